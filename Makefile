@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: test lint typecheck pytest install clean
+.PHONY: test lint typecheck pytest install clean demo
 
 install: $(PY_STAMP) $(NODE_STAMP)
 
@@ -35,6 +35,11 @@ pytest: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: install lint typecheck pytest
+
+# The sandbox stack (local Functions host + emulators) that `make demo` runs lands with issue 6.
+demo: install
+	@echo "make demo is not available yet: the local Functions host and scripted story land with issue 6." >&2
+	@exit 1
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -23,8 +23,8 @@ class ConcurrencyError(StateError):
     """Someone else changed the row since it was read (a lost race); re-read and try again."""
 
 
-class AlreadyExistsError(StateError):
-    """A row that was to be created exists already."""
+class AlreadyExistsError(ConcurrencyError):
+    """A row that was to be created exists already (someone else created it first)."""
 
 
 class InvalidKeyError(StateError, ValueError):

@@ -1,0 +1,161 @@
+"""The ``sync-jobs`` queue: the message model (SPEC section 3), enqueueing and decoding.
+
+Messages are JSON, base64-encoded on the wire because that is what the Functions host's queue
+trigger expects by default (host.json ``messageEncoding: base64``); the host decodes the base64
+before our function sees the body, so ``decode_job`` takes the decoded text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.queue.aio import QueueClient
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator
+
+from shared.errors import JobDecodeError
+
+SYNC_JOBS_QUEUE = "sync-jobs"
+POISON_QUEUE = f"{SYNC_JOBS_QUEUE}-poison"  # the host's `<queue>-poison` convention
+MAX_MESSAGE_CHARS = 48 * 1024  # Queue messages are capped at 64 KiB; base64 adds a third
+
+JobKind = Literal["referral", "opportunity"]
+# Partner Center's four referral webhook events (reference: webhooks) plus our own triggers.
+WEBHOOK_EVENTS = (
+    "referral-created",
+    "referral-updated",
+    "related-referral-created",
+    "related-referral-updated",
+)
+_REASON = re.compile(r"^(poll|reconcile|manual|backfill|webhook:[a-z][a-z-]{0,63})$")
+
+
+def _check_reason(value: str) -> str:
+    if not _REASON.match(value):
+        raise ValueError(
+            "expected poll, reconcile, manual, backfill or webhook:<event-name> "
+            "(e.g. webhook:referral-updated)"
+        )
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("must carry a time zone (UTC, e.g. 2026-11-27T10:00:00Z)")
+    return value.astimezone(UTC)
+
+
+class SyncJob(BaseModel):
+    """One unit of work: sync the pair that this referral or opportunity belongs to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: JobKind
+    id: UUID
+    reason: Annotated[str, AfterValidator(_check_reason)]
+    observed_at: Annotated[datetime, AfterValidator(_utc)]
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _guid_text(cls, value: object) -> object:
+        # Accept GUIDs in any case and with braces, as Dataverse and Partner Center print them.
+        return value.strip("{}") if isinstance(value, str) else value
+
+    @classmethod
+    def now(cls, kind: JobKind, id: UUID | str, *, reason: str) -> SyncJob:
+        """A job observed at this moment."""
+        return cls.model_validate(
+            {"kind": kind, "id": id, "reason": reason, "observed_at": datetime.now(UTC)}
+        )
+
+    def to_json(self) -> str:
+        """The wire form: compact JSON with the id in lower case and the time in ISO-8601 Z."""
+        return json.dumps(
+            {
+                "kind": self.kind,
+                "id": str(self.id),
+                "reason": self.reason,
+                "observed_at": self.observed_at.isoformat().replace("+00:00", "Z"),
+            },
+            separators=(",", ":"),
+        )
+
+
+def decode_job(body: str | bytes) -> SyncJob:
+    """Parse a message body as the host hands it over; raise ``JobDecodeError`` with the reason."""
+    if isinstance(body, bytes):
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise JobDecodeError("body is not UTF-8 text") from None
+    if len(body) > MAX_MESSAGE_CHARS:
+        raise JobDecodeError(f"body is {len(body)} characters, more than {MAX_MESSAGE_CHARS}")
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise JobDecodeError(f"body is not JSON ({exc.msg} at position {exc.pos})") from None
+    if not isinstance(data, dict):
+        raise JobDecodeError(f"body is a JSON {type(data).__name__}, expected an object")
+    try:
+        return SyncJob.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']) or 'message'}: "
+            f"{str(err['msg']).removeprefix('Value error, ')}"
+            for err in exc.errors()
+        ]
+        raise JobDecodeError("; ".join(problems)) from None
+
+
+class JobQueue:
+    """Enqueues sync jobs; one instance per queue, an async context manager owning its client."""
+
+    def __init__(self, client: QueueClient, *, max_concurrency: int = 16) -> None:
+        self._client = client
+        self._limit = asyncio.Semaphore(max_concurrency)
+
+    async def __aenter__(self) -> JobQueue:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def create_queue(self) -> None:
+        """Create the queue if it does not exist (idempotent)."""
+        with contextlib.suppress(ResourceExistsError):
+            await self._client.create_queue()
+
+    async def enqueue(self, job: SyncJob, *, visibility_timeout: int | None = None) -> None:
+        """Add one job; ``visibility_timeout`` (seconds) delays it."""
+        async with self._limit:
+            await self._client.send_message(job.to_json(), visibility_timeout=visibility_timeout)
+
+    async def enqueue_many(self, jobs: Iterable[SyncJob]) -> int:
+        """Add many jobs concurrently (the Queue API has no batch send); returns how many.
+
+        The same (kind, id) twice in one call is sent once: the engine reads current state,
+        so a second job for the same record would only repeat the first one's work.
+        """
+        unique: dict[tuple[str, UUID], SyncJob] = {}
+        for job in jobs:
+            unique.setdefault((job.kind, job.id), job)
+        await asyncio.gather(*(self.enqueue(job) for job in unique.values()))
+        return len(unique)
+
+    async def get_depth(self) -> int:
+        """Approximate number of messages waiting (0 if the queue does not exist yet)."""
+        try:
+            properties = await self._client.get_queue_properties()
+        except ResourceNotFoundError:
+            return 0
+        return int(properties.approximate_message_count or 0)

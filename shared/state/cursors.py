@@ -1,0 +1,83 @@
+"""The cursor store: watermarks of ``poll_dataverse`` and ``reconcile_partner_center``.
+
+Rows ``cursor`` / name in table ``synccursors`` (SPEC section 5). Saving is conditional on the
+ETag read, so two overlapping timer runs cannot both move a cursor (the loser gets
+``ConcurrencyError`` and its work is repeated harmlessly by the next run).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from shared.state._entity import from_entity, to_entity
+from shared.state._table import TableStore
+
+CURSORS_TABLE = "synccursors"
+_PARTITION = "cursor"
+_JSON = frozenset({"State"})
+
+
+class Cursor(BaseModel):
+    """A named watermark, plus any small state the timer needs (ids seen at the watermark)."""
+
+    name: str
+    watermark: datetime
+    state: dict[str, Any] = Field(default_factory=dict)
+    updated_at: datetime | None = None
+    etag: str | None = None
+
+    def age_seconds(self, now: datetime | None = None) -> float | None:
+        """Seconds since the cursor was last saved."""
+        if self.updated_at is None:
+            return None
+        return ((now or datetime.now(UTC)) - self.updated_at).total_seconds()
+
+
+class CursorStore(TableStore):
+    """Reads and saves cursors."""
+
+    async def get_cursor(self, name: str) -> Cursor | None:
+        found = await self._read(_PARTITION, name)
+        if found is None:
+            return None
+        entity, etag = found
+        return self._cursor(entity, etag)
+
+    async def list_cursors(self) -> list[Cursor]:
+        """Every cursor (there are only a few)."""
+        cursors: list[Cursor] = []
+        async for entity in self._table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": _PARTITION}
+        ):
+            cursors.append(self._cursor(dict(entity), str(entity.metadata["etag"])))
+        return cursors
+
+    async def save_cursor(self, cursor: Cursor) -> Cursor:
+        """Create the cursor (no ETag) or replace the one read (its ETag); returns it saved."""
+        now = datetime.now(UTC)
+        entity = to_entity(
+            _PARTITION,
+            cursor.name,
+            {"Watermark": cursor.watermark, "State": cursor.state or None, "UpdatedAt": now},
+            json_fields=_JSON,
+        )
+        what = f"cursor {cursor.name}"
+        if cursor.etag is None:
+            etag = await self._insert(entity, what=what)
+        else:
+            etag = await self._replace(entity, etag=cursor.etag, what=what)
+        return cursor.model_copy(update={"etag": etag, "updated_at": now})
+
+    @staticmethod
+    def _cursor(entity: dict[str, Any], etag: str) -> Cursor:
+        values = from_entity(entity, json_fields=_JSON)
+        return Cursor(
+            name=entity["RowKey"],
+            watermark=values["Watermark"],
+            state=values.get("State") or {},
+            updated_at=values.get("UpdatedAt"),
+            etag=etag,
+        )

@@ -1,0 +1,105 @@
+"""The history store: one row per sync, newest first.
+
+Rows in table ``synchistory`` (SPEC section 5): PartitionKey is the referral or opportunity id,
+RowKey an inverted timestamp, so a plain ascending query of one partition lists the newest sync
+first. A short random suffix keeps two syncs in the same microsecond apart.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.state._entity import check_key, from_entity, to_entity
+from shared.state._table import TableStore
+
+HISTORY_TABLE = "synchistory"
+_JSON = frozenset({"Changes", "Conflicts", "Errors"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_INVERT_FROM = 10**17 - 1  # microseconds: sorts correctly until the year 4738
+
+
+class FieldChange(BaseModel):
+    """One field written by a sync: which way, from what, to what."""
+
+    model_config = ConfigDict(frozen=True)
+
+    field: str
+    direction: Literal["pc_to_crm", "crm_to_pc"]
+    old: Any = None
+    new: Any = None
+
+
+class HistoryEntry(BaseModel):
+    """What one sync did."""
+
+    key: str  # the referral or opportunity id the sync was about
+    at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    outcome: Literal["synced", "no_change", "created", "error", "skipped"]
+    reason: str = ""
+    direction: Literal["pc_to_crm", "crm_to_pc", "both", "none"] = "none"
+    changes: list[FieldChange] = Field(default_factory=list)
+    conflicts: list[str] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
+    duration_ms: int = 0
+    remote_calls: int = 0
+
+
+def inverted_row_key(at: datetime) -> str:
+    """A RowKey that sorts newer moments first."""
+    micros = (at.astimezone(UTC) - _EPOCH) // timedelta(microseconds=1)
+    return f"{_INVERT_FROM - micros:017d}-{secrets.token_hex(3)}"
+
+
+class HistoryStore(TableStore):
+    """Appends and lists history rows."""
+
+    async def add_entry(self, entry: HistoryEntry) -> None:
+        key = check_key(entry.key.strip("{}").lower(), what="history key")
+        entity = to_entity(
+            key,
+            inverted_row_key(entry.at),
+            {
+                "At": entry.at,
+                "Outcome": entry.outcome,
+                "Reason": entry.reason,
+                "Direction": entry.direction,
+                "Changes": [c.model_dump(mode="json") for c in entry.changes] or None,
+                "Conflicts": entry.conflicts or None,
+                "Errors": entry.errors or None,
+                "DurationMs": entry.duration_ms,
+                "RemoteCalls": entry.remote_calls,
+            },
+            json_fields=_JSON,
+        )
+        await self._insert(entity, what=f"history row of {key}")
+
+    async def list_entries(self, key: str, *, limit: int = 50) -> list[HistoryEntry]:
+        """The newest ``limit`` entries of one referral or opportunity, newest first."""
+        partition = check_key(key.strip("{}").lower(), what="history key")
+        entries: list[HistoryEntry] = []
+        pages = self._table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": partition}, results_per_page=min(limit, 1000)
+        )
+        async for entity in pages:
+            values = from_entity(dict(entity), json_fields=_JSON)
+            entries.append(
+                HistoryEntry(
+                    key=partition,
+                    at=values["At"],
+                    outcome=values["Outcome"],
+                    reason=values.get("Reason", ""),
+                    direction=values.get("Direction", "none"),
+                    changes=values.get("Changes") or [],
+                    conflicts=values.get("Conflicts") or [],
+                    errors=values.get("Errors") or [],
+                    duration_ms=values.get("DurationMs", 0),
+                    remote_calls=values.get("RemoteCalls", 0),
+                )
+            )
+            if len(entries) >= limit:
+                break
+        return entries

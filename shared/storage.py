@@ -1,0 +1,52 @@
+"""Clients for the app's storage account, built from the same settings the bindings use.
+
+Locally ``AzureWebJobsStorage`` is a connection string (Azurite). In Azure it is the
+identity-based group ``AzureWebJobsStorage__queueServiceUri`` / ``__tableServiceUri`` /
+``__credential`` / ``__clientId``, so one configuration drives both the Functions bindings and
+our own SDK calls (reference: azure-functions-platform §1.5).
+"""
+
+from __future__ import annotations
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.data.tables.aio import TableServiceClient
+from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
+from azure.storage.queue import TextBase64EncodePolicy
+from azure.storage.queue.aio import QueueClient
+
+from shared.settings import Settings
+
+
+def _credential(settings: Settings) -> AsyncTokenCredential:
+    if settings.storage_credential == "managedidentity":
+        return ManagedIdentityCredential(client_id=settings.storage_client_id)
+    # Identity URIs without `__credential` (a developer pointing at a real account): az login.
+    return DefaultAzureCredential()
+
+
+def table_service_client(settings: Settings) -> TableServiceClient:
+    """An async Table service client for the state tables."""
+    if settings.storage_connection_string is not None:
+        return TableServiceClient.from_connection_string(
+            settings.storage_connection_string.get_secret_value()
+        )
+    assert settings.storage_table_service_uri is not None  # guaranteed by Settings validation
+    return TableServiceClient(settings.storage_table_service_uri, credential=_credential(settings))
+
+
+def queue_client(settings: Settings, queue_name: str) -> QueueClient:
+    """An async client of one queue that writes base64 text, as the Functions host reads it."""
+    encode = TextBase64EncodePolicy()
+    if settings.storage_connection_string is not None:
+        return QueueClient.from_connection_string(
+            settings.storage_connection_string.get_secret_value(),
+            queue_name,
+            message_encode_policy=encode,
+        )
+    assert settings.storage_queue_service_uri is not None  # guaranteed by Settings validation
+    return QueueClient(
+        settings.storage_queue_service_uri,
+        queue_name,
+        credential=_credential(settings),
+        message_encode_policy=encode,
+    )
