@@ -1,0 +1,102 @@
+"""Service protection (reference section 6) and injected faults (SPEC 9 control API).
+
+Limits are per emulator (one user): a sliding window of requests and a cap on concurrent
+requests. Over either → 429 with ``Retry-After`` in whole seconds and the documented code. The
+clock is injectable so tests can run a 10-second window in virtual time.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sandbox.dataverse.errors import CONCURRENCY_LIMIT, REQUESTS_LIMIT, DataverseFault
+
+
+@dataclass
+class Limits:
+    """Dataverse's defaults: 6,000 requests per 300 s and 52 concurrent requests."""
+
+    requests: int = 6000
+    window_s: float = 300.0
+    concurrent: int = 52
+
+
+class ServiceProtection:
+    """Counts requests in the window and in flight; refuses those over a limit."""
+
+    def __init__(self, limits: Limits | None = None, *, clock: Callable[[], float]) -> None:
+        self.limits = limits or Limits()
+        self._clock = clock
+        self._recent: deque[float] = deque()
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.throttled = 0
+
+    def set(self, limits: Limits) -> None:
+        self.limits = limits
+        self._recent.clear()
+
+    def reset_counters(self) -> None:
+        self._recent.clear()
+        self.peak_in_flight = self.in_flight
+        self.throttled = 0
+
+    def enter(self) -> None:
+        """Admit a request or raise the 429 Dataverse would answer."""
+        now = self._clock()
+        limits = self.limits
+        while self._recent and self._recent[0] <= now - limits.window_s:
+            self._recent.popleft()
+        if self.in_flight >= limits.concurrent:
+            self.throttled += 1
+            raise DataverseFault(
+                429,
+                CONCURRENCY_LIMIT,
+                f"Number of concurrent requests exceeded the limit of {limits.concurrent}.",
+                {"Retry-After": "1"},
+            )
+        if len(self._recent) >= limits.requests:
+            self.throttled += 1
+            wait = self._recent[0] + limits.window_s - now
+            raise DataverseFault(
+                429,
+                REQUESTS_LIMIT,
+                f"Number of requests exceeded the limit of {limits.requests} over time window of "
+                f"{limits.window_s:g} seconds.",
+                {"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        # Refused requests are not counted, so a client that waits as told gets through.
+        self._recent.append(now)
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        self.in_flight -= 1
+
+
+@dataclass
+class Faults:
+    """``PUT /_emulator/faults``: a share of requests fail with one of ``statuses``."""
+
+    error_rate: float = 0.0
+    statuses: list[int] = field(default_factory=lambda: [429, 500, 503])
+    retry_after_s: float = 1.0
+    latency_ms: float = 0.0
+    drop_webhook_rate: float = 0.0  # accepted for symmetry with the Partner Center emulator
+
+    def pick(self, rng: random.Random) -> DataverseFault | None:
+        if self.error_rate <= 0 or rng.random() >= self.error_rate or not self.statuses:
+            return None
+        status = rng.choice(self.statuses)
+        headers = {"Retry-After": f"{self.retry_after_s:g}"} if status in (429, 503) else {}
+        code = REQUESTS_LIMIT if status == 429 else "0x80040216"
+        return DataverseFault(status, code, f"Injected fault ({status}).", headers)
+
+
+def monotonic() -> float:
+    return time.monotonic()

@@ -1,0 +1,468 @@
+"""The emulator's table and column definitions, and validation of write payloads.
+
+Only what the sync touches is modelled: the columns of the reference's section 8 for the standard
+tables, the custom columns and tables of SPEC 4.1, and the system columns every row carries. The
+schema is mutable because the metadata API (create column / create table) extends it.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sandbox.dataverse.errors import DataverseFault, payload_error
+
+GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class Kind(StrEnum):
+    """Attribute types, named like Dataverse's ``AttributeType`` values."""
+
+    UNIQUEIDENTIFIER = "Uniqueidentifier"
+    STRING = "String"
+    MEMO = "Memo"
+    INTEGER = "Integer"
+    BIGINT = "BigInt"
+    MONEY = "Money"
+    DECIMAL = "Decimal"
+    BOOLEAN = "Boolean"
+    PICKLIST = "Picklist"
+    STATE = "State"
+    STATUS = "Status"
+    DATEONLY = "DateOnly"  # AttributeType DateTime with DateOnly format; kept apart for checks
+    DATETIME = "DateTime"
+    LOOKUP = "Lookup"
+
+
+EDM_TYPE = {
+    Kind.UNIQUEIDENTIFIER: "Edm.Guid",
+    Kind.STRING: "Edm.String",
+    Kind.MEMO: "Edm.String",
+    Kind.INTEGER: "Edm.Int32",
+    Kind.BIGINT: "Edm.Int64",
+    Kind.MONEY: "Edm.Decimal",
+    Kind.DECIMAL: "Edm.Decimal",
+    Kind.BOOLEAN: "Edm.Boolean",
+    Kind.PICKLIST: "Edm.Int32",
+    Kind.STATE: "Edm.Int32",
+    Kind.STATUS: "Edm.Int32",
+    Kind.DATEONLY: "Edm.Date",
+    Kind.DATETIME: "Edm.DateTimeOffset",
+    Kind.LOOKUP: "Edm.Guid",
+}
+
+NUMERIC = frozenset({Kind.INTEGER, Kind.BIGINT, Kind.MONEY, Kind.DECIMAL})
+CHOICE = frozenset({Kind.PICKLIST, Kind.STATE, Kind.STATUS})
+
+
+@dataclass
+class Column:
+    """One attribute. Lookups name their navigation properties and target entity sets."""
+
+    name: str
+    kind: Kind
+    max_length: int | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    options: frozenset[int] | None = None
+    read_only: bool = False
+    # navigation property -> target entity set; several entries for polymorphic lookups
+    # (customerid_account / customerid_contact, reference section 4.5)
+    targets: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def wire_name(self) -> str:
+        """Lookups are read as ``_<name>_value`` (reference section 2.1)."""
+        return f"_{self.name}_value" if self.kind is Kind.LOOKUP else self.name
+
+
+@dataclass
+class Table:
+    """One entity: its logical name, entity set, keys and columns."""
+
+    logical_name: str
+    entity_set: str
+    primary_key: str
+    primary_name: str
+    columns: dict[str, Column] = field(default_factory=dict)
+    custom: bool = False
+
+    def add(self, column: Column) -> None:
+        self.columns[column.name] = column
+
+    def by_wire_name(self, wire: str) -> Column | None:
+        """The column read under ``wire`` (``name`` or ``_lookup_value``)."""
+        if wire.startswith("_") and wire.endswith("_value"):
+            column = self.columns.get(wire[1:-6])
+            return column if column is not None and column.kind is Kind.LOOKUP else None
+        column = self.columns.get(wire)
+        return None if column is None or column.kind is Kind.LOOKUP else column
+
+    def navigation(self, nav: str) -> tuple[Column, str] | None:
+        """The lookup column and target entity set of a single-valued navigation property."""
+        for column in self.columns.values():
+            if column.kind is Kind.LOOKUP and nav in column.targets:
+                return column, column.targets[nav]
+        return None
+
+
+def _string(name: str, length: int = 100, *, read_only: bool = False) -> Column:
+    return Column(name, Kind.STRING, max_length=length, read_only=read_only)
+
+
+def _memo(name: str, length: int = 2000) -> Column:
+    return Column(name, Kind.MEMO, max_length=length)
+
+
+def _money(name: str, *, read_only: bool = False) -> Column:
+    # Money range of the opportunity columns (reference section 4.6).
+    return Column(name, Kind.MONEY, minimum=-1e12, maximum=1e12, read_only=read_only)
+
+
+def _choice(name: str, *values: int) -> Column:
+    return Column(name, Kind.PICKLIST, options=frozenset(values))
+
+
+def _lookup(name: str, **targets: str) -> Column:
+    return Column(name, Kind.LOOKUP, targets=targets or {name: ""})
+
+
+def add_system_columns(table: Table, states: dict[int, tuple[int, ...]]) -> None:
+    table.add(Column(table.primary_key, Kind.UNIQUEIDENTIFIER))
+    table.add(Column("createdon", Kind.DATETIME, read_only=True))
+    table.add(Column("modifiedon", Kind.DATETIME, read_only=True))
+    table.add(Column("versionnumber", Kind.BIGINT, read_only=True))
+    table.add(Column("ownerid", Kind.LOOKUP, read_only=True, targets={"ownerid": "systemusers"}))
+    table.add(
+        Column("createdby", Kind.LOOKUP, read_only=True, targets={"createdby": "systemusers"})
+    )
+    table.add(
+        Column("modifiedby", Kind.LOOKUP, read_only=True, targets={"modifiedby": "systemusers"})
+    )
+    table.add(Column("statecode", Kind.STATE, options=frozenset(states)))
+    table.add(
+        Column("statuscode", Kind.STATUS, options=frozenset(s for v in states.values() for s in v))
+    )
+
+
+# statecode -> its status reasons, the first being the default (reference section 8).
+OPPORTUNITY_STATES: dict[int, tuple[int, ...]] = {0: (1, 2), 1: (3,), 2: (4, 5)}
+LEAD_STATES: dict[int, tuple[int, ...]] = {0: (1, 2), 1: (3,), 2: (4, 5, 6, 7)}
+ACTIVE_STATES: dict[int, tuple[int, ...]] = {0: (1,), 1: (2,)}
+
+HELP_NEEDED = (100000000, 100000001, 100000002, 100000003, 100000004, 100000005)  # SPEC 4.2
+SYNC_STATUS = (1, 2, 3)  # SPEC 4.1: Synced, Error, Pending
+
+
+def _address(table: Table) -> None:
+    for part, length in (
+        ("line1", 250),
+        ("line2", 250),
+        ("city", 80),
+        ("stateorprovince", 50),
+        ("postalcode", 20),
+        ("country", 80),
+    ):
+        table.add(_string(f"address1_{part}", length))
+
+
+def _opportunity() -> Table:
+    t = Table("opportunity", "opportunities", "opportunityid", "name")
+    add_system_columns(t, OPPORTUNITY_STATES)
+    for column in (
+        _string("name", 300),
+        _memo("description", 2000),
+        _money("estimatedvalue"),
+        Column("isrevenuesystemcalculated", Kind.BOOLEAN),
+        Column("estimatedclosedate", Kind.DATEONLY),
+        Column("actualclosedate", Kind.DATEONLY),
+        _money("actualvalue"),
+        _money("budgetamount"),
+        Column("closeprobability", Kind.INTEGER, minimum=0, maximum=100),
+        _string("stepname", 200),
+        _choice("salesstage", 0, 1, 2, 3),
+        _choice("msdyn_forecastcategory", *range(100000001, 100000007)),
+        _choice("opportunityratingcode", 1, 2, 3),
+        _choice("purchasetimeframe", 0, 1, 2, 3, 4),
+        Column("exchangerate", Kind.DECIMAL, read_only=True),
+        _lookup("customerid", customerid_account="accounts", customerid_contact="contacts"),
+        _lookup("parentaccountid", parentaccountid="accounts"),
+        _lookup("parentcontactid", parentcontactid="contacts"),
+        _lookup("transactioncurrencyid", transactioncurrencyid="transactioncurrencies"),
+        _lookup("originatingleadid", originatingleadid="leads"),
+        # SPEC 4.1 custom columns
+        _choice("cosell_helpneeded", *HELP_NEEDED),
+        Column("cosell_visibletomicrosoft", Kind.BOOLEAN),
+        _string("cosell_referralid", 100),
+        _string("cosell_referrallink", 500),
+        _string("cosell_microsoftcrmid", 100),
+        _string("cosell_referralprogram", 100),
+        Column("cosell_syncwithpartnercenter", Kind.BOOLEAN),
+        _choice("cosell_syncstatus", *SYNC_STATUS),
+        _memo("cosell_audit", 1048576),
+    ):
+        t.add(column)
+    return t
+
+
+def _account() -> Table:
+    t = Table("account", "accounts", "accountid", "name")
+    add_system_columns(t, ACTIVE_STATES)
+    for column in (
+        _string("name", 160),
+        _string("accountnumber", 20),
+        _string("websiteurl", 200),
+        _string("telephone1", 50),
+        _string("emailaddress1", 100),
+        _memo("description", 2000),
+        Column("numberofemployees", Kind.INTEGER, minimum=0, maximum=1e9),
+        _money("revenue"),
+        _lookup("parentaccountid", parentaccountid="accounts"),
+        _lookup("primarycontactid", primarycontactid="contacts"),
+        _lookup("transactioncurrencyid", transactioncurrencyid="transactioncurrencies"),
+    ):
+        t.add(column)
+    _address(t)
+    return t
+
+
+def _contact() -> Table:
+    t = Table("contact", "contacts", "contactid", "fullname")
+    add_system_columns(t, ACTIVE_STATES)
+    for column in (
+        _string("firstname", 50),
+        _string("lastname", 50),
+        _string("fullname", 160, read_only=True),
+        _string("emailaddress1", 100),
+        _string("telephone1", 50),
+        _string("mobilephone", 50),
+        _string("jobtitle", 100),
+        _lookup(
+            "parentcustomerid",
+            parentcustomerid_account="accounts",
+            parentcustomerid_contact="contacts",
+        ),
+    ):
+        t.add(column)
+    _address(t)
+    return t
+
+
+def _lead() -> Table:
+    t = Table("lead", "leads", "leadid", "fullname")
+    add_system_columns(t, LEAD_STATES)
+    for column in (
+        _string("subject", 300),
+        _string("firstname", 50),
+        _string("lastname", 50),
+        _string("fullname", 160, read_only=True),
+        _string("companyname", 100),
+        _string("emailaddress1", 100),
+        _string("telephone1", 50),
+        _string("jobtitle", 100),
+        _string("websiteurl", 200),
+        _memo("description", 2000),
+        _money("estimatedamount"),
+        Column("estimatedclosedate", Kind.DATEONLY),
+        _lookup("parentaccountid", parentaccountid="accounts"),
+        _lookup("parentcontactid", parentcontactid="contacts"),
+        _lookup("qualifyingopportunityid", qualifyingopportunityid="opportunities"),
+        _lookup("transactioncurrencyid", transactioncurrencyid="transactioncurrencies"),
+        _string("cosell_referralid", 100),
+        _string("cosell_referrallink", 500),
+    ):
+        t.add(column)
+    _address(t)
+    return t
+
+
+def _currency() -> Table:
+    t = Table(
+        "transactioncurrency", "transactioncurrencies", "transactioncurrencyid", "currencyname"
+    )
+    add_system_columns(t, ACTIVE_STATES)
+    for column in (
+        _string("isocurrencycode", 5),
+        _string("currencyname", 100),
+        _string("currencysymbol", 10),
+        Column("currencyprecision", Kind.INTEGER, minimum=0, maximum=4),
+        Column("exchangerate", Kind.DECIMAL, minimum=0.0000000001, maximum=100000000000),
+    ):
+        t.add(column)
+    return t
+
+
+def _solutions() -> Table:
+    t = Table(
+        "cosell_solution", "cosell_solutions", "cosell_solutionid", "cosell_name", custom=True
+    )
+    add_system_columns(t, ACTIVE_STATES)
+    t.add(_string("cosell_name", 200))
+    t.add(_string("cosell_solutionidentifier", 100))
+    t.add(_lookup("cosell_opportunityid", cosell_opportunityid="opportunities"))
+    return t
+
+
+def _solution_details() -> Table:
+    t = Table(
+        "cosell_solutiondetail",
+        "cosell_solutiondetails",
+        "cosell_solutiondetailid",
+        "cosell_name",
+        custom=True,
+    )
+    add_system_columns(t, ACTIVE_STATES)
+    for column in (
+        _string("cosell_name", 200),
+        _string("cosell_solutionidentifier", 100),
+        _string("cosell_type", 100),
+        _string("cosell_publishername", 200),
+    ):
+        t.add(column)
+    return t
+
+
+def _systemuser() -> Table:
+    # Only so owner/createdby lookups and $expand have a target; not listed as a data set.
+    t = Table("systemuser", "systemusers", "systemuserid", "fullname")
+    add_system_columns(t, ACTIVE_STATES)
+    t.add(_string("fullname", 200, read_only=True))
+    return t
+
+
+_BASE = {
+    t.entity_set: t
+    for t in (
+        _opportunity(),
+        _account(),
+        _contact(),
+        _lead(),
+        _currency(),
+        _solutions(),
+        _solution_details(),
+        _systemuser(),
+    )
+}
+
+
+class Schema:
+    """All tables by entity set name; a fresh copy per emulator (the metadata API mutates it)."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, Table] = copy.deepcopy(_BASE)
+
+    def table(self, entity_set: str) -> Table | None:
+        return self.tables.get(entity_set)
+
+    def by_logical_name(self, logical_name: str) -> Table | None:
+        return next((t for t in self.tables.values() if t.logical_name == logical_name), None)
+
+
+def not_declared(table: Table, name: str) -> DataverseFault:
+    """The 400 Dataverse answers for a property the type does not declare (reference 7.3)."""
+    return payload_error(
+        table.entity_set,
+        f"The property '{name}' does not exist on type "
+        f"'Microsoft.Dynamics.CRM.{table.logical_name}'. Make sure to only use property names "
+        "that are defined by the type or mark the type as open type.",
+    )
+
+
+def coerce(table: Table, column: Column, value: Any) -> Any:
+    """The stored form of ``value`` written to ``column``, or the 400 Dataverse would answer."""
+    if value is None:
+        return None
+    kind = column.kind
+
+    def wrong() -> DataverseFault:
+        return payload_error(
+            table.entity_set,
+            f"Cannot convert the literal '{value}' to the expected type '{EDM_TYPE[kind]}'.",
+        )
+
+    if kind in (Kind.STRING, Kind.MEMO):
+        if not isinstance(value, str):
+            raise wrong()
+        if column.max_length is not None and len(value) > column.max_length:
+            # Overlong strings are a validation error, not a payload error (reference 4.6, 7.3).
+            raise DataverseFault(
+                400,
+                "0x80044331",
+                f"A validation error occurred. The length of the '{column.name}' attribute of "
+                f"the '{table.logical_name}' entity exceeded the maximum allowed length of "
+                f"'{column.max_length}'.",
+            )
+        return value
+    if kind is Kind.BOOLEAN:
+        if not isinstance(value, bool):
+            raise wrong()
+        return value
+    if kind in NUMERIC or kind in CHOICE:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise wrong()
+        if kind in CHOICE or kind in (Kind.INTEGER, Kind.BIGINT):
+            if isinstance(value, float) and not value.is_integer():
+                raise wrong()
+            value = int(value)
+        if column.options is not None and value not in column.options:
+            # UNCERTAIN (reference 7.3): 0x8004431A for a choice value out of range.
+            raise DataverseFault(
+                400,
+                "0x8004431A",
+                f"{column.name} value {value} is not a valid option for "
+                f"{table.logical_name}.{column.name}.",
+            )
+        if (column.minimum is not None and value < column.minimum) or (
+            column.maximum is not None and value > column.maximum
+        ):
+            raise DataverseFault(
+                400,
+                "0x80044331",
+                f"A validation error occurred. The value {value} of '{column.name}' on record "
+                f"of type '{table.logical_name}' is outside the valid range.",
+            )
+        return value
+    if kind is Kind.DATEONLY:
+        if not isinstance(value, str) or not _DATE.match(value):
+            raise wrong()
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            raise wrong() from None
+        return value
+    if kind is Kind.DATETIME:
+        if not isinstance(value, str):
+            raise wrong()
+        parsed = parse_datetime(value)
+        if parsed is None:
+            raise wrong()
+        return format_datetime(parsed)
+    if kind is Kind.UNIQUEIDENTIFIER:
+        if not isinstance(value, str) or not GUID.match(value):
+            raise wrong()
+        return value.lower()
+    raise wrong()
+
+
+def parse_datetime(text: str) -> datetime | None:
+    """An Edm.DateTimeOffset; a value without an offset is refused (reference 4.6)."""
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.astimezone(UTC)
+
+
+def format_datetime(value: datetime) -> str:
+    """UTC with a ``Z``; milliseconds only when there are any (``modifiedon`` has them)."""
+    value = value.astimezone(UTC)
+    if value.microsecond:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")

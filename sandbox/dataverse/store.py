@@ -1,0 +1,542 @@
+"""In-memory rows with Dataverse's write rules: validation against the schema, ``@odata.bind``
+lookups checked to exist, row versions behind ``@odata.etag``, a monotonic ``modifiedon``, and the
+opportunity state rules (Won/Lost only through the close actions, reference 8.2).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sandbox.dataverse import odata
+from sandbox.dataverse.errors import (
+    INVALID_ARGUMENT,
+    DataverseFault,
+    duplicate_record,
+    not_found,
+    payload_error,
+    version_mismatch,
+)
+from sandbox.dataverse.schema import (
+    GUID,
+    LEAD_STATES,
+    OPPORTUNITY_STATES,
+    Column,
+    Kind,
+    Schema,
+    Table,
+    coerce,
+    format_datetime,
+    not_declared,
+)
+
+Row = dict[str, Any]
+
+# (ISO code, name, symbol, precision, exchange rate to the base currency USD)
+CURRENCIES = (
+    ("USD", "US Dollar", "$", 2, 1.0),
+    ("EUR", "Euro", "€", 2, 0.92),
+    ("GBP", "Pound Sterling", "£", 2, 0.79),
+    ("JPY", "Yen", "¥", 0, 150.0),
+    ("CAD", "Canadian Dollar", "CA$", 2, 1.36),
+    ("AUD", "Australian Dollar", "A$", 2, 1.52),
+    ("CHF", "Swiss Franc", "CHF", 2, 0.88),
+    ("INR", "Indian Rupee", "₹", 2, 83.0),
+    ("CNY", "Yuan Renminbi", "¥", 2, 7.2),
+    ("BRL", "Brazilian Real", "R$", 2, 5.0),
+    ("SEK", "Swedish Krona", "kr", 2, 10.5),
+    ("NOK", "Norwegian Krone", "kr", 2, 10.6),
+    ("DKK", "Danish Krone", "kr", 2, 6.9),
+    ("NZD", "New Zealand Dollar", "NZ$", 2, 1.65),
+    ("SGD", "Singapore Dollar", "S$", 2, 1.34),
+    ("MXN", "Mexican Peso", "MX$", 2, 17.0),
+    ("ZAR", "Rand", "R", 2, 18.5),
+    ("PLN", "Zloty", "zł", 2, 4.0),
+)
+# Fixed ids so a reset keeps the same currency rows (and clients' caches stay valid).
+_CURRENCY_NAMESPACE = uuid.UUID("6d1f8a52-3c1e-4c36-9f0e-2f0d3c4b5a60")
+BASE_CURRENCY = "USD"
+
+_BIND = re.compile(
+    r"^(?:https?://[^/]+)?/?(?:api/data/v9\.\d/)?(?P<set>[A-Za-z_][A-Za-z0-9_]*)"
+    r"\((?P<id>[0-9a-fA-F-]{36})\)$"
+)
+
+
+def currency_id(iso_code: str) -> str:
+    return str(uuid.uuid5(_CURRENCY_NAMESPACE, iso_code))
+
+
+@dataclass
+class Record:
+    values: Row
+    # lookup column -> entity set of the row it points at (polymorphic lookups need it)
+    targets: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.values["versionnumber"]}"'
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The identity WhoAmI reports; it owns and modifies every row written through the API."""
+
+    user_id: str = "4a5b6c7d-0000-4000-8000-00000000a001"
+    business_unit_id: str = "4a5b6c7d-0000-4000-8000-00000000b001"
+    organization_id: str = "4a5b6c7d-0000-4000-8000-00000000c001"
+
+
+class Store:
+    """All rows of all tables, in memory."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        *,
+        caller: Caller | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.schema = schema
+        self.caller = caller or Caller()
+        self._wall_clock = wall_clock
+        self._version = 1_000_000
+        self._last_ms = 0
+        self.tables: dict[str, dict[str, Record]] = {}
+        self.closes: list[Row] = []  # the opportunityclose activities the close actions made
+        self.reset()
+
+    # -- housekeeping -------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Empty every table; the currencies come back (Dataverse keeps them, SPEC 9)."""
+        self.tables = {name: {} for name in self.schema.tables}
+        self.closes = []
+        for iso, name, symbol, precision, rate in CURRENCIES:
+            self.create(
+                "transactioncurrencies",
+                {
+                    "transactioncurrencyid": currency_id(iso),
+                    "isocurrencycode": iso,
+                    "currencyname": name,
+                    "currencysymbol": symbol,
+                    "currencyprecision": precision,
+                    "exchangerate": rate,
+                },
+            )
+
+    def ensure_table(self, entity_set: str) -> None:
+        self.tables.setdefault(entity_set, {})
+
+    def backfill_column(self, table: Table, column: Column) -> None:
+        """A new column reads as null on existing rows."""
+        for record in self.tables.get(table.entity_set, {}).values():
+            record.values.setdefault(column.wire_name, None)
+
+    def count(self, entity_set: str) -> int:
+        return len(self.tables.get(entity_set, {}))
+
+    def _stamp(self) -> tuple[int, str]:
+        """The next row version and a ``modifiedon`` strictly after the previous one (ms)."""
+        self._version += 1
+        now_ms = int(self._wall_clock() * 1000)
+        self._last_ms = max(now_ms, self._last_ms + 1)
+        stamp = datetime.fromtimestamp(self._last_ms / 1000, UTC)
+        if stamp.microsecond == 0:  # keep the millisecond part visible, e.g. .000Z
+            return self._version, stamp.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        return self._version, format_datetime(stamp)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def table(self, entity_set: str) -> Table:
+        table = self.schema.table(entity_set)
+        if table is None:
+            raise DataverseFault(
+                404, "0x80060888", f"Resource not found for the segment '{entity_set}'."
+            )
+        return table
+
+    def get(self, entity_set: str, row_id: str) -> Record:
+        table = self.table(entity_set)
+        record = self.tables[entity_set].get(row_id.lower())
+        if record is None:
+            raise not_found(table.logical_name, row_id)
+        return record
+
+    def find(self, entity_set: str, row_id: str) -> Record | None:
+        return self.tables.get(entity_set, {}).get(row_id.lower())
+
+    def value(self, table: Table, record: Record, path: str) -> Any:
+        """A row's value at a wire name, or through one lookup (``nav/column``)."""
+        if "/" not in path:
+            return record.values.get(path)
+        nav, _, rest = path.partition("/")
+        found = table.navigation(nav)
+        if found is None:
+            return None
+        column, target_set = found
+        target_id = record.values.get(column.wire_name)
+        if target_id is None or record.targets.get(column.name) != target_set:
+            return None
+        target = self.find(target_set, target_id)
+        return None if target is None else target.values.get(rest)
+
+    def select(
+        self,
+        entity_set: str,
+        where: odata.Node | None,
+        order: list[tuple[str, bool]],
+    ) -> list[Record]:
+        """Matching rows in a stable order: the requested one, then the primary key."""
+        table = self.table(entity_set)
+        rows = list(self.tables[entity_set].values())
+        if where is not None:
+            rows = [r for r in rows if odata.evaluate(where, r.values, self._getter(table, r))]
+        keys = self.order_keys(table, order)
+        rows.sort(key=functools.cmp_to_key(lambda a, b: compare_rows(keys, a, b, self, table)))
+        return rows
+
+    def _getter(self, table: Table, record: Record) -> odata.Getter:
+        def get(values: Row, path: str) -> Any:
+            return self.value(table, record, path)
+
+        return get
+
+    @staticmethod
+    def order_keys(table: Table, order: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+        # Dataverse appends the primary key so paging is stable (reference 2.3).
+        if any(name == table.primary_key for name, _ in order):
+            return order
+        return [*order, (table.primary_key, False)]
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def create(self, entity_set: str, body: Row) -> Record:
+        table = self.table(entity_set)
+        row_id = body.get(table.primary_key)
+        if row_id is None:
+            row_id = str(uuid.uuid4())
+        elif not isinstance(row_id, str) or not GUID.match(row_id):
+            raise payload_error(
+                entity_set,
+                f"Cannot convert the literal '{row_id}' to the expected type 'Edm.Guid'.",
+            )
+        row_id = row_id.lower()
+        if row_id in self.tables[entity_set]:
+            # UNCERTAIN (reference 7.3): DuplicateRecord 0x80040237 is mapped to 412 by the
+            # server's status map; the client accepts the code with any status.
+            raise duplicate_record()
+        return self._insert(table, row_id, body)
+
+    def _insert(self, table: Table, row_id: str, body: Row) -> Record:
+        record = Record({column.wire_name: None for column in table.columns.values()})
+        changes, targets = self._changes(table, body, None)
+        state = changes.get("statecode", 0)
+        states = _states(table)
+        if table.entity_set == "opportunities" and state != 0:
+            raise _closing_refused(state)
+        if state not in states:
+            raise payload_error(table.entity_set, f"statecode {state} is not valid.")
+        status = changes.get("statuscode") or states[state][0]
+        if status not in states[state]:
+            raise _bad_status(table, state, status)
+        record.values.update(changes)
+        record.targets.update(targets)
+        record.values.update({table.primary_key: row_id, "statecode": state, "statuscode": status})
+        if record.values.get("_transactioncurrencyid_value", "") is None:
+            # UNCERTAIN (reference 4.6): the currency Dataverse uses when none is sent; the
+            # emulator takes the organisation's base currency.
+            record.values["_transactioncurrencyid_value"] = currency_id(BASE_CURRENCY)
+            record.targets["transactioncurrencyid"] = "transactioncurrencies"
+        for column in table.columns.values():
+            if column.kind is Kind.BOOLEAN and record.values[column.name] is None:
+                record.values[column.name] = False  # two-option columns default to "No"
+        user = self.caller.user_id
+        for owner in ("_ownerid_value", "_createdby_value", "_modifiedby_value"):
+            record.values[owner] = user
+            record.targets[owner[1:-6]] = "systemusers"
+        version, stamp = self._stamp()
+        record.values.update({"versionnumber": version, "createdon": stamp, "modifiedon": stamp})
+        self._derive(table, record)
+        self.tables[table.entity_set][row_id] = record
+        return record
+
+    def update(
+        self,
+        entity_set: str,
+        row_id: str,
+        body: Row,
+        *,
+        if_match: str | None = None,
+        if_none_match: str | None = None,
+    ) -> tuple[Record, bool]:
+        """PATCH: an upsert unless ``If-Match`` is sent (reference 4.2-4.4); (row, created)."""
+        table = self.table(entity_set)
+        if not GUID.match(row_id):
+            raise payload_error(
+                entity_set,
+                f"Cannot convert the literal '{row_id}' to the expected type 'Edm.Guid'.",
+            )
+        record = self.tables[entity_set].get(row_id.lower())
+        if record is None:
+            if if_match is not None:
+                raise not_found(table.logical_name, row_id)
+            body = {**body, table.primary_key: row_id.lower()}
+            return self._insert(table, row_id.lower(), body), True
+        if if_none_match == "*":
+            raise duplicate_record()
+        if if_match is not None and if_match != "*" and if_match != record.etag:
+            raise version_mismatch()
+        changes, targets = self._changes(table, body, record)
+        self._check_state_change(table, record, body, changes)
+        record.values.update(changes)
+        record.targets.update(targets)
+        record.values["_modifiedby_value"] = self.caller.user_id
+        version, stamp = self._stamp()
+        record.values.update({"versionnumber": version, "modifiedon": stamp})
+        self._derive(table, record)
+        return record, False
+
+    def delete(self, entity_set: str, row_id: str, *, if_match: str | None = None) -> None:
+        record = self.get(entity_set, row_id)
+        if if_match is not None and if_match != "*" and if_match != record.etag:
+            raise version_mismatch()
+        del self.tables[entity_set][row_id.lower()]
+
+    def close_opportunity(self, won: bool, body: Row) -> None:
+        """WinOpportunity / LoseOpportunity (reference 8.2): state and status from ``Status``."""
+        action = "WinOpportunity" if won else "LoseOpportunity"
+        status = body.get("Status")
+        close = body.get("OpportunityClose")
+        if isinstance(status, bool) or not isinstance(status, int) or not isinstance(close, dict):
+            raise DataverseFault(
+                400,
+                "0x80048d19",
+                f"{action} needs the parameters OpportunityClose (an object) and Status "
+                "(an integer).",
+            )
+        state = 1 if won else 2
+        if status not in OPPORTUNITY_STATES[state]:
+            raise _bad_status(self.table("opportunities"), state, status)
+        bind = close.get("opportunityid@odata.bind")
+        match = _BIND.match(bind) if isinstance(bind, str) else None
+        if match is None or match.group("set") != "opportunities":
+            raise DataverseFault(
+                400,
+                "0x80048d19",
+                'OpportunityClose needs "opportunityid@odata.bind": "/opportunities(<id>)".',
+            )
+        record = self.get("opportunities", match.group("id"))
+        if record.values["statecode"] != 0:
+            # Won must be reopened before it can be lost, and vice versa (reference 8.2).
+            raise DataverseFault(
+                400,
+                INVALID_ARGUMENT,
+                "The opportunity is already closed; reopen it before closing it again.",
+            )
+        revenue = close.get("actualrevenue", record.values.get("estimatedvalue"))
+        end = (
+            close.get("actualend")
+            or datetime.fromtimestamp(self._wall_clock(), UTC).date().isoformat()
+        )
+        record.values.update(
+            {
+                "statecode": state,
+                "statuscode": status,
+                "actualvalue": revenue if won else record.values.get("actualvalue"),
+                "actualclosedate": str(end)[:10],
+                "_modifiedby_value": self.caller.user_id,
+            }
+        )
+        version, stamp = self._stamp()
+        record.values.update({"versionnumber": version, "modifiedon": stamp})
+        self.closes.append({"action": action, "status": status, **close})
+
+    # -- validation -----------------------------------------------------------------------------
+
+    def _changes(
+        self, table: Table, body: Row, record: Record | None
+    ) -> tuple[Row, dict[str, str]]:
+        """Wire-name changes and lookup targets a payload asks for; 400/404 when invalid."""
+        changes: Row = {}
+        targets: dict[str, str] = {}
+        for key, value in body.items():
+            if key.endswith("@odata.bind"):
+                self._bind(table, key.removesuffix("@odata.bind"), value, changes, targets)
+                continue
+            if key.startswith("@") or "@" in key:
+                continue  # instance annotations such as @odata.type carry no data
+            column = table.columns.get(key)
+            if column is None:
+                raise not_declared(table, key)
+            if column.kind is Kind.LOOKUP:
+                # A lookup can only be cleared by name; it is set through @odata.bind (4.5).
+                if value is not None:
+                    raise not_declared(table, key)
+                changes[column.wire_name] = None
+                continue
+            if key == table.primary_key:
+                if record is None:
+                    continue  # used as the new row's id
+                if str(value).lower() != record.values[key]:
+                    raise payload_error(table.entity_set, "The primary key cannot be changed.")
+                continue
+            if column.read_only:
+                continue  # Dataverse ignores values sent for read-only columns
+            changes[column.name] = coerce(table, column, value)
+        return changes, targets
+
+    def _bind(
+        self, table: Table, nav: str, value: Any, changes: Row, targets: dict[str, str]
+    ) -> None:
+        found = table.navigation(nav)
+        if found is None:
+            raise payload_error(
+                table.entity_set,
+                f"An undeclared property '{nav}' which only has property annotations in the "
+                "payload but no property value was found in the payload. In OData, only declared "
+                "navigation properties and declared named streams can be represented as "
+                "properties without values.",
+            )
+        column, target_set = found
+        if value is None:
+            changes[column.wire_name] = None
+            return
+        match = _BIND.match(value) if isinstance(value, str) else None
+        if match is None or match.group("set") != target_set:
+            raise payload_error(
+                table.entity_set,
+                f"The value '{value}' of '{nav}@odata.bind' is not a reference to a "
+                f"'{target_set}' row.",
+            )
+        target_table = self.table(target_set)
+        target = self.find(target_set, match.group("id"))
+        if target is None:
+            raise not_found(target_table.logical_name, match.group("id"))
+        changes[column.wire_name] = match.group("id").lower()
+        targets[column.name] = target_set
+
+    def _check_state_change(self, table: Table, record: Record, body: Row, changes: Row) -> None:
+        states = _states(table)
+        current = record.values["statecode"]
+        state = changes.get("statecode", current)
+        status = changes.get("statuscode")
+        if table.entity_set == "opportunities":
+            closing = state in (1, 2) and "statecode" in changes
+            if closing or (status is not None and status not in OPPORTUNITY_STATES[0]):
+                raise _closing_refused(int(state or 0) if closing else _state_of(int(status or 0)))
+            if current != 0 and state != 0:
+                # Won/Lost rows are read-only until reopened by PATCH statecode 0 (8.1, 8.2).
+                raise DataverseFault(
+                    400,
+                    INVALID_ARGUMENT,
+                    "The opportunity is closed and cannot be edited; reopen it first "
+                    '({"statecode": 0, "statuscode": 1}).',
+                )
+        elif table.entity_set == "leads" and current != 0 and state not in (0, current):
+            raise DataverseFault(
+                400, INVALID_ARGUMENT, "A closed lead must be reactivated before it changes state."
+            )
+        if state not in states:
+            raise payload_error(table.entity_set, f"statecode {state} is not valid.")
+        if "statecode" in changes and status is None:
+            changes["statuscode"] = states[state][0]
+        elif status is not None and status not in states[state]:
+            raise _bad_status(table, state, status)
+
+    def _derive(self, table: Table, record: Record) -> None:
+        values = record.values
+        if "fullname" in table.columns and "firstname" in table.columns:
+            parts = [values.get("firstname"), values.get("lastname")]
+            values["fullname"] = " ".join(p for p in parts if p) or None
+        if table.entity_set == "opportunities":
+            rate = self._rate(values.get("_transactioncurrencyid_value"))
+            values["exchangerate"] = rate
+
+    def _rate(self, currency: str | None) -> float | None:
+        row = self.find("transactioncurrencies", currency) if currency else None
+        return None if row is None else row.values.get("exchangerate")
+
+
+def _not_a_guid(entity_set: str, value: Any) -> DataverseFault:
+    return payload_error(
+        entity_set, f"Cannot convert the literal '{value}' to the expected type 'Edm.Guid'."
+    )
+
+
+def _states(table: Table) -> dict[int, tuple[int, ...]]:
+    if table.entity_set == "opportunities":
+        return OPPORTUNITY_STATES
+    if table.entity_set == "leads":
+        return LEAD_STATES
+    return {0: (1,), 1: (2,)}
+
+
+def _state_of(status: int) -> int:
+    return next((s for s, v in OPPORTUNITY_STATES.items() if status in v), 0)
+
+
+def _closing_refused(state: int) -> DataverseFault:
+    # Reference 8.2: Won/Lost only through WinOpportunity/LoseOpportunity. UNCERTAIN: the exact
+    # Web API wording; this is the SDK-era message.
+    target, message = (
+        ("Won", "WinOpportunityRequest")
+        if state == 1
+        else (
+            "Lost",
+            "LoseOpportunityRequest",
+        )
+    )
+    return DataverseFault(
+        400,
+        INVALID_ARGUMENT,
+        f"This message can not be used to set the state of opportunity to {target}. In order to "
+        f"set the state of opportunity to {target}, use the {message} message instead.",
+    )
+
+
+def _bad_status(table: Table, state: int, status: Any) -> DataverseFault:
+    return DataverseFault(
+        400,
+        "0x8004431A",
+        f"{status} is not a valid status code for state code {table.logical_name}State {state}.",
+    )
+
+
+def _sort_value(value: Any) -> tuple[int, Any]:
+    # Nulls sort first ascending; strings compare case-insensitively like Dataverse's collation.
+    if value is None:
+        return (0, 0)
+    if isinstance(value, str):
+        return (1, value.casefold())
+    return (1, value)
+
+
+def compare_rows(
+    keys: list[tuple[str, bool]], a: Record, b: Record, store: Store, table: Table
+) -> int:
+    return compare_values(
+        keys,
+        [store.value(table, a, k) for k, _ in keys],
+        [store.value(table, b, k) for k, _ in keys],
+    )
+
+
+def compare_values(keys: list[tuple[str, bool]], left: list[Any], right: list[Any]) -> int:
+    """Compare two rows' sort keys column by column, honouring each direction."""
+    for (_, descending), x, y in zip(keys, left, right, strict=True):
+        a, b = _sort_value(x), _sort_value(y)
+        if a == b:
+            continue
+        try:
+            result = -1 if a < b else 1
+        except TypeError:
+            result = -1 if str(a) < str(b) else 1
+        return -result if descending else result
+    return 0
