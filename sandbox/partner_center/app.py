@@ -138,6 +138,7 @@ class _EmulatorMiddleware:
         self.app = app
         self.state = state
         self.routes = routes
+        self.scripted = 0  # scripted failures so far, to take `statuses` in turn
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -185,9 +186,16 @@ class _EmulatorMiddleware:
         faults, rng = self.state.faults, self.state.rng
         if faults.latency_ms:
             await asyncio.sleep(faults.latency_ms / 1000)
-        if not faults.error_rate or rng.random() >= faults.error_rate or not faults.statuses:
+        if not faults.statuses:
             return None
-        status = rng.choice(faults.statuses)
+        if faults.fail_next > 0:
+            faults.fail_next -= 1
+            status = faults.statuses[self.scripted % len(faults.statuses)]
+            self.scripted += 1
+        elif faults.error_rate and rng.random() < faults.error_rate:
+            status = rng.choice(faults.statuses)
+        else:
+            return None
         headers: dict[str, str] = {}
         if status in (429, 503) and faults.retry_after_s is not None:
             headers["Retry-After"] = f"{faults.retry_after_s:g}"

@@ -30,6 +30,9 @@ class Faults:
     retry_after_s: float | None = 1.0
     latency_ms: float = 0.0
     drop_webhook_rate: float = 0.0
+    # Not in SPEC 9's example body: fail exactly the next N API requests (statuses in turn),
+    # so tests can script "429, then success" without relying on chance.
+    fail_next: int = 0
 
     @classmethod
     def parse(cls, body: Any) -> Faults:
@@ -47,6 +50,8 @@ class Faults:
             isinstance(s, int) and 400 <= s <= 599 for s in faults.statuses
         ):
             raise invalid("statuses must be a list of 4xx/5xx codes.", "statuses")
+        if not isinstance(faults.fail_next, int) or faults.fail_next < 0:
+            raise invalid("fail_next must be a non-negative integer.", "fail_next")
         if not isinstance(faults.latency_ms, int | float) or faults.latency_ms < 0:
             raise invalid("latency_ms must be a non-negative number.", "latency_ms")
         return faults

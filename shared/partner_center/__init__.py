@@ -47,10 +47,20 @@ from ._models import (
     WebhookEventName,
     WebhookRegistration,
 )
+from ._signature import (
+    SignatureError,
+    WebhookSignatureVerifier,
+    check_certificate_url,
+    load_certificate,
+    verify_body_signature,
+    verify_certificate_chain,
+)
+from ._webhook import MAX_EVENT_BYTES, WebhookEventError, parse_webhook_event
 
 __all__ = [
     "DEFAULT_API_URL",
     "DEFAULT_WEBHOOK_API_URL",
+    "MAX_EVENT_BYTES",
     "REFERRALS_RESOURCE",
     "WEBHOOKS_RESOURCE",
     "Address",
@@ -75,6 +85,7 @@ __all__ = [
     "RefreshTokenProvider",
     "RefreshTokenRejected",
     "Requirements",
+    "SignatureError",
     "SolutionTag",
     "StaticTokenProvider",
     "Target",
@@ -84,6 +95,13 @@ __all__ = [
     "TokenProvider",
     "TrackingInfo",
     "WebhookEvent",
+    "WebhookEventError",
     "WebhookEventName",
     "WebhookRegistration",
+    "WebhookSignatureVerifier",
+    "check_certificate_url",
+    "load_certificate",
+    "parse_webhook_event",
+    "verify_body_signature",
+    "verify_certificate_chain",
 ]
