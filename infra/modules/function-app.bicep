@@ -88,13 +88,14 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       }
     }
   }
+}
 
-  // A separate config resource replaces the whole set on every deployment, so settings removed
-  // from Bicep disappear from the app instead of lingering.
-  resource settings 'config' = {
-    name: 'appsettings'
-    properties: appSettings
-  }
+// A separate config resource replaces the whole set on every deployment, so settings removed
+// from Bicep disappear from the app instead of lingering.
+resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: functionApp
+  name: 'appsettings'
+  properties: appSettings
 }
 
 output name string = functionApp.name

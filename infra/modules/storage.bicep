@@ -44,34 +44,42 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
       bypass: 'AzureServices'
     }
   }
+}
 
-  resource blobServices 'blobServices' = {
-    name: 'default'
+// Children are declared with `parent:` rather than nested: same deployment, and pycep (the
+// offline parser the tests use) keeps only the last of several nested siblings.
+resource blobServices 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
 
-    resource deploymentContainer 'containers' = {
-      name: deploymentContainerName
-      properties: {
-        publicAccess: 'None'
-      }
-    }
-  }
-
-  resource queueServices 'queueServices' = {
-    name: 'default'
-
-    resource queues 'queues' = [for queueName in queueNames: {
-      name: queueName
-    }]
-  }
-
-  resource tableServices 'tableServices' = {
-    name: 'default'
-
-    resource tables 'tables' = [for tableName in tableNames: {
-      name: tableName
-    }]
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobServices
+  name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
   }
 }
+
+resource queueServices 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for queueName in queueNames: {
+  parent: queueServices
+  name: queueName
+}]
+
+resource tableServices 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = [for tableName in tableNames: {
+  parent: tableServices
+  name: tableName
+}]
 
 output name string = storage.name
 output id string = storage.id

@@ -1,0 +1,85 @@
+"""The app's managed identity holds a role for each data plane it uses, and no other role."""
+
+from __future__ import annotations
+
+from tests.infra.infra_model import (
+    MAIN,
+    app_settings,
+    body,
+    key_vault_reference,
+    module_path,
+    parse,
+    property_path,
+    role_assignments,
+)
+
+STORAGE = "Microsoft.Storage/storageAccounts"
+APP_INSIGHTS = "Microsoft.Insights/components"
+KEY_VAULT = "Microsoft.KeyVault/vaults"
+PRINCIPAL = ("principalId",)
+
+# Exactly what the app needs (reference §1.5): blob for host keys, timer locks and the Flex
+# package; queue incl. creating/writing the poison queue; tables for state and host diagnostics;
+# telemetry with Entra auth; reading the Partner Center secrets.
+EXPECTED = {
+    (STORAGE, "Storage Blob Data Owner", PRINCIPAL),
+    (STORAGE, "Storage Queue Data Contributor", PRINCIPAL),
+    (STORAGE, "Storage Table Data Contributor", PRINCIPAL),
+    (APP_INSIGHTS, "Monitoring Metrics Publisher", PRINCIPAL),
+    (KEY_VAULT, "Key Vault Secrets User", PRINCIPAL),
+}
+
+
+def _app_roles() -> set[tuple[str, str, tuple[str, ...]]]:
+    return role_assignments(parse(module_path("appRoles")))
+
+
+def test_app_identity_has_exactly_the_roles_it_needs() -> None:
+    assert _app_roles() == EXPECTED
+
+
+def test_roles_are_granted_to_the_apps_identity() -> None:
+    passed = body(parse(MAIN)["modules"]["appRoles"])["params"]
+    assert property_path(passed["principalId"]) == ["identity", "outputs", "principalId"]
+
+
+def test_each_data_plane_the_app_uses_has_a_role() -> None:
+    settings = app_settings()
+    granted = {(scope, role) for scope, role, _ in _app_roles()}
+    needs: list[tuple[str, str, str]] = []
+    for service, role in (
+        ("blob", "Storage Blob Data Owner"),
+        ("queue", "Storage Queue Data Contributor"),
+        ("table", "Storage Table Data Contributor"),
+    ):
+        if f"AzureWebJobsStorage__{service}ServiceUri" in settings:
+            needs.append((f"{service} storage", STORAGE, role))
+    if "Authorization=AAD" in str(settings.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING")):
+        needs.append(("telemetry", APP_INSIGHTS, "Monitoring Metrics Publisher"))
+    if any(isinstance(v, str) and key_vault_reference(v) for v in settings.values()):
+        needs.append(("Key Vault references", KEY_VAULT, "Key Vault Secrets User"))
+    assert len(needs) == 5, "the app uses blob, queue, table, monitoring and Key Vault"
+    for what, scope, role in needs:
+        assert (scope, role) in granted, f"{what}: no {role} on {scope}"
+
+
+def test_role_assignments_target_a_service_principal_with_stable_names() -> None:
+    tree = parse(module_path("appRoles"))
+    for _, assignment in tree["resources"].items():
+        if assignment["type"] != "Microsoft.Authorization/roleAssignments":
+            continue
+        config = body(assignment)
+        assert config["properties"]["principalType"] == "ServicePrincipal"
+        # guid(scope, principal, role) keeps re-deployments idempotent.
+        assert config["name"]["function"]["type"] == "guid"
+
+
+def test_operator_roles_are_optional_and_separate() -> None:
+    operator = parse(MAIN)["modules"]["operatorRoles"]
+    assert "condition" in operator["config"], "operator roles must be skippable"
+    roles = {role for _, role, _ in role_assignments(parse(module_path("operatorRoles")))}
+    assert roles == {
+        "Storage Queue Data Contributor",
+        "Storage Table Data Contributor",
+        "Key Vault Secrets Officer",
+    }
