@@ -17,6 +17,7 @@ from typing import Any
 Predicate = Callable[[dict[str, Any], dict[str, Any]], bool]  # (item, lambda scope) -> bool
 
 ORDERABLE = ("createdDateTime", "updatedDateTime")
+MAX_FILTER_LENGTH = 4096
 
 
 class ODataError(ValueError):
@@ -274,7 +275,12 @@ def _parse_datetime(text: str) -> datetime:
 
 def parse_filter(text: str) -> Callable[[dict[str, Any]], bool]:
     """Compile ``$filter`` into a predicate over referral dicts."""
-    predicate = _Parser(text).parse()
+    if len(text) > MAX_FILTER_LENGTH:
+        raise ODataError(f"$filter is longer than {MAX_FILTER_LENGTH} characters")
+    try:
+        predicate = _Parser(text).parse()
+    except RecursionError:
+        raise ODataError("$filter is nested too deeply") from None
     return lambda item: predicate(item, {})
 
 
