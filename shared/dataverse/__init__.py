@@ -1,0 +1,99 @@
+"""The Dataverse Web API client: ``DataverseClient`` and the few things its callers need.
+
+async with DataverseClient.from_settings(settings) as dataverse:
+    async for row in dataverse.list_rows("opportunities", select=["name"],
+                                         filter=eq("cosell_syncwithpartnercenter", True)):
+        ...
+"""
+
+from shared.dataverse._auth import CredentialTokenProvider, StaticTokenProvider, TokenProvider
+from shared.dataverse._client import DataverseClient
+from shared.dataverse._exceptions import (
+    AccessDenied,
+    AlreadyExists,
+    AuthenticationFailed,
+    ConnectionFailed,
+    DataverseError,
+    InvalidRequest,
+    NotFound,
+    PreconditionFailed,
+    ServiceError,
+    Throttled,
+)
+from shared.dataverse._models import (
+    ColumnDefinition,
+    ColumnMetadata,
+    Currency,
+    LookupDefinition,
+    OpportunityState,
+    OpportunityStatus,
+    Row,
+    TableDefinition,
+    TableMetadata,
+    WhoAmI,
+    etag_of,
+)
+from shared.dataverse._odata import (
+    Expand,
+    Filter,
+    all_of,
+    any_of,
+    bind,
+    contains,
+    endswith,
+    eq,
+    ge,
+    gt,
+    le,
+    literal,
+    lookup,
+    lt,
+    ne,
+    startswith,
+)
+from shared.dataverse._throttle import AdaptiveThrottle
+
+__all__ = [
+    "AccessDenied",
+    "AdaptiveThrottle",
+    "AlreadyExists",
+    "AuthenticationFailed",
+    "ColumnDefinition",
+    "ColumnMetadata",
+    "ConnectionFailed",
+    "CredentialTokenProvider",
+    "Currency",
+    "DataverseClient",
+    "DataverseError",
+    "Expand",
+    "Filter",
+    "InvalidRequest",
+    "LookupDefinition",
+    "NotFound",
+    "OpportunityState",
+    "OpportunityStatus",
+    "PreconditionFailed",
+    "Row",
+    "ServiceError",
+    "StaticTokenProvider",
+    "TableDefinition",
+    "TableMetadata",
+    "Throttled",
+    "TokenProvider",
+    "WhoAmI",
+    "all_of",
+    "any_of",
+    "bind",
+    "contains",
+    "endswith",
+    "eq",
+    "etag_of",
+    "ge",
+    "gt",
+    "le",
+    "literal",
+    "lookup",
+    "lt",
+    "ne",
+    "startswith",
+]

@@ -1,0 +1,496 @@
+"""``DataverseClient``: the async Web API client (reference sections 1, 2, 4, 8).
+
+One client per environment; it owns its connection pool and is an async context manager. The
+transport is a constructor argument (tests pass ``httpx.ASGITransport`` of the emulator) and is
+wrapped as ``RetryTransport(ThrottledTransport(transport))``: retries per SPEC 7 in one place,
+adaptive throttling inside them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import date
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+from uuid import UUID
+
+import httpx
+
+from shared.dataverse._auth import (
+    BearerAuth,
+    CredentialTokenProvider,
+    StaticTokenProvider,
+    TokenProvider,
+)
+from shared.dataverse._exceptions import (
+    ConnectionFailed,
+    NotFound,
+    ServiceError,
+    error_from_response,
+)
+from shared.dataverse._models import (
+    ColumnDefinition,
+    ColumnMetadata,
+    Currency,
+    LookupDefinition,
+    OpportunityStatus,
+    Row,
+    TableDefinition,
+    TableMetadata,
+    WhoAmI,
+)
+from shared.dataverse._odata import Expand, Filter, check_name, eq, query_params, row_path
+from shared.dataverse._throttle import AdaptiveThrottle, ThrottledTransport
+from shared.retry import RetryPolicy, RetryTransport
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+
+    from shared.settings import Settings
+
+API_PATH = "/api/data/v9.2/"
+MAX_PAGE_SIZE = 5000  # reference section 2.3
+SANDBOX_TOKEN = "sandbox"  # noqa: S105 - the sandbox emulator's well-known token, not a secret
+# Headers every request carries (reference 1.2).
+_HEADERS = {
+    "Accept": "application/json",
+    "OData-MaxVersion": "4.0",
+    "OData-Version": "4.0",
+    "If-None-Match": "null",
+}
+# Primary keys of the tables the sync uses; others are looked up in metadata once.
+_PRIMARY_KEYS = {
+    "opportunities": "opportunityid",
+    "accounts": "accountid",
+    "contacts": "contactid",
+    "leads": "leadid",
+    "transactioncurrencies": "transactioncurrencyid",
+    "cosell_solutions": "cosell_solutionid",
+    "cosell_solutiondetails": "cosell_solutiondetailid",
+}
+_ENTITY_ID = re.compile(r"\((?P<id>[0-9a-fA-F-]{36})\)$")
+
+
+class DataverseClient:
+    """Async client of one Dataverse environment's Web API.
+
+    Authenticate with exactly one of ``credential`` (an azure-identity async credential; tokens
+    for ``<url>/.default``), ``token_provider`` or ``token`` (a static token, e.g. the sandbox's).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        credential: AsyncTokenCredential | None = None,
+        token_provider: TokenProvider | None = None,
+        token: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry_policy: RetryPolicy | None = None,
+        throttle: AdaptiveThrottle | None = None,
+        max_in_flight: int = 16,
+        timeout: float = 30.0,
+        page_size: int = MAX_PAGE_SIZE,
+        owns_credential: bool = False,
+    ) -> None:
+        given = [x for x in (credential, token_provider, token) if x is not None]
+        if len(given) != 1:
+            raise ValueError("pass exactly one of credential=, token_provider= or token=")
+        self.url = url.rstrip("/")
+        if token_provider is None:
+            token_provider = (
+                CredentialTokenProvider(credential, f"{self.url}/.default")
+                if credential is not None
+                else StaticTokenProvider(str(token))
+            )
+        self._credential = credential if owns_credential else None
+        self.throttle = throttle or AdaptiveThrottle(max_in_flight)
+        inner = transport or httpx.AsyncHTTPTransport()
+        self._page_size = max(1, min(page_size, MAX_PAGE_SIZE))
+        self._http = httpx.AsyncClient(
+            base_url=self.url + API_PATH,
+            transport=RetryTransport(ThrottledTransport(inner, self.throttle), retry_policy),
+            auth=BearerAuth(token_provider),
+            headers=_HEADERS,
+            timeout=timeout,
+        )
+        self._currencies: dict[str, Currency] = {}
+        self._primary_keys = dict(_PRIMARY_KEYS)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        credential: AsyncTokenCredential | None = None,
+        token: str | None = None,
+        **options: Any,
+    ) -> DataverseClient:
+        """A client for ``DATAVERSE_URL``: the sandbox token against the emulator, otherwise
+        the given credential or a ``DefaultAzureCredential`` (managed identity in Azure) that
+        the client closes with itself."""
+        if token is not None or (credential is None and settings.sandbox):
+            return cls(settings.dataverse_url, token=token or SANDBOX_TOKEN, **options)
+        if credential is not None:
+            return cls(settings.dataverse_url, credential=credential, **options)
+        from azure.identity.aio import DefaultAzureCredential
+
+        return cls(
+            settings.dataverse_url,
+            credential=DefaultAzureCredential(),
+            owns_credential=True,
+            **options,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        if self._credential is not None:
+            await self._credential.close()
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        try:
+            response = await self._http.request(
+                method, url, params=params, json=json, headers=headers
+            )
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(
+                f"no answer from Dataverse ({type(exc).__name__})", method=method, url=url
+            ) from exc
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        return response
+
+    @staticmethod
+    def _json(response: httpx.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise ServiceError(
+                "expected a JSON object from the Web API",
+                status=response.status_code,
+                method=response.request.method,
+                url=response.request.url.path,
+            )
+        return body
+
+    async def primary_key(self, entity_set: str) -> str:
+        """The primary key column of ``entity_set`` (known tables, else metadata, cached)."""
+        key = self._primary_keys.get(entity_set)
+        if key is None:
+            response = await self._send(
+                "GET",
+                "EntityDefinitions",
+                params={
+                    "$select": "PrimaryIdAttribute",
+                    "$filter": str(eq("EntitySetName", check_name(entity_set))),
+                },
+            )
+            found = self._json(response).get("value") or []
+            if not found:
+                raise NotFound(f"no table has the entity set {entity_set!r}")
+            key = str(found[0]["PrimaryIdAttribute"])
+            self._primary_keys[entity_set] = key
+        return key
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def get(
+        self,
+        entity_set: str,
+        row_id: UUID | str,
+        *,
+        select: Sequence[str] | None = None,
+        expand: Sequence[str | Expand] | None = None,
+    ) -> Row:
+        """One row by primary key; ``NotFound`` if it does not exist."""
+        response = await self._send(
+            "GET", row_path(entity_set, row_id), params=query_params(select=select, expand=expand)
+        )
+        return self._json(response)
+
+    async def list_rows(
+        self,
+        entity_set: str,
+        *,
+        select: Sequence[str] | None = None,
+        filter: Filter | None = None,
+        orderby: Sequence[str] | None = None,
+        expand: Sequence[str | Expand] | None = None,
+        top: int | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[Row]:
+        """Every matching row; pages are fetched as needed by following ``@odata.nextLink``
+        unchanged with the same ``odata.maxpagesize`` (reference 2.3). Give an ``orderby``
+        ending in a unique column for stable paging (Dataverse appends the primary key)."""
+        params = query_params(select=select, filter=filter, orderby=orderby, expand=expand, top=top)
+        size = max(1, min(page_size or self._page_size, MAX_PAGE_SIZE))
+        # $top and odata.maxpagesize must not be combined (reference 2.3).
+        headers = {} if top is not None else {"Prefer": f"odata.maxpagesize={size}"}
+        url: str | None = entity_set
+        first = True
+        while url is not None:
+            response = await self._send(
+                "GET", url, params=params if first else None, headers=headers
+            )
+            first = False
+            body = self._json(response)
+            for row in body.get("value") or []:
+                yield row
+            next_link = body.get("@odata.nextLink")
+            url = next_link if isinstance(next_link, str) and next_link else None
+
+    async def first(
+        self,
+        entity_set: str,
+        *,
+        select: Sequence[str] | None = None,
+        filter: Filter | None = None,
+        orderby: Sequence[str] | None = None,
+        expand: Sequence[str | Expand] | None = None,
+    ) -> Row | None:
+        """The first matching row, or None (one request with ``$top=1``)."""
+        async for row in self.list_rows(
+            entity_set, select=select, filter=filter, orderby=orderby, expand=expand, top=1
+        ):
+            return row
+        return None
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    async def _representation(
+        self,
+        method: str,
+        url: str,
+        data: Mapping[str, Any],
+        *,
+        select: Sequence[str] | None,
+        headers: dict[str, str],
+    ) -> httpx.Response:
+        # Prefer: return=representation gives the new etag in the same request (reference 1.2).
+        headers = {**headers, "Prefer": "return=representation"}
+        params = query_params(select=list(select) if select else ["modifiedon"])
+        return await self._send(method, url, params=params, json=dict(data), headers=headers)
+
+    async def create(
+        self,
+        entity_set: str,
+        data: Mapping[str, Any],
+        *,
+        row_id: UUID | str | None = None,
+        select: Sequence[str] | None = None,
+    ) -> Row:
+        """Create a row and return it (primary key, ``@odata.etag``, ``modifiedon`` and
+        ``select``). With ``row_id`` the client chooses the primary key, so a retried create
+        raises ``AlreadyExists`` instead of making a second row."""
+        body = dict(data)
+        if row_id is not None:
+            body[await self.primary_key(entity_set)] = str(UUID(str(row_id)))
+        response = await self._representation(
+            "POST", check_name(entity_set), body, select=select, headers={}
+        )
+        return await self._written(entity_set, response)
+
+    async def update(
+        self,
+        entity_set: str,
+        row_id: UUID | str,
+        data: Mapping[str, Any],
+        *,
+        if_match: str = "*",
+        select: Sequence[str] | None = None,
+    ) -> Row:
+        """Change an existing row and return it with its new etag. ``if_match`` is the etag read
+        earlier (412 → ``PreconditionFailed`` if the row changed since) or ``*`` (any version,
+        but never create: 404 → ``NotFound``; reference 4.2-4.3)."""
+        response = await self._representation(
+            "PATCH",
+            row_path(entity_set, row_id),
+            data,
+            select=select,
+            headers={"If-Match": if_match},
+        )
+        return await self._written(entity_set, response)
+
+    async def upsert(
+        self,
+        entity_set: str,
+        row_id: UUID | str,
+        data: Mapping[str, Any],
+        *,
+        select: Sequence[str] | None = None,
+    ) -> tuple[Row, bool]:
+        """PATCH without ``If-Match``: update the row or create it with this id (reference
+        4.2/4.4). Returns the row and whether it was created (201 vs 200)."""
+        response = await self._representation(
+            "PATCH", row_path(entity_set, row_id), data, select=select, headers={}
+        )
+        return await self._written(entity_set, response), response.status_code == 201
+
+    async def _written(self, entity_set: str, response: httpx.Response) -> Row:
+        if response.status_code != 204:
+            return self._json(response)
+        # A 204 (no representation) still names the row in OData-EntityId (reference 4.1).
+        match = _ENTITY_ID.search(response.headers.get("OData-EntityId", ""))
+        if match is None:
+            raise ServiceError("the write returned neither a row nor OData-EntityId")
+        return {await self.primary_key(entity_set): match.group("id")}
+
+    async def delete(
+        self, entity_set: str, row_id: UUID | str, *, if_match: str | None = None
+    ) -> None:
+        """Delete a row (404 → ``NotFound``; a stale ``if_match`` → ``PreconditionFailed``)."""
+        headers = {"If-Match": if_match} if if_match else None
+        await self._send("DELETE", row_path(entity_set, row_id), headers=headers)
+
+    # -- opportunity actions (reference 8.2) ----------------------------------------------------
+
+    async def win_opportunity(
+        self,
+        opportunity_id: UUID | str,
+        *,
+        subject: str = "Won",
+        status: int = OpportunityStatus.WON,
+        actual_revenue: float | None = None,
+        actual_end: date | None = None,
+        description: str | None = None,
+    ) -> None:
+        """Close an opportunity as Won (a ``statecode`` PATCH is refused by Dataverse)."""
+        await self._close(
+            "WinOpportunity", opportunity_id, subject, status, actual_revenue, actual_end,
+            description,
+        )  # fmt: skip
+
+    async def lose_opportunity(
+        self,
+        opportunity_id: UUID | str,
+        *,
+        subject: str = "Lost",
+        status: int = OpportunityStatus.OUT_SOLD,
+        actual_revenue: float | None = None,
+        actual_end: date | None = None,
+        description: str | None = None,
+    ) -> None:
+        """Close an opportunity as Lost: ``OUT_SOLD`` (5) or ``CANCELED`` (4) (SPEC 4.3)."""
+        await self._close(
+            "LoseOpportunity", opportunity_id, subject, status, actual_revenue, actual_end,
+            description,
+        )  # fmt: skip
+
+    async def _close(
+        self,
+        action: str,
+        opportunity_id: UUID | str,
+        subject: str,
+        status: int,
+        actual_revenue: float | None,
+        actual_end: date | None,
+        description: str | None,
+    ) -> None:
+        close: dict[str, Any] = {
+            "subject": subject,
+            "opportunityid@odata.bind": "/" + row_path("opportunities", opportunity_id),
+        }
+        if actual_revenue is not None:
+            close["actualrevenue"] = actual_revenue
+        if actual_end is not None:
+            close["actualend"] = actual_end.isoformat()
+        if description is not None:
+            close["description"] = description
+        await self._send("POST", action, json={"Status": int(status), "OpportunityClose": close})
+
+    # -- reference data -------------------------------------------------------------------------
+
+    async def who_am_i(self) -> WhoAmI:
+        """The application user (also a connectivity probe, reference 1.1)."""
+        return WhoAmI.model_validate(self._json(await self._send("GET", "WhoAmI")))
+
+    async def get_currency(self, iso_code: str) -> Currency:
+        """The ``transactioncurrencies`` row of an ISO 4217 code, cached per client."""
+        code = iso_code.strip().upper()
+        cached = self._currencies.get(code)
+        if cached is not None:
+            return cached
+        row = await self.first(
+            "transactioncurrencies",
+            select=[
+                "isocurrencycode",
+                "currencyname",
+                "currencysymbol",
+                "currencyprecision",
+                "exchangerate",
+            ],
+            filter=eq("isocurrencycode", code),
+        )
+        if row is None:
+            raise NotFound(f"the currency {code} is not enabled in this Dataverse environment")
+        currency = Currency.model_validate(row)
+        self._currencies[code] = currency
+        return currency
+
+    async def currency_id(self, iso_code: str) -> UUID:
+        """The ``transactioncurrencyid`` for an ISO code (bind it as ``transactioncurrencyid``)."""
+        return (await self.get_currency(iso_code)).id
+
+    # -- metadata (for `cosell schema check|apply`) ---------------------------------------------
+
+    async def get_table(self, logical_name: str) -> TableMetadata:
+        """A table's definition with its columns; ``NotFound`` if there is no such table."""
+        response = await self._send(
+            "GET",
+            f"EntityDefinitions(LogicalName='{check_name(logical_name)}')",
+            params={"$expand": "Attributes"},
+        )
+        return TableMetadata.model_validate(self._json(response))
+
+    async def find_table(self, logical_name: str) -> TableMetadata | None:
+        try:
+            return await self.get_table(logical_name)
+        except NotFound:
+            return None
+
+    async def list_columns(self, logical_name: str) -> list[ColumnMetadata]:
+        response = await self._send(
+            "GET", f"EntityDefinitions(LogicalName='{check_name(logical_name)}')/Attributes"
+        )
+        values = self._json(response).get("value") or []
+        return [ColumnMetadata.model_validate(v) for v in values]
+
+    async def create_table(self, definition: TableDefinition) -> None:
+        """Create a custom table with its primary name column (``AlreadyExists`` if present)."""
+        await self._send("POST", "EntityDefinitions", json=definition.to_metadata())
+
+    async def create_column(self, table_logical_name: str, column: ColumnDefinition) -> None:
+        """Add a custom column to a table (``AlreadyExists`` if the name is taken)."""
+        await self._send(
+            "POST",
+            f"EntityDefinitions(LogicalName='{check_name(table_logical_name)}')/Attributes",
+            json=column.to_metadata(),
+        )
+
+    async def create_lookup(self, definition: LookupDefinition) -> None:
+        """Add a lookup column through a one-to-many relationship."""
+        await self._send("POST", "RelationshipDefinitions", json=definition.to_metadata())

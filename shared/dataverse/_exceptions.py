@@ -1,0 +1,122 @@
+"""Typed Dataverse errors: one small hierarchy under ``CosellError``.
+
+Callers branch on the class; each error keeps the HTTP status and Dataverse's own ``code`` and
+``message`` (reference section 7.1: classify by status first, then code, then text).
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from shared.errors import CosellError
+from shared.retry import parse_retry_after
+
+# Codes that decide the class regardless of status (reference section 7.3).
+OBJECT_DOES_NOT_EXIST = "0x80040217"
+CONCURRENCY_VERSION_MISMATCH = "0x80060882"
+DUPLICATE_RECORD = "0x80040237"
+
+
+class DataverseError(CosellError):
+    """Any failed Dataverse call; ``status`` is None when no response arrived."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str = "",
+        method: str = "",
+        url: str = "",
+    ) -> None:
+        where = f"{method} {url}: " if method else ""
+        shown = f"{status} " if status is not None else ""
+        super().__init__(f"{where}{shown}{code + ' ' if code else ''}{message}".strip())
+        self.status = status
+        self.code = code
+        self.message = message
+        self.method = method
+        self.url = url
+
+
+class InvalidRequest(DataverseError):
+    """400: a payload or query Dataverse refuses (unknown column, wrong type, bad filter...)."""
+
+
+class AuthenticationFailed(DataverseError):
+    """401: the token is missing, expired or not valid for this environment."""
+
+
+class AccessDenied(DataverseError):
+    """403: the application user lacks a privilege."""
+
+
+class NotFound(DataverseError):
+    """404: the row (or table, or currency) does not exist."""
+
+
+class PreconditionFailed(DataverseError):
+    """412: the row changed since its etag was read (``If-Match``); re-read and merge again."""
+
+
+class AlreadyExists(DataverseError):
+    """A row with this primary (or alternate) key exists already (DuplicateRecord)."""
+
+
+class Throttled(DataverseError):
+    """429 after the retries: service protection limits still refuse the call."""
+
+    retry_after: float | None = None  # the last Retry-After Dataverse sent, in seconds
+
+
+class ServiceError(DataverseError):
+    """5xx after the retries, or an answer that is not what the Web API returns."""
+
+
+class ConnectionFailed(DataverseError):
+    """No answer at all: a timeout or a network error, after the retries."""
+
+
+_BY_CODE: dict[str, type[DataverseError]] = {
+    DUPLICATE_RECORD: AlreadyExists,
+    CONCURRENCY_VERSION_MISMATCH: PreconditionFailed,
+    OBJECT_DOES_NOT_EXIST: NotFound,
+}
+_BY_STATUS: dict[int, type[DataverseError]] = {
+    400: InvalidRequest,
+    401: AuthenticationFailed,
+    403: AccessDenied,
+    404: NotFound,
+    412: PreconditionFailed,
+    429: Throttled,
+}
+
+
+def error_from_response(response: httpx.Response) -> DataverseError:
+    """The typed error for a failed response, carrying Dataverse's ``code`` and ``message``."""
+    code, message = "", response.reason_phrase or "request failed"
+    try:
+        body = json.loads(response.content or b"null")
+    except ValueError:
+        body = None
+    detail = body.get("error") if isinstance(body, dict) else None
+    if isinstance(detail, dict):
+        code = str(detail.get("code") or "")
+        message = str(detail.get("message") or message)
+    status = response.status_code
+    cls = _BY_STATUS.get(status, ServiceError if status >= 500 else DataverseError)
+    # UNCERTAIN (reference 7.3): DuplicateRecord is mapped to 412 by the server's status map, but
+    # other answers may use another status; the code decides, then the status.
+    cls = _BY_CODE.get(code.lower(), cls)
+    error = cls(
+        message,
+        status=status,
+        code=code,
+        method=response.request.method,
+        url=response.request.url.path,
+    )
+    if isinstance(error, Throttled):
+        error.retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    return error

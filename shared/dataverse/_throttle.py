@@ -1,0 +1,121 @@
+"""Adaptive throttling toward Dataverse's service protection limits (reference section 6).
+
+* Never more than ``limit`` requests in flight; ``limit`` starts at ``max_in_flight`` (keep it
+  well under the 52 concurrent requests Dataverse allows per user).
+* A 429 halves ``limit`` (once per burst: only a request sent after the last cut can cut again)
+  and pauses every new request until its ``Retry-After`` has passed.
+* Each run of ``limit`` successes without a 429 raises ``limit`` by one, back to the maximum.
+
+The throttle never retries: ``ThrottledTransport`` sits *inside* ``shared.retry.RetryTransport``
+so it counts every attempt that reaches Dataverse and sees every 429, while the retry rule stays
+in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from shared.retry import parse_retry_after
+
+
+class AdaptiveThrottle:
+    """A concurrency limit that shrinks while 429s arrive and grows back after."""
+
+    def __init__(
+        self,
+        max_in_flight: int = 16,
+        *,
+        min_in_flight: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if not 1 <= min_in_flight <= max_in_flight:
+            raise ValueError("expected 1 <= min_in_flight <= max_in_flight")
+        self.max_in_flight = max_in_flight
+        self.min_in_flight = min_in_flight
+        self.limit = max_in_flight
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self.throttled = 0  # 429s seen
+        self._clock = clock
+        self._sleep = sleep
+        self._resume_at = 0.0
+        self._successes = 0
+        self._generation = 0  # bumped on every cut, so one burst of 429s cuts once
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> int:
+        """Wait for a slot (and for any Retry-After pause); returns a ticket for ``release``."""
+        while True:
+            pause = self._resume_at - self._clock()
+            if pause > 0:
+                await self._sleep(pause)
+                continue
+            if self.in_flight < self.limit:
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                return self._generation
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # pass on the slot this task was woken for
+                raise
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+
+    def release(self, ticket: int, status: int | None, retry_after: float | None = None) -> None:
+        """Free the slot and learn from the answer (``status`` None: no answer arrived)."""
+        self.in_flight -= 1
+        if status == 429:
+            self.throttled += 1
+            self._successes = 0
+            if ticket == self._generation:
+                self._generation += 1
+                self.limit = max(self.min_in_flight, self.limit // 2)
+            if retry_after:
+                self._resume_at = max(self._resume_at, self._clock() + retry_after)
+        elif status is not None and status < 500:
+            self._successes += 1
+            if self._successes >= self.limit and self.limit < self.max_in_flight:
+                self._successes = 0
+                self.limit += 1
+        self._wake()
+
+    def _wake(self) -> None:
+        free = self.limit - self.in_flight
+        while free > 0 and self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+
+class ThrottledTransport(httpx.AsyncBaseTransport):
+    """Passes each request through ``AdaptiveThrottle`` on its way to ``inner``."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, throttle: AdaptiveThrottle) -> None:
+        self._inner = inner
+        self.throttle = throttle
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        ticket = await self.throttle.acquire()
+        try:
+            response = await self._inner.handle_async_request(request)
+        except BaseException:
+            self.throttle.release(ticket, None)
+            raise
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        self.throttle.release(ticket, response.status_code, retry_after)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
