@@ -225,9 +225,9 @@ async def test_filters_on_dates_numbers_booleans_and_text_functions(
 
     assert await names(ge("estimatedclosedate", date(2024, 7, 1))) == ["Beta deal", "Gamma"]
     assert await names(contains("name", "DEAL") & ~startswith("name", "beta")) == ["Alpha deal"]
-    assert await names(
-        filter=eq("cosell_syncwithpartnercenter", True) & ge("estimatedvalue", 2000)
-    ) == ["Gamma"]
+    assert await names(eq("cosell_syncwithpartnercenter", True) & ge("estimatedvalue", 2000)) == [
+        "Gamma"
+    ]
     assert await names(eq("cosell_helpneeded", None)) == ["Alpha deal", "Beta deal", "Gamma"]
 
 
