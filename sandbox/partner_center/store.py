@@ -89,7 +89,9 @@ class ReferralStore:
         a referral Microsoft sends the partner (New/Pending, invitedBy msft)."""
         if not isinstance(body, dict):
             raise invalid("The request body must be a referral object.")
-        referral = {k: copy.deepcopy(v) for k, v in body.items() if k not in READ_ONLY}
+        # Microsoft may send a referral that already carries its own CRM id.
+        read_only = READ_ONLY - {"trackingInfo"} if incoming else READ_ONLY
+        referral = {k: copy.deepcopy(v) for k, v in body.items() if k not in read_only}
         normalise_enums(referral)
         validate_referral(referral)
         engagement = body.get("engagementId")

@@ -168,6 +168,10 @@ class WebhookDispatcher:
         registration = self.registration
         if registration is None or event_name not in registration.events:
             return False
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a write made outside the server (e.g. seeding): nothing to send
+            return False
         self.stats.events += 1
         if self.drop_rate and self._rng.random() < self.drop_rate:
             self.stats.dropped += 1
@@ -180,9 +184,7 @@ class WebhookDispatcher:
             "ResourceChangeUtcDate": datetime.now(UTC).isoformat(),
         }
         payload = json.dumps(body, separators=(",", ":")).encode()
-        task = asyncio.get_running_loop().create_task(
-            self._deliver(registration, payload, certificate_url, record)
-        )
+        task = loop.create_task(self._deliver(registration, payload, certificate_url, record))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return True

@@ -24,7 +24,12 @@ from ._auth import (
     StaticTokenProvider,
     TokenProvider,
 )
-from ._exceptions import NotFound, PartnerCenterError, error_from_response
+from ._exceptions import (
+    NotFound,
+    PartnerCenterAuthError,
+    PartnerCenterError,
+    error_from_response,
+)
 from ._models import (
     PatchOperation,
     Referral,
@@ -154,9 +159,7 @@ class PartnerCenterClient:
         url: str | None = f"{self._api_url}/referrals"
         yielded = 0
         while url is not None:
-            response = await self._send(
-                "GET", url, route="referrals", params=params if yielded == 0 else None
-            )
+            response = await self._send("GET", url, route="referrals", params=params or None)
             page = _json(response)
             if not isinstance(page, dict) or not isinstance(page.get("value"), list):
                 raise PartnerCenterError(
@@ -351,14 +354,19 @@ class PartnerCenterClient:
 def _provider_for(
     settings: Settings, on_refresh_token: RefreshTokenSink | None, sandbox_token: str
 ) -> TokenProvider:
-    if settings.sandbox:
+    from shared.settings import is_loopback_url
+
+    # Same rule as the settings' own check: a loopback Partner Center URL is the emulator.
+    if is_loopback_url(settings.partner_center_api_url):
         return StaticTokenProvider(sandbox_token)
     secret = settings.partner_center_client_secret
     refresh = settings.partner_center_refresh_token
     if not (settings.partner_center_tenant_id and settings.partner_center_client_id):
-        raise PartnerCenterError("PARTNER_CENTER_TENANT_ID and PARTNER_CENTER_CLIENT_ID are needed")
+        raise PartnerCenterAuthError(
+            "PARTNER_CENTER_TENANT_ID and PARTNER_CENTER_CLIENT_ID are needed"
+        )
     if secret is None or refresh is None:
-        raise PartnerCenterError(
+        raise PartnerCenterAuthError(
             "PARTNER_CENTER_CLIENT_SECRET and PARTNER_CENTER_REFRESH_TOKEN are needed"
         )
     return RefreshTokenProvider(

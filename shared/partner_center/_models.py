@@ -8,11 +8,18 @@ value becomes the enum member, an unknown one stays a plain string instead of fa
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 __all__ = [
@@ -141,6 +148,24 @@ HelpCode = Annotated[AssistanceRequestCode | str, _lenient(AssistanceRequestCode
 EventName = Annotated[WebhookEventName | str, _lenient(WebhookEventName)]
 
 
+def _blank_to_none(value: object) -> object:
+    # Real payloads carry "" where a value is missing (§2.2 shows it for `size`).
+    return None if value == "" else value
+
+
+def _assume_utc(value: datetime | None) -> datetime | None:
+    # Every referral date is UTC (§2.1); a value without an offset is read as UTC so that
+    # comparisons with aware datetimes (e.g. Dataverse `modifiedon`) work.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+UtcDateTime = Annotated[
+    datetime | None, BeforeValidator(_blank_to_none), AfterValidator(_assume_utc)
+]
+
+
 class WireModel(BaseModel):
     """camelCase on the wire, snake_case in Python, unknown properties kept."""
 
@@ -214,7 +239,7 @@ class SolutionTag(WireModel):
     currency: str | None = None
     publisher_name: str | None = None
     solution_type: str | None = None
-    closing_date_time: datetime | None = None
+    closing_date_time: UtcDateTime = None
 
 
 class Attribute(WireModel):
@@ -241,7 +266,7 @@ class ReferralDetails(WireModel):
     notes: str | None = None
     deal_value: int | float | None = None  # int stays int so a round trip changes nothing
     currency: str | None = Field(default=None, description="ISO 4217 code")
-    closing_date_time: datetime | None = None
+    closing_date_time: UtcDateTime = None
     customer_requested_contact: bool | None = None
     customer_action: str | None = None
     incentive_level: str | None = None
@@ -294,11 +319,11 @@ class Referral(WireModel):
     organization_name: str | None = None
     name: str | None = None
     external_reference_id: str | None = None
-    created_date_time: datetime | None = None
-    updated_date_time: datetime | None = None
-    expiration_date_time: datetime | None = None
-    accepted_date_time: datetime | None = None
-    closed_date_time: datetime | None = None
+    created_date_time: UtcDateTime = None
+    updated_date_time: UtcDateTime = None
+    expiration_date_time: UtcDateTime = None
+    accepted_date_time: UtcDateTime = None
+    closed_date_time: UtcDateTime = None
     status: Status | None = None
     substatus: Substatus | None = None
     status_reason: str | None = None
@@ -378,7 +403,7 @@ class WebhookEvent(PascalWireModel):
     resource_uri: str | None = Field(default=None, alias="ResourceUri")
     resource_name: str | None = Field(default=None, alias="ResourceName")
     audit_uri: str | None = Field(default=None, alias="AuditUri")
-    resource_change_utc_date: datetime | None = Field(default=None, alias="ResourceChangeUtcDate")
+    resource_change_utc_date: UtcDateTime = Field(default=None, alias="ResourceChangeUtcDate")
 
     @property
     def resource_id(self) -> str | None:
@@ -425,7 +450,7 @@ class TestEventDelivery(CamelAnyCaseModel):
     response_code: int | None = None
     response_message: str | None = None
     system_error: str | None = None
-    date_time_utc: datetime | None = None
+    date_time_utc: UtcDateTime = None
 
 
 class TestEventResult(CamelAnyCaseModel):
