@@ -91,6 +91,7 @@ class RefreshTokenProvider:
         on_refresh_token: RefreshTokenSink | None = None,
         authority_host: str = "https://login.microsoftonline.com",
         refresh_margin_s: float = 300.0,
+        timeout_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         app: RefreshTokenApp | None = None,
     ) -> None:
@@ -101,6 +102,7 @@ class RefreshTokenProvider:
         self._on_refresh_token = on_refresh_token
         self._authority = f"{authority_host.rstrip('/')}/{tenant_id}"
         self._margin = refresh_margin_s
+        self._timeout_s = timeout_s
         self._clock = clock
         self._app = app
         self._cache: dict[str, _Cached] = {}
@@ -122,9 +124,15 @@ class RefreshTokenProvider:
     async def _redeem(self, resource: str) -> str:
         scopes = [f"{resource.rstrip('/')}/.default"]  # MSAL/v2 form of the v1 resource (§3)
         started = self._clock()
-        result = await asyncio.to_thread(
-            self._application().acquire_token_by_refresh_token, self._refresh_token, scopes
-        )
+        try:
+            result = await asyncio.to_thread(
+                self._application().acquire_token_by_refresh_token, self._refresh_token, scopes
+            )
+        except OSError as exc:  # MSAL's HTTP errors (requests) derive from OSError
+            raise PartnerCenterAuthError(
+                f"could not reach Entra for a Partner Center token ({type(exc).__name__})",
+                code="tokenEndpointUnreachable",
+            ) from exc
         if "access_token" not in result:
             raise self._error(result)
         token = str(result["access_token"])
@@ -153,6 +161,7 @@ class RefreshTokenProvider:
                 self._client_id,
                 client_credential=self._client_secret,
                 authority=self._authority,
+                timeout=self._timeout_s,  # SPEC 7: the token call has a timeout too
             )
         return self._app
 
