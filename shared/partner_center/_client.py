@@ -176,6 +176,7 @@ class PartnerCenterClient:
     async def list_related_referrals(self, engagement_id: str) -> AsyncIterator[Referral]:
         """The referrals of one engagement (e.g. Microsoft's side of a co-sell, §1.1)."""
         uuid.UUID(engagement_id)  # only a GUID goes into the filter, nothing else
+        # The docs quote the GUID, the service's own links do not (§1.1); quoted is documented.
         async for referral in self.list_referrals(filter=f"engagementId eq '{engagement_id}'"):
             yield referral
 
