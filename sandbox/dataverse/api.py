@@ -13,7 +13,7 @@ from starlette.responses import Response
 from sandbox.dataverse import odata
 from sandbox.dataverse.errors import DataverseFault, payload_error, query_error
 from sandbox.dataverse.schema import Kind, Table
-from sandbox.dataverse.store import Record, Row, compare_values
+from sandbox.dataverse.store import Record, Row
 
 if TYPE_CHECKING:
     from sandbox.dataverse.app import Emulator
@@ -149,18 +149,13 @@ class DataApi:
         order = odata.parse_orderby(params.get("$orderby"), schema, table)
         expand = odata.parse_expand(params.get("$expand"), schema, table)
         prefs = preferences(request)
-        rows = store.select(entity_set, where, order)
         keys = store.order_keys(table, order)
         token = params.get("$skiptoken")
-        if token is not None:
-            cookie = _decode_cookie(token)
-            if len(cookie) != len(keys):
-                raise query_error("The $skiptoken does not belong to this query.")
-            rows = [
-                r
-                for r in rows
-                if compare_values(keys, [store.value(table, r, k) for k, _ in keys], cookie) > 0
-            ]
+        cookie = None if token is None else _decode_cookie(token)
+        if cookie is not None and len(cookie) != len(keys):
+            raise query_error("The $skiptoken does not belong to this query.")
+        keyed = store.select(entity_set, where, order, after=cookie)
+        rows = [record for record, _ in keyed]
         body: dict[str, Any] = {"@odata.context": f"{self.base_url(request)}$metadata#{entity_set}"}
         if "$top" in params:
             # UNCERTAIN (reference 2.3): $top and odata.maxpagesize should not be combined; here
@@ -176,7 +171,7 @@ class DataApi:
         annotate = _wants_lookup_annotations(prefs)
         body["value"] = [self.render(table, r, select, expand, annotate) for r in page]
         if more:
-            last = [store.value(table, page[-1], k) for k, _ in keys]
+            last = keyed[len(page) - 1][1]
             body["@odata.nextLink"] = str(
                 request.url.include_query_params(**{"$skiptoken": _encode_cookie(last)})
             )

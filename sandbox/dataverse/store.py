@@ -5,7 +5,6 @@ opportunity state rules (Won/Lost only through the close actions, reference 8.2)
 
 from __future__ import annotations
 
-import functools
 import re
 import time
 import uuid
@@ -192,15 +191,23 @@ class Store:
         entity_set: str,
         where: odata.Node | None,
         order: list[tuple[str, bool]],
-    ) -> list[Record]:
-        """Matching rows in a stable order: the requested one, then the primary key."""
+        *,
+        after: list[Any] | None = None,
+    ) -> list[tuple[Record, list[Any]]]:
+        """Matching rows with their sort keys, in a stable order (the requested one, then the
+        primary key); ``after`` keeps only rows past a paging cookie's sort key."""
         table = self.table(entity_set)
         rows = list(self.tables[entity_set].values())
         if where is not None:
             rows = [r for r in rows if odata.evaluate(where, r.values, self._getter(table, r))]
         keys = self.order_keys(table, order)
-        rows.sort(key=functools.cmp_to_key(lambda a, b: compare_rows(keys, a, b, self, table)))
-        return rows
+        keyed = [(r, [self.value(table, r, k) for k, _ in keys]) for r in rows]
+        if after is not None:
+            keyed = [item for item in keyed if compare_values(keys, item[1], after) > 0]
+        # One stable sort per key, last key first, gives the multi-column order.
+        for index in reversed(range(len(keys))):
+            keyed.sort(key=_key_at(index), reverse=keys[index][1])
+        return keyed
 
     def _getter(self, table: Table, record: Record) -> odata.Getter:
         def get(values: Row, path: str) -> Any:
@@ -518,14 +525,11 @@ def _sort_value(value: Any) -> tuple[int, Any]:
     return (1, value)
 
 
-def compare_rows(
-    keys: list[tuple[str, bool]], a: Record, b: Record, store: Store, table: Table
-) -> int:
-    return compare_values(
-        keys,
-        [store.value(table, a, k) for k, _ in keys],
-        [store.value(table, b, k) for k, _ in keys],
-    )
+def _key_at(index: int) -> Callable[[tuple[Record, list[Any]]], tuple[int, Any]]:
+    def key(item: tuple[Record, list[Any]]) -> tuple[int, Any]:
+        return _sort_value(item[1][index])
+
+    return key
 
 
 def compare_values(keys: list[tuple[str, bool]], left: list[Any], right: list[Any]) -> int:

@@ -1,0 +1,139 @@
+"""Adaptive throttling against the emulator's service protection (reference section 6).
+
+The issue's case — limits of 100 requests per 10 s and 2,000 queued operations — runs as written,
+in virtual time: the emulator's window clock and the client's sleeps (retry policy and throttle)
+share one ``VirtualTime`` that advances only when something sleeps, so twenty 10-second windows
+pass in well under a second of real time. Emulated latency is real (1 ms) so requests overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx
+import pytest
+
+from sandbox.dataverse import Emulator, Faults, Limits, create_app, emulator_of
+from shared.dataverse import AdaptiveThrottle, DataverseClient, ServiceError, Throttled
+from shared.retry import RetryPolicy
+
+from .conftest import TOKEN, URL, VirtualTime, no_wait
+
+CAP = 8
+
+
+def _client(app: object, time: VirtualTime, throttle: AdaptiveThrottle) -> DataverseClient:
+    return DataverseClient(
+        URL,
+        token=TOKEN,
+        transport=httpx.ASGITransport(app=app),  # type: ignore[arg-type]
+        retry_policy=RetryPolicy(sleep=time.sleep),
+        throttle=throttle,
+    )
+
+
+async def test_two_thousand_operations_under_100_requests_per_10s_all_succeed_within_the_cap() -> (
+    None
+):
+    time = VirtualTime()
+    app = create_app(token=TOKEN, limits=Limits(requests=100, window_s=10), clock=time.clock)
+    emulator = emulator_of(app)
+    emulator.faults.latency_ms = 1
+    throttle = AdaptiveThrottle(CAP, clock=time.clock, sleep=time.sleep)
+    ids = [uuid.uuid4() for _ in range(2_000)]
+
+    async with _client(app, time, throttle) as client:
+        results = await asyncio.gather(
+            *(
+                client.create("accounts", {"name": f"Contoso {n}"}, row_id=row_id)
+                for n, row_id in enumerate(ids)
+            ),
+            return_exceptions=True,
+        )
+
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert failures == []
+    assert set(emulator.store.tables["accounts"]) == {str(i) for i in ids}
+    stats = emulator.stats()
+    assert stats["throttled"] > 0  # the window really was exhausted, again and again
+    assert 1 < stats["peak_concurrent"] <= CAP
+    assert throttle.peak_in_flight <= CAP
+    assert time.now >= 10 * (2_000 // 100 - 1)  # it took the windows it had to take
+
+
+async def test_the_in_flight_limit_drops_while_429s_arrive_and_recovers_after() -> None:
+    time = VirtualTime()
+    app = create_app(token=TOKEN, clock=time.clock)
+    emulator = emulator_of(app)
+    emulator.faults.latency_ms = 1
+    throttle = AdaptiveThrottle(CAP, clock=time.clock, sleep=time.sleep)
+
+    async with _client(app, time, throttle) as client:
+        # Every answer is a 429 for a while: the limit is cut (once per burst, not per answer).
+        emulator.faults = Faults(error_rate=1.0, statuses=[429], retry_after_s=2)
+        results = await asyncio.gather(
+            *(client.who_am_i() for _ in range(CAP * 2)), return_exceptions=True
+        )
+        assert all(isinstance(r, Throttled) for r in results)
+        lowered = throttle.limit
+        assert lowered < CAP
+
+        # The service recovers: successes raise the limit step by step back to the maximum.
+        emulator.faults = Faults(latency_ms=1)
+        for _ in range(10):
+            await asyncio.gather(*(client.who_am_i() for _ in range(CAP * 4)))
+
+    assert throttle.limit == CAP
+    assert emulator.stats()["peak_concurrent"] <= CAP
+
+
+async def test_retry_after_pauses_every_request_not_just_the_refused_one() -> None:
+    time = VirtualTime()
+    app = create_app(token=TOKEN, limits=Limits(requests=5, window_s=60), clock=time.clock)
+    throttle = AdaptiveThrottle(4, clock=time.clock, sleep=time.sleep)
+
+    async with _client(app, time, throttle) as client:
+        for _ in range(6):
+            await client.who_am_i()
+
+    stats = emulator_of(app).stats()
+    assert stats["throttled"] == 1  # one 429; the pause then held the client back
+    assert time.now >= 60
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+async def test_injected_faults_are_retried_to_zero_failures(
+    emulator: Emulator, client: DataverseClient, status: int
+) -> None:
+    emulator.faults.error_rate = 0.3
+    emulator.faults.statuses = [status]
+    emulator.faults.retry_after_s = 0
+
+    rows = await asyncio.gather(
+        *(client.create("contacts", {"lastname": "Example"}) for _ in range(100))
+    )
+
+    assert len(rows) == 100
+    assert emulator.store.count("contacts") == 100
+    assert emulator.stats()["faults_injected"] > 0
+
+
+async def test_fault_on_every_attempt_surfaces_as_a_typed_error(app: object) -> None:
+    emulator = emulator_of(app)  # type: ignore[arg-type]
+    emulator.faults.error_rate = 1.0
+    emulator.faults.statuses = [429]
+    emulator.faults.retry_after_s = 0
+    async with DataverseClient(
+        URL,
+        token=TOKEN,
+        transport=httpx.ASGITransport(app=app),  # type: ignore[arg-type]
+        retry_policy=RetryPolicy(attempts=3, sleep=no_wait),
+    ) as client:
+        with pytest.raises(Throttled) as throttled:
+            await client.who_am_i()
+        emulator.faults.statuses = [500]
+        with pytest.raises(ServiceError):
+            await client.who_am_i()
+    assert throttled.value.code == "0x80072322"
+    assert emulator.stats()["faults_injected"] == 6
