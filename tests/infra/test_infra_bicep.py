@@ -124,7 +124,7 @@ def test_outputs_name_the_function_app_and_the_webhook_url(
         if binding["type"] == "httpTrigger"
     }
     if "partner_center_webhook" in declared_functions:
-        assert "webhooks/partner-center" in routes
+        assert "webhooks/partner-center" in routes, f"webhook route is not in {routes}"
 
 
 def test_outputs_never_expose_a_secure_parameter() -> None:

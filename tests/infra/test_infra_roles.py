@@ -10,6 +10,7 @@ from tests.infra.infra_model import (
     module_path,
     parse,
     property_path,
+    resources_of_type,
     role_assignments,
 )
 
@@ -83,3 +84,10 @@ def test_operator_roles_are_optional_and_separate() -> None:
         "Storage Table Data Contributor",
         "Key Vault Secrets Officer",
     }
+
+
+def test_key_vault_authorizes_with_rbac() -> None:
+    # With access policies instead, the Key Vault Secrets User assignment would grant nothing.
+    tree = parse(module_path("keyVault"))
+    [(_, vault)] = resources_of_type(tree, KEY_VAULT)
+    assert body(vault)["properties"]["enableRbacAuthorization"] is True

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
-from shared.settings import STORAGE_IDENTITY_SETTINGS, Settings, setting_names
+from shared.settings import (
+    STORAGE_IDENTITY_SETTINGS,
+    ConflictPolicy,
+    Settings,
+    load_settings,
+    setting_names,
+)
 from tests.infra.infra_model import (
     INFRA,
     MAIN,
@@ -20,6 +26,7 @@ from tests.infra.infra_model import (
     module_path,
     parse,
     property_path,
+    read_parameters,
     resources_of_type,
     walk_strings,
 )
@@ -175,3 +182,57 @@ def test_application_insights_uses_entra_auth() -> None:
     tree = parse(module_path("monitoring"))
     [(_, component)] = resources_of_type(tree, "Microsoft.Insights/components")
     assert body(component)["properties"]["DisableLocalAuth"] is True
+
+
+# Stand-ins for values only Azure knows at deploy time (endpoints, Key Vault references).
+_DEPLOY_TIME = {
+    "AzureWebJobsStorage__queueServiceUri": "https://example.queue.core.windows.net",
+    "AzureWebJobsStorage__tableServiceUri": "https://example.table.core.windows.net",
+    "AzureWebJobsStorage__blobServiceUri": "https://example.blob.core.windows.net",
+    "AzureWebJobsStorage__clientId": "00000000-0000-0000-0000-000000000001",
+    "PARTNER_CENTER_TENANT_ID": "00000000-0000-0000-0000-000000000002",
+    "PARTNER_CENTER_CLIENT_ID": "00000000-0000-0000-0000-000000000003",
+    "PARTNER_CENTER_CLIENT_SECRET": "not-a-secret",
+    "PARTNER_CENTER_REFRESH_TOKEN": "not-a-token",
+}
+
+
+def _environment(overrides: dict[str, Any]) -> dict[str, str]:
+    """The app settings main.bicep would produce, with parameter values from `overrides`."""
+    parameters = parse(MAIN)["parameters"]
+    values = {name: spec.get("default") for name, spec in parameters.items()}
+    values.update(overrides)
+    environ: dict[str, str] = {}
+    for name, value in app_settings().items():
+        if name in _DEPLOY_TIME:
+            environ[name] = _DEPLOY_TIME[name]
+        elif isinstance(value, dict) and value["operator"]["type"] == "conditional":
+            operands = value["operator"]["operands"]
+            chosen = values[operands["condition"]]
+            environ[name] = operands["true_value" if chosen else "false_value"]
+        elif isinstance(value, str) and value in parameters:
+            environ[name] = str(values[value])
+        elif isinstance(value, str) and "${" not in value:
+            environ[name] = value
+    return environ
+
+
+@pytest.mark.parametrize(
+    "path",
+    [None, INFRA / "main.staging.parameters.json", INFRA / "main.production.parameters.json"],
+    ids=["defaults", "staging", "production"],
+)
+def test_values_bicep_deploys_pass_the_apps_own_validation(path: Any) -> None:
+    # A 5-field cron or a misspelt policy would otherwise surface only as a start-up failure.
+    overrides = {"dataverseUrl": "https://contoso.crm.dynamics.com"}
+    if path is not None:
+        overrides.update({k: v["value"] for k, v in read_parameters(path).items()})
+    settings = load_settings(_environment(overrides))
+    assert settings.webhook_signature_mode == "verify"
+    assert settings.storage_credential == "managedidentity"
+
+
+def test_allowed_conflict_policies_are_the_apps() -> None:
+    spec = parse(MAIN)["parameters"]["conflictPolicy"]
+    allowed = next(d["argument"] for d in spec["decorators"] if d["type"] == "allowed")
+    assert set(allowed) == set(get_args(ConflictPolicy))
