@@ -4,7 +4,9 @@ Both clients wrap whatever transport they are given (the real network, or an emu
 app in tests) in ``RetryTransport``, so the rule lives in one place:
 
 * 429 and 503 honour ``Retry-After`` (seconds or an HTTP date), capped by ``max_delay``;
-* other 5xx, 408 and transport timeouts/connection errors retry with jittered exponential backoff;
+* other 5xx, 408 and transport timeouts/connection errors retry with jittered exponential backoff,
+  but only for idempotent methods: a POST that timed out may have been carried out, and sending
+  it again could create a second record, so the caller (which can look for the first) decides;
 * every other status (including 409/412, which the caller settles) is returned at once;
 * a request is tried at most ``attempts`` times; the last response (or error) is what the caller
   sees, so typed errors are raised by the client from the final answer.
@@ -23,6 +25,8 @@ import httpx
 
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 BACKOFF_STATUSES = frozenset({408, 500, 502, 504})
+# PATCH with If-Match and PUT are safe to repeat; POST is not (it may create twice).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
 
 
 @dataclass(frozen=True)
@@ -68,29 +72,37 @@ class RetryTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         policy = self._policy
+        idempotent = request.method in IDEMPOTENT_METHODS
         for attempt in range(1, policy.attempts + 1):
             last = attempt == policy.attempts
             try:
                 response = await self._inner.handle_async_request(request)
-            except (httpx.TimeoutException, httpx.NetworkError):
-                if last:
+            except httpx.ConnectError:
+                if last:  # nothing reached the server: safe to retry any method
                     raise
                 await policy.sleep(policy.backoff(attempt))
                 continue
-            delay = self._delay_for(response, attempt)
+            except (httpx.TimeoutException, httpx.NetworkError):
+                if last or not idempotent:
+                    raise
+                await policy.sleep(policy.backoff(attempt))
+                continue
+            delay = self._delay_for(response, attempt, idempotent=idempotent)
             if delay is None or last:
                 return response
             await response.aclose()
             await policy.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _delay_for(self, response: httpx.Response, attempt: int) -> float | None:
+    def _delay_for(
+        self, response: httpx.Response, attempt: int, *, idempotent: bool
+    ) -> float | None:
         status = response.status_code
         if status in RETRY_AFTER_STATUSES:
             after = parse_retry_after(response.headers.get("Retry-After"))
             wait = self._policy.backoff(attempt) if after is None else after
             return min(wait, self._policy.max_delay)
-        if status in BACKOFF_STATUSES:
+        if status in BACKOFF_STATUSES and idempotent:
             return self._policy.backoff(attempt)
         return None
 

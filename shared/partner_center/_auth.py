@@ -155,7 +155,7 @@ class RefreshTokenProvider:
     def _application(self) -> RefreshTokenApp:
         if self._app is None:
             # Imported late (only needed against the real service); msal ships no type hints.
-            import msal  # type: ignore[import-untyped]
+            import msal
 
             self._app = msal.ConfidentialClientApplication(
                 self._client_id,

@@ -74,11 +74,17 @@ class SyncLink(BaseModel):
 
 
 class OpportunityIndex(BaseModel):
-    """The ``opp`` row: the referral of an opportunity, or the intent to create one."""
+    """The ``opp`` row: the referral of an opportunity, or the intent to create one.
+
+    Before a referral exists, it also remembers the last result for the opportunity and the
+    ``modifiedon`` our own write gave it, so that write is not mistaken for a user's edit.
+    """
 
     opportunity_id: str
     referral_id: str | None = None
     pending_create: PendingCreate | None = None
+    opportunity_modified_on: datetime | None = None
+    last_result: LinkResult | None = None
     etag: str | None = None
 
     @field_validator("opportunity_id", "referral_id")
@@ -132,6 +138,8 @@ class LinkStore(TableStore):
             opportunity_id=entity["RowKey"],
             referral_id=values.get("ReferralId"),
             pending_create=values.get("PendingCreate"),
+            opportunity_modified_on=values.get("OpportunityModifiedOn"),
+            last_result=values.get("LastResult"),
             etag=etag,
         )
 
@@ -194,12 +202,14 @@ class LinkStore(TableStore):
         etag = await self._insert(self._index_entity(index), what=f"index of opportunity {key}")
         return index.model_copy(update={"etag": etag})
 
-    async def update_opportunity_index(self, index: OpportunityIndex) -> OpportunityIndex:
-        """Replace an index row read earlier, conditionally on its ETag."""
+    async def save_opportunity_index(self, index: OpportunityIndex) -> OpportunityIndex:
+        """Create the index row (no ETag) or replace the one read earlier (its ETag)."""
         key = _id(index.opportunity_id, what="opportunity id")
-        etag = await self._replace(
-            self._index_entity(index), etag=index.etag, what=f"index of opportunity {key}"
-        )
+        entity, what = self._index_entity(index), f"index of opportunity {key}"
+        if index.etag is None:
+            etag = await self._insert(entity, what=what)
+        else:
+            etag = await self._replace(entity, etag=index.etag, what=what)
         return index.model_copy(update={"etag": etag})
 
     async def _index(self, opportunity_id: str, referral_id: str) -> None:
@@ -248,6 +258,10 @@ class LinkStore(TableStore):
                 else None,
                 "PendingCreate": index.pending_create.model_dump(mode="json")
                 if index.pending_create
+                else None,
+                "OpportunityModifiedOn": index.opportunity_modified_on,
+                "LastResult": index.last_result.model_dump(mode="json")
+                if index.last_result
                 else None,
             },
             json_fields=_JSON,

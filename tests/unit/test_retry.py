@@ -65,6 +65,31 @@ async def test_500_backs_off_exponentially_with_jitter() -> None:
         assert full * 0.5 <= slept <= full
 
 
+async def test_post_is_not_repeated_after_a_5xx_or_timeout() -> None:
+    script = Script(500, 201)
+    async with script.client() as client:
+        response = await client.post("/x", json={"a": 1})
+    assert response.status_code == 500
+    assert script.calls == 1
+
+    timed_out = Script(httpx.ReadTimeout("slow"), 201)
+    async with timed_out.client() as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post("/x", json={"a": 1})
+    assert timed_out.calls == 1
+
+
+async def test_post_is_repeated_after_429_and_connection_refused() -> None:
+    script = Script(429, 201, retry_after="1")
+    async with script.client() as client:
+        assert (await client.post("/x", json={})).status_code == 201
+
+    refused = Script(httpx.ConnectError("refused"), 201)
+    async with refused.client() as client:
+        assert (await client.post("/x", json={})).status_code == 201
+    assert refused.calls == 2
+
+
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 412])
 async def test_other_4xx_are_returned_at_once(status: int) -> None:
     script = Script(status, 200)
@@ -100,7 +125,7 @@ async def test_request_body_is_sent_again_on_retry() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         bodies.append(request.content)
-        return httpx.Response(500 if len(bodies) == 1 else 201)
+        return httpx.Response(503 if len(bodies) == 1 else 201)
 
     async def no_sleep(_: float) -> None:
         return None
