@@ -1,0 +1,91 @@
+"""A tiny Functions app for the local host's tests: one function per trigger kind.
+
+Every setting it uses is a ``%SETTING%`` so each test can give its own queue names and schedule.
+What the functions saw is kept in ``SEEN`` so tests can assert it (the host runs in-process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import azure.functions as func
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+@dataclass
+class Seen:
+    """What the functions were called with (guarded: sync functions run in threads)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    ticks: list[tuple[datetime, bool]] = field(default_factory=list)
+    messages: list[tuple[str, int | None, bytes]] = field(default_factory=list)
+    running: int = 0
+    most_running: int = 0
+
+    def reset(self) -> None:
+        with self.lock:
+            self.ticks.clear()
+            self.messages.clear()
+            self.running = self.most_running = 0
+
+
+SEEN = Seen()
+
+
+@app.route(route="items/{item_id:int}/{label?}", methods=["GET", "POST"])
+def item(req: func.HttpRequest) -> func.HttpResponse:
+    """Sync on purpose (runs in the host's thread pool); echoes what the host handed over."""
+    answer = {
+        "method": req.method,
+        "route_params": dict(req.route_params),
+        "params": dict(req.params),
+        "body": req.get_body().decode("utf-8"),
+        "header": req.headers.get("x-test"),
+    }
+    return func.HttpResponse(json.dumps(answer), status_code=200, mimetype="application/json")
+
+
+@app.route(route="open", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def open_door(req: func.HttpRequest) -> func.HttpResponse:
+    return func.HttpResponse("open", status_code=200)
+
+
+@app.route(route="boom", methods=["GET"])
+async def boom(req: func.HttpRequest) -> func.HttpResponse:
+    raise RuntimeError("this text must not reach the HTTP answer")
+
+
+@app.route(route="enqueue", methods=["POST"])
+@app.queue_output(arg_name="out", queue_name="%TEST_OUT_QUEUE%", connection="TEST_STORAGE")
+async def enqueue(req: func.HttpRequest, out: func.Out[str]) -> func.HttpResponse:
+    out.set(req.get_body().decode("utf-8"))
+    return func.HttpResponse(status_code=202)
+
+
+@app.timer_trigger(arg_name="timer", schedule="%TEST_SCHEDULE%")
+async def tick(timer: func.TimerRequest) -> None:
+    with SEEN.lock:
+        SEEN.ticks.append((datetime.now(UTC), timer.past_due))
+
+
+@app.queue_trigger(arg_name="msg", queue_name="%TEST_QUEUE%", connection="TEST_STORAGE")
+async def work(msg: func.QueueMessage) -> None:
+    """Bodies starting with ``fail`` always raise; ``slow`` ones take half a second."""
+    body = msg.get_body()
+    with SEEN.lock:
+        SEEN.messages.append((msg.id or "", getattr(msg, "dequeue_count", None), body))
+        SEEN.running += 1
+        SEEN.most_running = max(SEEN.most_running, SEEN.running)
+    try:
+        if body.startswith(b"slow"):
+            await asyncio.sleep(0.5)
+        if body.startswith(b"fail"):
+            raise RuntimeError("fails on purpose")
+    finally:
+        with SEEN.lock:
+            SEEN.running -= 1
