@@ -111,6 +111,8 @@ var names = {
   storage: 'stcosell${resourceToken}'
   keyVault: 'kv-cosell-${take(resourceToken, 11)}'
   plan: 'plan-cosell-${resourceToken}'
+  // 25 characters: the host id is derived from the app name (UNCERTAIN truncation rule, reported
+  // as 32 characters), so keep the distinguishing part short.
   functionApp: 'func-cosell-${resourceToken}'
   deploymentContainer: 'app-package-${resourceToken}'
 }
@@ -215,6 +217,8 @@ var appSettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.outputs.clientId};Authorization=AAD'
   PARTNER_CENTER_API_URL: partnerCenterApiUrl
   PARTNER_CENTER_WEBHOOK_API_URL: partnerCenterWebhookApiUrl
+  // Resolved by the platform with keyVaultReferenceIdentity. UNCERTAIN: no Flex-specific caveat
+  // for Key Vault references is known (reference §6.1).
   PARTNER_CENTER_TENANT_ID: '@Microsoft.KeyVault(VaultName=${keyVault.outputs.name};SecretName=${secretNames.tenantId})'
   PARTNER_CENTER_CLIENT_ID: '@Microsoft.KeyVault(VaultName=${keyVault.outputs.name};SecretName=${secretNames.clientId})'
   PARTNER_CENTER_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVault.outputs.name};SecretName=${secretNames.clientSecret})'
