@@ -262,6 +262,14 @@ class DataverseClient:
                 yield row
             next_link = body.get("@odata.nextLink")
             url = next_link if isinstance(next_link, str) and next_link else None
+            if url is not None and not url.startswith(str(self._http.base_url)):
+                # The bearer token must only ever go to this environment.
+                raise ServiceError(
+                    "@odata.nextLink points outside the Dataverse environment",
+                    status=response.status_code,
+                    method="GET",
+                    url=response.request.url.path,
+                )
 
     async def first(
         self,
@@ -304,8 +312,9 @@ class DataverseClient:
         select: Sequence[str] | None = None,
     ) -> Row:
         """Create a row and return it (primary key, ``@odata.etag``, ``modifiedon`` and
-        ``select``). With ``row_id`` the client chooses the primary key, so a retried create
-        raises ``AlreadyExists`` instead of making a second row."""
+        ``select``). With ``row_id`` the client chooses the primary key, so a repeated create
+        raises ``AlreadyExists`` instead of making a second row. ``shared.retry`` never repeats
+        a POST after a 5xx or timeout (it may have landed); the caller repeats it by id."""
         body = dict(data)
         if row_id is not None:
             body[await self.primary_key(entity_set)] = str(UUID(str(row_id)))

@@ -13,9 +13,16 @@ import uuid
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
-from sandbox.dataverse import Emulator, Faults, Limits, create_app, emulator_of
-from shared.dataverse import AdaptiveThrottle, DataverseClient, ServiceError, Throttled
+from sandbox.dataverse import Faults, Limits, create_app, emulator_of
+from shared.dataverse import (
+    AdaptiveThrottle,
+    AlreadyExists,
+    DataverseClient,
+    ServiceError,
+    Throttled,
+)
 from shared.retry import RetryPolicy
 
 from .conftest import TOKEN, URL, VirtualTime, no_wait
@@ -103,20 +110,42 @@ async def test_retry_after_pauses_every_request_not_just_the_refused_one() -> No
 
 
 @pytest.mark.parametrize("status", [429, 500, 503])
-async def test_injected_faults_are_retried_to_zero_failures(
-    emulator: Emulator, client: DataverseClient, status: int
-) -> None:
-    emulator.faults.error_rate = 0.3
-    emulator.faults.statuses = [status]
-    emulator.faults.retry_after_s = 0
+async def test_injected_faults_are_retried_to_zero_failures(app: Starlette, status: int) -> None:
+    emulator = emulator_of(app)
+    emulator.faults = Faults(error_rate=0.3, statuses=[status], retry_after_s=0)
+    ids = [uuid.uuid4() for _ in range(100)]
+    # 12 attempts: the chance that one of 100 operations meets 12 faults in a row is ~5e-5.
+    async with DataverseClient(
+        URL,
+        token=TOKEN,
+        transport=httpx.ASGITransport(app=app),
+        retry_policy=RetryPolicy(attempts=12, sleep=no_wait),
+    ) as client:
+        # Upserts by a chosen id are idempotent, so shared.retry repeats them after a 5xx too.
+        await asyncio.gather(
+            *(client.upsert("contacts", row_id, {"lastname": "Example"}) for row_id in ids)
+        )
 
-    rows = await asyncio.gather(
-        *(client.create("contacts", {"lastname": "Example"}) for _ in range(100))
-    )
-
-    assert len(rows) == 100
-    assert emulator.store.count("contacts") == 100
+    assert set(emulator.store.tables["contacts"]) == {str(i) for i in ids}
     assert emulator.stats()["faults_injected"] > 0
+
+
+async def test_a_create_is_not_repeated_after_a_5xx_and_repeating_it_by_id_is_safe(
+    app: Starlette, client: DataverseClient
+) -> None:
+    emulator = emulator_of(app)
+    emulator.faults = Faults(error_rate=1.0, statuses=[500])
+    row_id = uuid.uuid4()
+
+    with pytest.raises(ServiceError):
+        await client.create("contacts", {"lastname": "Example"}, row_id=row_id)
+    assert emulator.stats()["faults_injected"] == 1  # shared.retry never repeats a POST on 5xx
+
+    emulator.faults = Faults()
+    await client.create("contacts", {"lastname": "Example"}, row_id=row_id)
+    with pytest.raises(AlreadyExists):  # had the first one landed, the repeat would say so
+        await client.create("contacts", {"lastname": "Example"}, row_id=row_id)
+    assert emulator.store.count("contacts") == 1
 
 
 async def test_fault_on_every_attempt_surfaces_as_a_typed_error(app: object) -> None:
