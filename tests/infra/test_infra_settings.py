@@ -236,3 +236,12 @@ def test_allowed_conflict_policies_are_the_apps() -> None:
     spec = parse(MAIN)["parameters"]["conflictPolicy"]
     allowed = next(d["argument"] for d in spec["decorators"] if d["type"] == "allowed")
     assert set(allowed) == set(get_args(ConflictPolicy))
+
+
+def test_azure_identity_picks_the_user_assigned_identity() -> None:
+    # The Dataverse client uses DefaultAzureCredential(); with no system-assigned identity its
+    # managed-identity step needs AZURE_CLIENT_ID to know which identity to ask a token for.
+    client_id = app_settings()["AZURE_CLIENT_ID"]
+    assert property_path(client_id) == ["identity", "outputs", "clientId"]
+    # EnvironmentCredential would take over (as another principal) if these were set.
+    assert not {"AZURE_CLIENT_SECRET", "AZURE_TENANT_ID", "AZURE_USERNAME"} & set(app_settings())
