@@ -1,4 +1,4 @@
-"""Fixtures of the infra checks: parsed Bicep and the bindings function_app.py declares."""
+"""The bindings function_app.py declares, for the infra checks (parsed Bicep is in infra_model)."""
 
 from __future__ import annotations
 
