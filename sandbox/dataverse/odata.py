@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from sandbox.dataverse.errors import DataverseFault, query_error
@@ -440,7 +440,3 @@ def parse_expand(text: str | None, schema: Schema, table: Table) -> list[Expansi
                 select = parse_select(value, target)
         expansions.append(Expansion(nav, found[1], found[0], select))
     return expansions
-
-
-def as_datetime(value: Any) -> datetime | None:
-    return parse_datetime(value) if isinstance(value, str) else None

@@ -77,6 +77,10 @@ class DataverseClient:
 
     Authenticate with exactly one of ``credential`` (an azure-identity async credential; tokens
     for ``<url>/.default``), ``token_provider`` or ``token`` (a static token, e.g. the sandbox's).
+
+    Throttling: at most ``max_in_flight`` concurrent requests (cut while 429s arrive, restored
+    after) and ``requests_per_window`` = (requests, seconds) sent per sliding window; or pass a
+    ready ``throttle``. ``retry_policy`` configures ``shared.retry`` (tests pass a fast sleep).
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class DataverseClient:
         retry_policy: RetryPolicy | None = None,
         throttle: AdaptiveThrottle | None = None,
         max_in_flight: int = 16,
+        requests_per_window: tuple[int, float] | None = (6000, 300.0),
         timeout: float = 30.0,
         page_size: int = MAX_PAGE_SIZE,
         owns_credential: bool = False,
@@ -105,7 +110,12 @@ class DataverseClient:
                 else StaticTokenProvider(str(token))
             )
         self._credential = credential if owns_credential else None
-        self.throttle = throttle or AdaptiveThrottle(max_in_flight)
+        if throttle is None:
+            # Service protection's documented budget per user (reference 6); None turns it off
+            # and leaves pacing to Retry-After alone.
+            budget, window = requests_per_window or (None, 300.0)
+            throttle = AdaptiveThrottle(max_in_flight, window_requests=budget, window_s=window)
+        self.throttle = throttle
         inner = transport or httpx.AsyncHTTPTransport()
         self._page_size = max(1, min(page_size, MAX_PAGE_SIZE))
         self._http = httpx.AsyncClient(

@@ -5,6 +5,8 @@
 * A 429 halves ``limit`` (once per burst: only a request sent after the last cut can cut again)
   and pauses every new request until its ``Retry-After`` has passed.
 * Each run of ``limit`` successes without a 429 raises ``limit`` by one, back to the maximum.
+* Optionally, a client-side budget of ``window_requests`` per ``window_s`` (a sliding window like
+  Dataverse's) keeps a burst from ever reaching the request limit.
 
 The throttle never retries: ``ThrottledTransport`` sits *inside* ``shared.retry.RetryTransport``
 so it counts every attempt that reaches Dataverse and sees every 429, while the retry rule stays
@@ -31,11 +33,18 @@ class AdaptiveThrottle:
         max_in_flight: int = 16,
         *,
         min_in_flight: int = 1,
+        window_requests: int | None = None,
+        window_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         if not 1 <= min_in_flight <= max_in_flight:
             raise ValueError("expected 1 <= min_in_flight <= max_in_flight")
+        if window_requests is not None and (window_requests < 1 or window_s <= 0):
+            raise ValueError("expected window_requests >= 1 and window_s > 0")
+        self.window_requests = window_requests
+        self.window_s = window_s
+        self._sent: deque[float] = deque()  # start times inside the budget window
         self.max_in_flight = max_in_flight
         self.min_in_flight = min_in_flight
         self.limit = max_in_flight
@@ -52,11 +61,13 @@ class AdaptiveThrottle:
     async def acquire(self) -> int:
         """Wait for a slot (and for any Retry-After pause); returns a ticket for ``release``."""
         while True:
-            pause = self._resume_at - self._clock()
+            pause = max(self._resume_at, self._budget_free_at()) - self._clock()
             if pause > 0:
                 await self._sleep(pause)
                 continue
             if self.in_flight < self.limit:
+                if self.window_requests is not None:
+                    self._sent.append(self._clock())
                 self.in_flight += 1
                 self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
                 return self._generation
@@ -71,6 +82,17 @@ class AdaptiveThrottle:
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
+
+    def _budget_free_at(self) -> float:
+        """When the next request fits the client-side window budget (0 = now)."""
+        if self.window_requests is None:
+            return 0.0
+        horizon = self._clock() - self.window_s
+        while self._sent and self._sent[0] <= horizon:
+            self._sent.popleft()
+        if len(self._sent) < self.window_requests:
+            return 0.0
+        return self._sent[0] + self.window_s
 
     def release(self, ticket: int, status: int | None, retry_after: float | None = None) -> None:
         """Free the slot and learn from the answer (``status`` None: no answer arrived)."""

@@ -95,6 +95,23 @@ async def test_the_in_flight_limit_drops_while_429s_arrive_and_recovers_after() 
     assert emulator.stats()["peak_concurrent"] <= CAP
 
 
+async def test_a_client_side_budget_matching_the_limits_avoids_429s_entirely() -> None:
+    time = VirtualTime()
+    app = create_app(token=TOKEN, limits=Limits(requests=100, window_s=10), clock=time.clock)
+    emulator = emulator_of(app)
+    emulator.faults.latency_ms = 1
+    throttle = AdaptiveThrottle(
+        CAP, window_requests=100, window_s=10, clock=time.clock, sleep=time.sleep
+    )
+
+    async with _client(app, time, throttle) as client:
+        await asyncio.gather(*(client.create("accounts", {"name": "Contoso"}) for _ in range(500)))
+
+    assert emulator.store.count("accounts") == 500
+    assert emulator.stats()["throttled"] == 0
+    assert time.now >= 40  # five windows' worth of requests needed four waits
+
+
 async def test_retry_after_pauses_every_request_not_just_the_refused_one() -> None:
     time = VirtualTime()
     app = create_app(token=TOKEN, limits=Limits(requests=5, window_s=60), clock=time.clock)
