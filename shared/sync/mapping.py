@@ -1,0 +1,530 @@
+"""Both mappings in one place: referral ↔ Deal and opportunity (+ account, contact, solutions)
+↔ Deal (SPEC 4.1). Column names come from settings; nothing here does I/O.
+
+Reading: ``referral_to_deal`` and ``opportunity_to_deal``.
+Writing: ``referral_patch`` (JSON Patch of exactly the changed paths) and ``opportunity_update``
+(the changed columns); creation: ``new_referral``, ``new_opportunity``, ``new_account``,
+``new_contact``, ``new_solution``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+from shared.partner_center import PatchOperation, Referral
+from shared.settings import Settings
+from shared.sync.deal import Contact, Customer, Deal, DealStatus
+from shared.sync.merge import Change
+from shared.sync.status import from_crm, from_partner_center, to_crm, to_partner_center
+
+SYNCED_MARK = "✔ "
+ERROR_MARK = "✖ "
+# SPEC 4.2: cosell_helpneeded choice values ↔ Partner Center assistanceRequestCode.
+HELP_CODES: dict[int, str] = {
+    100000000: "WorkloadSpecificValueProposition",
+    100000001: "CustomerTechnicalArchitecture",
+    100000002: "ProofOfConceptOrDemo",
+    100000003: "QuotesOrLicensing",
+    100000004: "PostSalesCustomerSuccess",
+    100000005: "GeneralOrOther",
+}
+HELP_VALUES = {code: value for value, code in HELP_CODES.items()}
+SYNC_STATUS = {"synced": 1, "error": 2, "pending": 3}
+MICROSOFT_ORG = "msft"
+_QUALIFIED = ("SalesQualified", "MarketingQualified")
+# Deterministic ids (SPEC 4.5): the same referral always yields the same CRM record ids.
+_NAMESPACE = uuid.UUID("1b0e5c34-7a59-4d8e-9b0a-6f1c2d3e4f50")
+
+
+def record_id(kind: str, key: str) -> str:
+    """The id of the CRM record of ``kind`` made for ``key`` (a referral id, or a customer)."""
+    return str(uuid.uuid5(_NAMESPACE, f"{kind}:{key.strip().lower()}"))
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Dataverse column names, from settings (prefix, deal value and country columns)."""
+
+    prefix: str = "cosell_"
+    deal_value: str = "estimatedvalue"
+    country: str = "address1_country"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Columns:
+        return cls(
+            prefix=settings.crm_column_prefix,
+            deal_value=settings.crm_deal_value_field,
+            country=settings.crm_country_field,
+        )
+
+    def __getattr__(self, name: str) -> str:
+        # columns.helpneeded → "cosell_helpneeded": every custom column carries the prefix.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return f"{self.prefix}{name}"
+
+    @property
+    def solutions_set(self) -> str:
+        return f"{self.prefix}solutions"
+
+    @property
+    def opportunity_select(self) -> list[str]:
+        custom = [
+            "helpneeded",
+            "visibletomicrosoft",
+            "referralid",
+            "referrallink",
+            "microsoftcrmid",
+            "referralprogram",
+            "syncwithpartnercenter",
+            "syncstatus",
+            "audit",
+        ]
+        return [
+            "opportunityid",
+            "name",
+            self.deal_value,
+            "estimatedclosedate",
+            "description",
+            "statecode",
+            "statuscode",
+            "modifiedon",
+            "_parentaccountid_value",
+            "_parentcontactid_value",
+            "_transactioncurrencyid_value",
+            *(self.prefix + c for c in custom),
+        ]
+
+    @property
+    def account_select(self) -> list[str]:
+        return [
+            "accountid",
+            "name",
+            "address1_line1",
+            "address1_line2",
+            "address1_city",
+            "address1_stateorprovince",
+            "address1_postalcode",
+            self.country,
+        ]
+
+
+CONTACT_SELECT = ["contactid", "firstname", "lastname", "emailaddress1", "telephone1"]
+
+
+# -- Partner Center → Deal -------------------------------------------------------------------
+
+
+def referral_to_deal(
+    referral: Referral, *, link_template: str, related: Iterable[Referral] = ()
+) -> Deal:
+    """The deal a referral describes; ``related`` are the other referrals of its engagement."""
+    details = referral.details
+    profile = referral.customer_profile
+    status, reason = from_partner_center(_text(referral.status), _text(referral.substatus))
+    requirements = details.requirements if details else None
+    team = profile.team if profile and profile.team else []
+    address = profile.address if profile else None
+    invite = referral.invite_context
+    help_code = _text(invite.assistance_request_code) if invite else None
+    msx_id = referral.tracking_info.microsoft_msx_id if referral.tracking_info else None
+    for other in related:  # Microsoft's side of the engagement carries its CRM id (SPEC 4.1)
+        if not msx_id and other.tracking_info and other.tracking_info.microsoft_msx_id:
+            msx_id = other.tracking_info.microsoft_msx_id
+    closing = details.closing_date_time if details else None
+    return Deal(
+        name=referral.name,
+        deal_value=details.deal_value if details else None,
+        currency=details.currency if details else None,
+        close_date=closing.astimezone(UTC).date() if closing else None,
+        notes=details.notes if details else None,
+        status=status,
+        close_reason=reason,
+        help_needed=help_code if help_code in HELP_VALUES else None,
+        visible_to_microsoft=(
+            referral.consent.consent_to_share_referral_with_microsoft_sellers
+            if referral.consent
+            else None
+        ),
+        solutions=tuple(s.id for s in (requirements.solutions or []) if s.id)
+        if requirements
+        else (),
+        contact=_member_contact(team[0]) if team else None,
+        customer=Customer(
+            name=profile.name if profile else None,
+            address_line1=address.address_line1 if address else None,
+            address_line2=address.address_line2 if address else None,
+            city=address.city if address else None,
+            state=address.state if address else None,
+            postal_code=address.postal_code if address else None,
+            country=address.country if address else None,
+        ),
+        referral_id=referral.id,
+        referral_link=link_template.replace("{id}", referral.id) if referral.id else None,
+        microsoft_crm_id=msx_id,
+        external_reference_id=referral.external_reference_id,
+        program=program_of(referral),
+    )
+
+
+def program_of(referral: Referral) -> str:
+    """Co-sell / Partner-led / Private / Marketplace lead (reference §2.4 categories)."""
+    invite = referral.invite_context
+    help_code = _text(invite.assistance_request_code) if invite else None
+    if help_code and help_code != "Unknown":
+        return "Co-sell"
+    invited_by = invite.invited_by.organization_id if invite and invite.invited_by else None
+    qualification = _text(referral.qualification)
+    is_lead = (
+        _text(referral.type) == "Independent"
+        and _text(referral.direction) == "Incoming"
+        and (
+            (qualification == "Direct" and invited_by in (None, MICROSOFT_ORG))
+            or (
+                qualification in ("SalesQualified", "MarketingQualified")
+                and invited_by == MICROSOFT_ORG
+            )
+        )
+    )
+    if is_lead:
+        return "Marketplace lead"
+    if _text(referral.type) == "Shared":
+        return "Co-sell"
+    consent = referral.consent
+    if consent and consent.consent_to_share_referral_with_microsoft_sellers:
+        return "Partner-led"
+    return "Private"
+
+
+def _member_contact(member: Any) -> Contact:
+    return Contact(
+        first_name=member.first_name,
+        last_name=member.last_name,
+        email=member.email,
+        phone=member.phone_number,
+    )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+# -- Dataverse → Deal ------------------------------------------------------------------------
+
+
+def strip_mark(name: str | None) -> str | None:
+    """The opportunity name without our ✔/✖ prefix."""
+    if name is None:
+        return None
+    for mark in (SYNCED_MARK, ERROR_MARK):
+        if name.startswith(mark):
+            return name[len(mark) :]
+    return name
+
+
+def opportunity_to_deal(
+    opportunity: Mapping[str, Any],
+    *,
+    columns: Columns,
+    account: Mapping[str, Any] | None,
+    contact: Mapping[str, Any] | None,
+    currency: str | None,
+    solutions: Iterable[Mapping[str, Any]],
+) -> Deal:
+    """The deal an opportunity (with its account, contact, currency and solutions) describes."""
+    status, reason = from_crm(opportunity.get("statecode"), opportunity.get("statuscode"))
+    closing = opportunity.get("estimatedclosedate")
+    help_value = opportunity.get(columns.helpneeded)
+    return Deal(
+        name=strip_mark(opportunity.get("name")),
+        deal_value=opportunity.get(columns.deal_value),
+        currency=currency,
+        close_date=date.fromisoformat(closing[:10]) if closing else None,
+        notes=opportunity.get("description"),
+        status=status,
+        close_reason=reason,
+        help_needed=HELP_CODES.get(help_value) if isinstance(help_value, int) else None,
+        visible_to_microsoft=opportunity.get(columns.visibletomicrosoft),
+        solutions=tuple(s.get(columns.solutionidentifier) for s in solutions),
+        contact=Contact(
+            first_name=contact.get("firstname"),
+            last_name=contact.get("lastname"),
+            email=contact.get("emailaddress1"),
+            phone=contact.get("telephone1"),
+        )
+        if contact
+        else None,
+        customer=Customer(
+            name=account.get("name"),
+            address_line1=account.get("address1_line1"),
+            address_line2=account.get("address1_line2"),
+            city=account.get("address1_city"),
+            state=account.get("address1_stateorprovince"),
+            postal_code=account.get("address1_postalcode"),
+            country=account.get(columns.country),
+        )
+        if account
+        else None,
+        referral_id=opportunity.get(columns.referralid),
+        referral_link=opportunity.get(columns.referrallink),
+        microsoft_crm_id=opportunity.get(columns.microsoftcrmid),
+        external_reference_id=opportunity.get("opportunityid"),
+        program=opportunity.get(columns.referralprogram),
+    )
+
+
+# -- Deal → Partner Center -------------------------------------------------------------------
+
+# Deal field → JSON Pointer in the referral (SPEC 4.1). Status is two paths, handled apart.
+REFERRAL_PATHS: dict[str, str] = {
+    "name": "/name",
+    "deal_value": "/details/dealValue",
+    "currency": "/details/currency",
+    "close_date": "/details/closingDateTime",
+    "notes": "/details/notes",
+    "help_needed": "/inviteContext/assistanceRequestCode",
+    "visible_to_microsoft": "/consent/consentToShareReferralWithMicrosoftSellers",
+    "solutions": "/details/requirements/solutions",
+    "contact": "/customerProfile/team",
+    "external_reference_id": "/externalReferenceId",
+}
+
+
+def referral_value(field: str, deal: Deal, referral: Referral) -> Any:
+    """The wire value of one Deal field for the referral."""
+    if field == "close_date":
+        return _closing(deal.close_date)
+    if field == "solutions":
+        return [{"type": "Name", "id": s} for s in deal.solutions]
+    if field == "contact":
+        team = referral.customer_profile.team if referral.customer_profile else None
+        rest = [m.to_wire() for m in (team or [])[1:]]
+        return ([_member(deal.contact)] if deal.contact else []) + rest
+    return getattr(deal, field)
+
+
+def referral_patch(
+    changes: Mapping[str, Change], deal: Deal, referral: Referral
+) -> list[PatchOperation]:
+    """JSON Patch of exactly the changed paths. Partner Center takes only replace/add, so a
+    missing parent object is added whole and a present value is replaced (reference §1.1)."""
+    document = referral.to_wire()
+    operations: list[PatchOperation] = []
+    for field in changes:
+        if field == "status":
+            operations.extend(_status_operations(deal, referral))
+            continue
+        path = REFERRAL_PATHS.get(field)
+        if path is not None:
+            operations.append(_set(document, path, referral_value(field, deal, referral)))
+    return operations
+
+
+def _status_operations(deal: Deal, referral: Referral) -> list[PatchOperation]:
+    assert deal.status is not None
+    target = to_partner_center(deal.status, current=_text(referral.status))
+    if target is None:
+        return []
+    operations = [
+        PatchOperation.replace("/status", target.status),
+        PatchOperation.replace("/substatus", target.substatus),
+    ]
+    if target.substatus in ("Declined", "Lost"):
+        reason = "Declined in Dynamics 365" if target.substatus == "Declined" else "Lost"
+        operations.append(PatchOperation.replace("/statusReason", reason))
+    return operations
+
+
+def _set(document: dict[str, Any], path: str, value: Any) -> PatchOperation:
+    """replace if the path exists; else add the value under its deepest existing parent."""
+    parts = path.strip("/").split("/")
+    node: Any = document
+    for depth, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node or node[part] is None:
+            if depth == len(parts) - 1:
+                return PatchOperation.add(path, value)
+            nested: Any = value
+            for inner in reversed(parts[depth + 1 :]):
+                nested = {inner: nested}
+            return PatchOperation.add("/" + "/".join(parts[: depth + 1]), nested)
+        node = node[part]
+    return PatchOperation.replace(path, value)
+
+
+def _closing(value: date | None) -> str | None:
+    if value is None:
+        return None
+    return datetime.combine(value, time(0), tzinfo=UTC).isoformat().replace("+00:00", "Z")
+
+
+def _member(contact: Contact | None) -> dict[str, Any]:
+    if contact is None:
+        return {}
+    member = {
+        "firstName": contact.first_name,
+        "lastName": contact.last_name,
+        "email": contact.email,
+        "phoneNumber": contact.phone,
+    }
+    return {k: v for k, v in member.items() if v is not None}
+
+
+def new_referral(deal: Deal, *, opportunity_id: str) -> dict[str, Any]:
+    """The body of a referral created from an opportunity (SPEC 4.5): Shared with the help code
+    when help is needed, Independent otherwise; ``externalReferenceId`` = the opportunity id."""
+    customer = deal.customer or Customer()
+    help_needed = bool(deal.help_needed)
+    body: dict[str, Any] = {
+        "name": deal.name,
+        "externalReferenceId": opportunity_id,
+        "type": "Shared" if help_needed else "Independent",
+        "qualification": "SalesQualified",
+        "customerProfile": {
+            "name": customer.name,
+            "address": {
+                k: v
+                for k, v in {
+                    "addressLine1": customer.address_line1,
+                    "addressLine2": customer.address_line2,
+                    "city": customer.city,
+                    "state": customer.state,
+                    "postalCode": customer.postal_code,
+                    "country": customer.country,
+                }.items()
+                if v is not None
+            },
+            "team": [_member(deal.contact)] if deal.contact else [],
+        },
+        "consent": {
+            "consentToToShareInfoWithOthers": True,
+            "consentToContact": True,
+            # Asking Microsoft for help makes the referral visible (reference §2.4).
+            "consentToShareReferralWithMicrosoftSellers": bool(
+                help_needed or deal.visible_to_microsoft
+            ),
+        },
+        "details": {
+            "notes": deal.notes,
+            "dealValue": deal.deal_value,
+            "currency": deal.currency,
+            "closingDateTime": _closing(deal.close_date),
+            "requirements": {"solutions": [{"type": "Name", "id": s} for s in deal.solutions]},
+        },
+        "team": [],
+        "target": [{"type": "SolutionProfile", "id": s} for s in deal.solutions[:1]],
+    }
+    if help_needed:
+        body["inviteContext"] = {
+            "assistanceRequestCode": deal.help_needed,
+            "notes": deal.notes,
+        }
+    if deal.status is DealStatus.WON:
+        body["status"], body["substatus"] = "Closed", "Won"
+    return body
+
+
+# -- Deal → Dataverse ------------------------------------------------------------------------
+
+
+def opportunity_update(
+    changes: Mapping[str, Change],
+    deal: Deal,
+    *,
+    columns: Columns,
+    currency_ids: Mapping[str, str],
+) -> dict[str, Any]:
+    """The opportunity columns to PATCH for the changed fields (status and contact excluded:
+    the engine closes/reopens through actions and writes the contact record itself)."""
+    update: dict[str, Any] = {}
+    for field in changes:
+        if field == "name":
+            update["name"] = deal.name
+        elif field == "deal_value":
+            update[columns.deal_value] = deal.deal_value
+        elif field == "currency" and deal.currency and deal.currency in currency_ids:
+            currency_id = currency_ids[deal.currency]
+            update["transactioncurrencyid@odata.bind"] = f"/transactioncurrencies({currency_id})"
+        elif field == "close_date":
+            update["estimatedclosedate"] = deal.close_date.isoformat() if deal.close_date else None
+        elif field == "notes":
+            update["description"] = deal.notes
+        elif field == "visible_to_microsoft":
+            update[columns.visibletomicrosoft] = bool(deal.visible_to_microsoft)
+        elif field == "referral_id":
+            update[columns.referralid] = deal.referral_id
+        elif field == "referral_link":
+            update[columns.referrallink] = deal.referral_link
+        elif field == "microsoft_crm_id":
+            update[columns.microsoftcrmid] = deal.microsoft_crm_id
+        elif field == "program":
+            update[columns.referralprogram] = deal.program
+    return update
+
+
+def new_account(customer: Customer, *, columns: Columns) -> dict[str, Any]:
+    return {
+        "name": customer.name,
+        "address1_line1": customer.address_line1,
+        "address1_line2": customer.address_line2,
+        "address1_city": customer.city,
+        "address1_stateorprovince": customer.state,
+        "address1_postalcode": customer.postal_code,
+        columns.country: customer.country,
+    }
+
+
+def contact_columns(contact: Contact) -> dict[str, Any]:
+    return {
+        "firstname": contact.first_name,
+        "lastname": contact.last_name or contact.email or "(unknown)",
+        "emailaddress1": contact.email,
+        "telephone1": contact.phone,
+    }
+
+
+def new_opportunity(
+    deal: Deal,
+    *,
+    columns: Columns,
+    account_id: str,
+    contact_id: str | None,
+    currency_id: str | None,
+) -> dict[str, Any]:
+    """The opportunity created for an incoming referral (sync flag on, status per SPEC 4.3)."""
+    status = to_crm(deal.status or DealStatus.NEW)
+    body: dict[str, Any] = {
+        "name": deal.name,
+        columns.deal_value: deal.deal_value,
+        "estimatedclosedate": deal.close_date.isoformat() if deal.close_date else None,
+        "description": deal.notes,
+        "customerid_account@odata.bind": f"/accounts({account_id})",
+        "parentaccountid@odata.bind": f"/accounts({account_id})",
+        columns.visibletomicrosoft: bool(deal.visible_to_microsoft),
+        columns.referralid: deal.referral_id,
+        columns.referrallink: deal.referral_link,
+        columns.microsoftcrmid: deal.microsoft_crm_id,
+        columns.referralprogram: deal.program,
+        columns.syncwithpartnercenter: True,
+        columns.syncstatus: SYNC_STATUS["synced"],
+    }
+    if deal.help_needed in HELP_VALUES:
+        body[columns.helpneeded] = HELP_VALUES[deal.help_needed]
+    if status.statecode == 0:
+        body["statuscode"] = status.statuscode
+    if contact_id:
+        body["parentcontactid@odata.bind"] = f"/contacts({contact_id})"
+    if currency_id:
+        body["transactioncurrencyid@odata.bind"] = f"/transactioncurrencies({currency_id})"
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def new_solution(identifier: str, *, columns: Columns, opportunity_id: str) -> dict[str, Any]:
+    return {
+        columns.name: identifier,
+        columns.solutionidentifier: identifier,
+        f"{columns.opportunityid}@odata.bind": f"/opportunities({opportunity_id})",
+    }

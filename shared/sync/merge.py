@@ -1,0 +1,224 @@
+"""The three-way merge: (base, Partner Center deal, CRM deal) → a plan. Pure: no I/O.
+
+Which way each field flows after creation is the ``OWNERSHIP`` table (SPEC 4.1). For fields
+that flow both ways: changed on one side only → copied to the other; changed on both to
+different values → a conflict settled by ``CONFLICT_POLICY`` and reported.
+
+Special rules (SPEC 4.1, 4.3):
+* visibility to Microsoft only ever goes false → true;
+* a zero or empty CRM deal value never overwrites a real one;
+* Partner Center takes only the transitions it allows and nothing once Closed. A CRM change it
+  cannot take is *blocked*: reported once, remembered with the base, and not reported again
+  until the CRM value changes once more (so a refused change is never retried in a loop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.sync.deal import Deal, DealStatus
+from shared.sync.status import to_partner_center
+
+ConflictPolicy = Literal["newest", "partner_center", "crm"]
+
+
+class Flow(StrEnum):
+    BOTH = "both"
+    PC_TO_CRM = "pc_to_crm"
+    CRM_TO_PC = "crm_to_pc"
+    ON_CREATE = "on_create"
+
+
+# SPEC 4.1, "Direction after creation". One row per Deal field; close_reason is detail only.
+OWNERSHIP: dict[str, Flow] = {
+    "name": Flow.BOTH,
+    "deal_value": Flow.BOTH,
+    "currency": Flow.BOTH,
+    "close_date": Flow.BOTH,
+    "notes": Flow.BOTH,
+    "status": Flow.BOTH,
+    "help_needed": Flow.CRM_TO_PC,
+    "visible_to_microsoft": Flow.BOTH,
+    "solutions": Flow.CRM_TO_PC,
+    "contact": Flow.BOTH,
+    "customer": Flow.ON_CREATE,
+    "referral_id": Flow.PC_TO_CRM,
+    "referral_link": Flow.PC_TO_CRM,
+    "microsoft_crm_id": Flow.PC_TO_CRM,
+    "external_reference_id": Flow.CRM_TO_PC,
+    "program": Flow.PC_TO_CRM,
+}
+
+
+class SyncBase(BaseModel):
+    """What the link stores as the merge base: the last synced deal and blocked CRM values."""
+
+    model_config = ConfigDict(frozen=True)
+
+    deal: Deal
+    blocked: dict[str, Any] = Field(default_factory=dict)  # field → CRM value (JSON) refused
+
+
+@dataclass(frozen=True)
+class Change:
+    """One field to write on one side: its value there now, and the value to write."""
+
+    field: str
+    old: Any
+    new: Any
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one sync should do; the engine applies it."""
+
+    merged: Deal
+    to_pc: dict[str, Change] = field(default_factory=dict)
+    to_crm: dict[str, Change] = field(default_factory=dict)
+    conflicts: tuple[str, ...] = ()
+    blocked: dict[str, Any] = field(default_factory=dict)
+    newly_blocked: tuple[str, ...] = ()  # reasons to report in this sync
+
+    @property
+    def empty(self) -> bool:
+        return not self.to_pc and not self.to_crm
+
+    def base(self) -> SyncBase:
+        return SyncBase(deal=self.merged, blocked=self.blocked)
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, tuple):
+        return list(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def merge(
+    base: SyncBase | None,
+    pc: Deal,
+    crm: Deal,
+    *,
+    policy: ConflictPolicy,
+    pc_updated_at: datetime | None = None,
+    crm_modified_on: datetime | None = None,
+    pc_status: str | None = None,
+) -> Plan:
+    """Decide every field. ``pc_status`` is the referral's raw status (New/Active/Closed)."""
+    merged: dict[str, Any] = {}
+    to_pc: dict[str, Change] = {}
+    to_crm: dict[str, Change] = {}
+    conflicts: list[str] = []
+    old_blocked = base.blocked if base else {}
+    blocked: dict[str, Any] = {}
+    newly_blocked: list[str] = []
+    pc_closed = pc_status == "Closed"
+    crm_newer = _crm_is_newer(pc_updated_at, crm_modified_on)
+
+    for name, flow in OWNERSHIP.items():
+        p, c = getattr(pc, name), getattr(crm, name)
+        b = getattr(base.deal, name) if base else None
+        if name in old_blocked and _json(c) == old_blocked[name]:
+            c = b  # the CRM value PC refused earlier: already reported, treat as unchanged
+
+        value, conflict = _decide(name, flow, p, c, b, base is not None, policy, crm_newer)
+        if conflict:
+            winner = "Partner Center" if value == p else "Dynamics 365"
+            conflicts.append(f"{name}: changed in both systems; kept the {winner} value")
+        send_pc = flow in (Flow.BOTH, Flow.CRM_TO_PC) and value != p
+        send_crm = flow in (Flow.BOTH, Flow.PC_TO_CRM) and value != getattr(crm, name)
+        if send_pc:
+            reason = _refused_by_partner_center(name, value, pc_closed, pc_status)
+            if reason:
+                # PC keeps its value and the base follows PC; CRM keeps the user's edit.
+                blocked[name] = _json(getattr(crm, name))
+                if old_blocked.get(name) != blocked[name]:
+                    newly_blocked.append(reason)
+                value, send_pc, send_crm = p, False, False
+        merged[name] = value
+        if send_pc:
+            to_pc[name] = Change(name, p, value)
+        if send_crm:
+            to_crm[name] = Change(name, getattr(crm, name), value)
+
+    merged["close_reason"] = pc.close_reason if pc.status is merged["status"] else crm.close_reason
+    return Plan(
+        merged=Deal.model_validate(merged),
+        to_pc=to_pc,
+        to_crm=to_crm,
+        conflicts=tuple(conflicts),
+        blocked=blocked,
+        newly_blocked=tuple(newly_blocked),
+    )
+
+
+def _decide(
+    name: str,
+    flow: Flow,
+    p: Any,
+    c: Any,
+    b: Any,
+    has_base: bool,
+    policy: ConflictPolicy,
+    crm_newer: bool,
+) -> tuple[Any, bool]:
+    """(merged value, was it a conflict?) for one field."""
+    if flow is Flow.ON_CREATE:
+        return (c if c is not None else p), False
+    if flow is Flow.PC_TO_CRM:
+        # An empty PC value never clears CRM (e.g. the Microsoft CRM id comes and stays).
+        return (p if _present(p) else c), False
+    if flow is Flow.CRM_TO_PC:
+        return (c if _present(c) else p), False
+    if name == "visible_to_microsoft":
+        # Only ever false → true: whoever says true wins; None means "not set" on both.
+        return (None if p is None and c is None else bool(p) or bool(c)), False
+    if name == "deal_value" and not c and p:
+        return p, False  # a 0/empty CRM value never overwrites a real one
+    if p == c:
+        return p, False
+    if has_base and p == b:
+        return c, False  # changed in CRM only
+    if has_base and c == b:
+        return p, False  # changed in Partner Center only
+    keep_crm = policy == "crm" or (policy == "newest" and crm_newer)
+    return (c if keep_crm else p), has_base
+
+
+def _present(value: Any) -> bool:
+    return value not in (None, "", ())
+
+
+def _crm_is_newer(pc_updated_at: datetime | None, crm_modified_on: datetime | None) -> bool:
+    if crm_modified_on is None:
+        return False
+    if pc_updated_at is None:
+        return True
+    return crm_modified_on > pc_updated_at
+
+
+def _refused_by_partner_center(
+    name: str, value: Any, pc_closed: bool, pc_status: str | None
+) -> str | None:
+    """Why Partner Center cannot take this change, in plain words, or None if it can."""
+    if pc_closed:
+        return f"{name} not sent to Partner Center: the referral is Closed and cannot change"
+    refused_move = (
+        name == "status"
+        and isinstance(value, DealStatus)
+        and pc_status is not None
+        and to_partner_center(value, current=pc_status) is None
+    )
+    if refused_move:
+        return (
+            f"status not sent to Partner Center: a referral cannot move from {pc_status} to {value}"
+        )
+    return None

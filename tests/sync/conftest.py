@@ -1,0 +1,185 @@
+"""A world for engine tests: both emulators in process, the engine's state on Azurite."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from azure.data.tables.aio import TableClient
+
+from sandbox.dataverse import create_app as create_dataverse
+from sandbox.partner_center import DEFAULT_TOKEN
+from sandbox.partner_center import create_app as create_partner_center
+from shared.dataverse import DataverseClient, eq
+from shared.jobs import SyncJob
+from shared.partner_center import PartnerCenterClient, Referral, StaticTokenProvider
+from shared.retry import RetryPolicy
+from shared.settings import Settings, load_settings
+from shared.state import HistoryStore, LinkStore
+from shared.sync import SyncEngine, SyncResult
+
+PC_URL = "http://127.0.0.1:7101"
+DV_URL = "http://127.0.0.1:7102"
+WRITES = ("POST", "PATCH", "PUT", "DELETE")
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+def sandbox_settings(**overrides: str) -> Settings:
+    return load_settings(
+        {
+            "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+            "DATAVERSE_URL": DV_URL,
+            "PARTNER_CENTER_API_URL": f"{PC_URL}/v1.0/engagements",
+            "PARTNER_CENTER_WEBHOOK_API_URL": f"{PC_URL}/webhooks/v1",
+            **overrides,
+        }
+    )
+
+
+@dataclass
+class World:
+    """Both systems, the engine, and short-hands for what tests do to them."""
+
+    pc_http: httpx.AsyncClient
+    dv_http: httpx.AsyncClient
+    pc: PartnerCenterClient
+    dataverse: DataverseClient
+    links: LinkStore
+    history: HistoryStore
+    engine: SyncEngine
+
+    async def incoming(self, **fields: Any) -> str:
+        """Microsoft sends the partner a co-sell referral; returns its id."""
+        body = incoming_cosell(**fields)
+        response = await self.pc_http.post("/_emulator/microsoft/referrals", json=body)
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    async def referral(self, referral_id: str) -> Referral:
+        return await self.pc.get_referral(referral_id)
+
+    async def opportunity(self, opportunity_id: str) -> dict[str, Any]:
+        return await self.dataverse.get("opportunities", opportunity_id)
+
+    async def count(self, entity_set: str, **where: Any) -> int:
+        rows = 0
+        filters = [eq(k, v) for k, v in where.items()]
+        from shared.dataverse import all_of
+
+        async for _ in self.dataverse.list_rows(
+            entity_set, filter=all_of(*filters) if filters else None
+        ):
+            rows += 1
+        return rows
+
+    async def sync_referral(
+        self, referral_id: str, *, reason: str = "manual", **kw: Any
+    ) -> SyncResult:
+        return await self.engine.sync(SyncJob.now("referral", referral_id, reason=reason), **kw)
+
+    async def sync_opportunity(
+        self, opportunity_id: str, *, reason: str = "manual", **kw: Any
+    ) -> SyncResult:
+        return await self.engine.sync(
+            SyncJob.now("opportunity", opportunity_id, reason=reason), **kw
+        )
+
+    async def writes(self) -> dict[str, int]:
+        """Write requests seen so far by each emulator."""
+        pc = (await self.pc_http.get("/_emulator/stats")).json()["requests"]
+        dv = (await self.dv_http.get("/_emulator/stats")).json()["requests"]
+        return {
+            "pc": sum(n for route, n in pc.items() if route.split(" ")[0] in WRITES),
+            "dv": sum(n for route, n in dv.items() if route.split(" ")[0] in WRITES),
+        }
+
+    async def requests(self) -> int:
+        pc = (await self.pc_http.get("/_emulator/stats")).json()["requests_total"]
+        dv = (await self.dv_http.get("/_emulator/stats")).json()["total_requests"]
+        return int(pc) + int(dv)
+
+
+def incoming_cosell(**fields: Any) -> dict[str, Any]:
+    """A co-sell referral from Microsoft (shared, help asked, with contact and solution)."""
+    body: dict[str, Any] = {
+        "name": "Contoso - Azure migration",
+        "type": "Shared",
+        "qualification": "SalesQualified",
+        "customerProfile": {
+            "name": "Contoso Ltd",
+            "address": {
+                "addressLine1": "1 Example Way",
+                "city": "Berlin",
+                "postalCode": "10115",
+                "country": "DE",
+            },
+            "team": [
+                {
+                    "firstName": "Ana",
+                    "lastName": "Example",
+                    "email": "ana@example.com",
+                    "phoneNumber": "+10000000001",
+                }
+            ],
+        },
+        "consent": {
+            "consentToToShareInfoWithOthers": True,
+            "consentToContact": True,
+            "consentToShareReferralWithMicrosoftSellers": True,
+        },
+        "details": {
+            "notes": "Customer wants to move 40 VMs.",
+            "dealValue": 120000,
+            "currency": "EUR",
+            "closingDateTime": "2027-03-31T00:00:00Z",
+            "requirements": {"solutions": [{"type": "Name", "id": "SOL-12345-ABC"}]},
+        },
+        "inviteContext": {"assistanceRequestCode": "CustomerTechnicalArchitecture"},
+    }
+    body.update(fields)
+    return body
+
+
+@pytest.fixture
+async def world(storage_connection_string: str, unique_name: str) -> AsyncIterator[World]:
+    pc_app = create_partner_center(seed=7)
+    dv_app = create_dataverse(seed=7)
+    settings = sandbox_settings()
+    fast = RetryPolicy(sleep=_no_sleep, jitter=0.0)
+    async with (
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=pc_app), base_url=PC_URL) as pc_http,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=dv_app), base_url=DV_URL) as dv_http,
+        PartnerCenterClient(
+            token_provider=StaticTokenProvider(DEFAULT_TOKEN),
+            api_url=settings.partner_center_api_url,
+            webhook_api_url=settings.partner_center_webhook_api_url,
+            transport=httpx.ASGITransport(app=pc_app),
+            retry_policy=fast,
+        ) as pc,
+        DataverseClient(
+            DV_URL, token="sandbox", transport=httpx.ASGITransport(app=dv_app), retry_policy=fast
+        ) as dataverse,
+        LinkStore(
+            TableClient.from_connection_string(storage_connection_string, unique_name + "l")
+        ) as links,
+        HistoryStore(
+            TableClient.from_connection_string(storage_connection_string, unique_name + "h")
+        ) as history,
+    ):
+        await links.create_table()
+        await history.create_table()
+        engine = SyncEngine(
+            pc=pc, dataverse=dataverse, links=links, history=history, settings=settings
+        )
+        yield World(pc_http, dv_http, pc, dataverse, links, history, engine)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())

@@ -1,0 +1,39 @@
+"""Microsoft sends a referral → an opportunity appears; then edits flow both ways."""
+
+from __future__ import annotations
+
+from tests.sync.conftest import World
+
+
+async def test_incoming_referral_creates_account_contact_opportunity_and_solution(
+    world: World,
+) -> None:
+    referral_id = await world.incoming()
+
+    result = await world.sync_referral(referral_id, reason="webhook:referral-created")
+
+    assert result.outcome == "created"
+    assert result.opportunity_id is not None
+    opportunity = await world.opportunity(result.opportunity_id)
+    assert opportunity["name"] == "✔ Contoso - Azure migration"
+    assert opportunity["estimatedvalue"] == 120000
+    assert opportunity["estimatedclosedate"] == "2027-03-31"
+    assert opportunity["cosell_referralid"] == referral_id
+    assert opportunity["cosell_syncwithpartnercenter"] is True
+    assert opportunity["statecode"] == 0 and opportunity["statuscode"] == 2  # Open / On Hold
+    assert await world.count("accounts", name="Contoso Ltd") == 1
+    assert await world.count("contacts", emailaddress1="ana@example.com") == 1
+    assert await world.count("cosell_solutions") == 1
+    referral = await world.referral(referral_id)
+    assert referral.external_reference_id == result.opportunity_id
+
+
+async def test_second_sync_after_creation_makes_no_write(world: World) -> None:
+    referral_id = await world.incoming()
+    await world.sync_referral(referral_id)
+    before = await world.writes()
+
+    again = await world.sync_referral(referral_id)
+
+    assert again.outcome == "no_change"
+    assert await world.writes() == before
