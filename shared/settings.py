@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
 
+from cryptography import x509
 from pydantic import (
     Field,
     SecretStr,
@@ -32,6 +33,12 @@ SignatureMode = Literal["verify", "off"]
 # Dataverse publisher prefix: 2-8 letters or digits, starting with a letter, never "mscrm".
 _PREFIX = re.compile(r"^[a-z][a-z0-9]{1,7}_?$")
 _GUID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+# The host of the signing certificate in Microsoft's documented example (reference: Partner
+# Center §4.3); the host of live deliveries is UNCERTAIN, so it is a setting.
+DEFAULT_CERT_HOSTS = "3psostorageacct.blob.core.windows.net"
+# A DNS name, optionally "*." for its subdomains: no scheme, port, path or user info.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST_PATTERN = re.compile(rf"^(\*\.)?(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
 # Dataverse logical (column) names: lower-case letters, digits and underscores.
 _LOGICAL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
 
@@ -193,6 +200,18 @@ class Settings(BaseSettings):
         alias="WEBHOOK_SIGNATURE_MODE",
         description="verify (Azure) or off (sandbox only)",
     )
+    webhook_cert_host_allowlist: str = Field(
+        default=DEFAULT_CERT_HOSTS,
+        alias="WEBHOOK_CERT_HOST_ALLOWLIST",
+        description="comma-separated host names the webhook signing certificate may be "
+        "downloaded from; '*.example.net' allows its subdomains",
+    )
+    webhook_trusted_roots: str | None = Field(
+        default=None,
+        alias="WEBHOOK_TRUSTED_ROOTS",
+        description="PEM certificates (one or more BEGIN CERTIFICATE blocks) the webhook "
+        "signing certificate must chain to; needed when WEBHOOK_SIGNATURE_MODE is verify",
+    )
 
     @field_validator("partner_center_api_url", "partner_center_webhook_api_url", "dataverse_url")
     @classmethod
@@ -237,6 +256,36 @@ class Settings(BaseSettings):
             raise ValueError("must be an https URL")
         return value
 
+    @field_validator("webhook_cert_host_allowlist")
+    @classmethod
+    def _cert_hosts(cls, value: str) -> str:
+        hosts = [h.strip().lower() for h in value.split(",") if h.strip()]
+        if not hosts:
+            raise ValueError("expected at least one host name")
+        for host in hosts:
+            if not _HOST_PATTERN.match(host):
+                raise ValueError(
+                    f"{host[:80]!r} is not a host name; expected names such as "
+                    "3psostorageacct.blob.core.windows.net or *.example.net (no scheme, path "
+                    "or port)"
+                )
+        return ",".join(hosts)
+
+    @field_validator("webhook_trusted_roots")
+    @classmethod
+    def _trusted_roots(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        # Portal and Bicep values often carry the PEM's line breaks as literal "\n".
+        text = value.replace("\\n", "\n").strip()
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            raise ValueError("expected PEM text with -----BEGIN CERTIFICATE----- blocks")
+        try:
+            x509.load_pem_x509_certificates(text.encode())
+        except ValueError:
+            raise ValueError("a certificate in the PEM text cannot be read") from None
+        return text + "\n"
+
     @field_validator("partner_center_tenant_id", "partner_center_client_id")
     @classmethod
     def _guid(cls, value: str | None) -> str | None:
@@ -280,6 +329,18 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @property
+    def webhook_cert_hosts(self) -> tuple[str, ...]:
+        """``WEBHOOK_CERT_HOST_ALLOWLIST`` as a tuple of lower-case host patterns."""
+        return tuple(self.webhook_cert_host_allowlist.split(","))
+
+    @property
+    def webhook_trusted_root_certificates(self) -> list[x509.Certificate]:
+        """The certificates of ``WEBHOOK_TRUSTED_ROOTS`` (empty when it is not set)."""
+        if self.webhook_trusted_roots is None:
+            return []
+        return list(x509.load_pem_x509_certificates(self.webhook_trusted_roots.encode()))
 
     @property
     def sandbox(self) -> bool:

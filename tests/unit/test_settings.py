@@ -54,6 +54,8 @@ def test_defaults_match_the_spec() -> None:
     assert settings.crm_column_prefix == "cosell_"
     assert settings.referral_link_template.endswith("inbox?id={id}")
     assert settings.webhook_signature_mode == "verify"
+    assert settings.webhook_cert_hosts == ("3psostorageacct.blob.core.windows.net",)
+    assert settings.webhook_trusted_root_certificates == []
     assert settings.sandbox is False
 
 
@@ -88,6 +90,14 @@ def test_missing_dataverse_url_names_the_setting_and_what_is_expected() -> None:
         ("REFERRAL_LINK_TEMPLATE", "https://partner.microsoft.com/referrals", "must contain {id}"),
         ("SHOW_SYNC_MARK_IN_NAME", "perhaps", "true or false"),
         ("WEBHOOK_SIGNATURE_MODE", "sometimes", "verify (Azure) or off"),
+        ("WEBHOOK_CERT_HOST_ALLOWLIST", "https://certs.example.net/x", "is not a host name"),
+        ("WEBHOOK_CERT_HOST_ALLOWLIST", " , ", "at least one host name"),
+        ("WEBHOOK_TRUSTED_ROOTS", "MIIB...", "BEGIN CERTIFICATE"),
+        (
+            "WEBHOOK_TRUSTED_ROOTS",
+            "-----BEGIN CERTIFICATE-----\\nnot base64\\n-----END CERTIFICATE-----",
+            "cannot be read",
+        ),
     ],
 )
 def test_wrong_value_fails_with_the_setting_name(name: str, value: str, says: str) -> None:
@@ -166,3 +176,47 @@ def test_sample_file_values_are_valid_settings() -> None:
 
     assert settings.sandbox is True
     assert settings.webhook_signature_mode == "off"
+
+
+def test_webhook_certificate_hosts_are_a_trimmed_lower_case_list() -> None:
+    settings = load_settings(
+        {**SANDBOX, "WEBHOOK_CERT_HOST_ALLOWLIST": " Certs.Example.NET, *.blob.example.net ,"}
+    )
+
+    assert settings.webhook_cert_hosts == ("certs.example.net", "*.blob.example.net")
+
+
+def test_trusted_roots_read_pem_with_literal_newline_escapes() -> None:
+    pem = _self_signed_pem()
+    escaped = pem.replace("\n", "\\n")  # how a one-line portal or Bicep value carries it
+
+    for value in (pem, escaped, pem + pem):
+        certificates = load_settings(
+            {**SANDBOX, "WEBHOOK_TRUSTED_ROOTS": value}
+        ).webhook_trusted_root_certificates
+        assert certificates
+        assert all(c.subject.rfc4514_string() == "CN=Test Root" for c in certificates)
+
+
+def _self_signed_pem() -> str:
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test Root")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
