@@ -43,6 +43,7 @@ from shared.dataverse._models import (
 from shared.dataverse._odata import Expand, Filter, check_name, eq, query_params, row_path
 from shared.dataverse._throttle import AdaptiveThrottle, ThrottledTransport
 from shared.retry import RetryPolicy, RetryTransport
+from shared.settings import is_loopback_url
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -140,7 +141,8 @@ class DataverseClient:
         """A client for ``DATAVERSE_URL``: the sandbox token against the emulator, otherwise
         the given credential or a ``DefaultAzureCredential`` (managed identity in Azure) that
         the client closes with itself."""
-        if token is not None or (credential is None and settings.sandbox):
+        local = settings.sandbox or is_loopback_url(settings.dataverse_url)
+        if token is not None or (credential is None and local):
             return cls(settings.dataverse_url, token=token or SANDBOX_TOKEN, **options)
         if credential is not None:
             return cls(settings.dataverse_url, credential=credential, **options)
@@ -191,6 +193,10 @@ class DataverseClient:
         if response.status_code >= 400:
             raise error_from_response(response)
         return response
+
+    def _same_origin(self, url: str) -> bool:
+        base, link = self._http.base_url, httpx.URL(url)
+        return (link.scheme, link.host, link.port) == (base.scheme, base.host, base.port)
 
     @staticmethod
     def _json(response: httpx.Response) -> dict[str, Any]:
@@ -272,7 +278,7 @@ class DataverseClient:
                 yield row
             next_link = body.get("@odata.nextLink")
             url = next_link if isinstance(next_link, str) and next_link else None
-            if url is not None and not url.startswith(str(self._http.base_url)):
+            if url is not None and not self._same_origin(url):
                 # The bearer token must only ever go to this environment.
                 raise ServiceError(
                     "@odata.nextLink points outside the Dataverse environment",

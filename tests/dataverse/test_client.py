@@ -9,6 +9,9 @@ from datetime import date
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from sandbox.dataverse import Emulator
 from shared.dataverse import (
@@ -24,6 +27,7 @@ from shared.dataverse import (
     OpportunityState,
     OpportunityStatus,
     PreconditionFailed,
+    ServiceError,
     TableDefinition,
     contains,
     eq,
@@ -361,3 +365,24 @@ async def test_schema_calls_create_a_table_columns_and_a_lookup_that_rows_can_us
     stored = emulator.store.get("cosell_notes", note["cosell_noteid"]).values
     assert stored["_cosell_opportunityid_value"] == opportunity["opportunityid"]
     assert await client.find_table("cosell_missing") is None
+
+
+async def test_a_next_link_to_another_host_is_not_followed_with_the_token() -> None:
+    seen: list[str] = []
+
+    async def foreign_link(request: Request) -> JSONResponse:
+        seen.append(str(request.url))
+        return JSONResponse(
+            {"value": [{"name": "Contoso"}], "@odata.nextLink": "https://elsewhere.example/x"}
+        )
+
+    server = Starlette(routes=[Route("/api/data/v9.2/accounts", foreign_link)])
+    async with DataverseClient(
+        URL, token="sandbox", transport=httpx.ASGITransport(app=server)
+    ) as dataverse:
+        rows = dataverse.list_rows("accounts")
+        assert (await anext(rows))["name"] == "Contoso"
+        with pytest.raises(ServiceError, match="outside"):
+            await anext(rows)
+
+    assert len(seen) == 1
