@@ -3,7 +3,8 @@
 API under ``/api/data/v9.2/`` (bearer token required): entity sets ``opportunities``,
 ``accounts``, ``contacts``, ``leads``, ``transactioncurrencies`` (seeded), ``cosell_solutions``,
 ``cosell_solutiondetails`` — collection GET (``$select``, ``$filter``, ``$orderby``, ``$top``,
-``$expand``, ``Prefer: odata.maxpagesize`` paging) and POST; row GET/PATCH/DELETE
+``$expand``, ``Prefer: odata.maxpagesize`` paging) and POST (with deep insert of single-valued
+navigation properties); row GET/PATCH/DELETE
 (``If-Match``, ``If-None-Match``, ``Prefer: return=representation``); ``DELETE .../<nav>/$ref``;
 ``WhoAmI``; ``WinOpportunity`` / ``LoseOpportunity``; ``EntityDefinitions`` (GET, POST,
 ``(LogicalName='x')``, ``/Attributes`` GET/POST) and ``RelationshipDefinitions`` (POST).

@@ -243,7 +243,7 @@ class Store:
 
     def _insert(self, table: Table, row_id: str, body: Row) -> Record:
         record = Record({column.wire_name: None for column in table.columns.values()})
-        changes, targets = self._changes(table, body, None)
+        changes, targets, deep = self._changes(table, body, None)
         state = changes.get("statecode", 0)
         states = _states(table)
         if table.entity_set == "opportunities" and state != 0:
@@ -253,6 +253,7 @@ class Store:
         status = changes.get("statuscode") or states[state][0]
         if status not in states[state]:
             raise _bad_status(table, state, status)
+        self._deep_insert(deep, changes, targets)
         record.values.update(changes)
         record.targets.update(targets)
         record.values.update({table.primary_key: row_id, "statecode": state, "statuscode": status})
@@ -300,8 +301,9 @@ class Store:
             raise duplicate_record()
         if if_match is not None and if_match != "*" and if_match != record.etag:
             raise version_mismatch()
-        changes, targets = self._changes(table, body, record)
+        changes, targets, deep = self._changes(table, body, record)
         self._check_state_change(table, record, body, changes)
+        self._deep_insert(deep, changes, targets)
         record.values.update(changes)
         record.targets.update(targets)
         record.values["_modifiedby_value"] = self.caller.user_id
@@ -369,16 +371,23 @@ class Store:
 
     def _changes(
         self, table: Table, body: Row, record: Record | None
-    ) -> tuple[Row, dict[str, str]]:
-        """Wire-name changes and lookup targets a payload asks for; 400/404 when invalid."""
+    ) -> tuple[Row, dict[str, str], list[tuple[Column, str, Row]]]:
+        """Wire-name changes, lookup targets and deep inserts a payload asks for; 400/404 when
+        invalid."""
         changes: Row = {}
         targets: dict[str, str] = {}
+        deep: list[tuple[Column, str, Row]] = []
         for key, value in body.items():
             if key.endswith("@odata.bind"):
                 self._bind(table, key.removesuffix("@odata.bind"), value, changes, targets)
                 continue
             if key.startswith("@") or "@" in key:
                 continue  # instance annotations such as @odata.type carry no data
+            found = table.navigation(key)
+            if found is not None and isinstance(value, dict):
+                # Deep insert (reference 4.1): the related row is created in the same request.
+                deep.append((found[0], found[1], value))
+                continue
             column = table.columns.get(key)
             if column is None:
                 raise not_declared(table, key)
@@ -397,7 +406,24 @@ class Store:
             if column.read_only:
                 continue  # Dataverse ignores values sent for read-only columns
             changes[column.name] = coerce(table, column, value)
-        return changes, targets
+        return changes, targets, deep
+
+    def _deep_insert(
+        self, deep: list[tuple[Column, str, Row]], changes: Row, targets: dict[str, str]
+    ) -> None:
+        """Create the related rows of a deep insert; if one fails, none of them stays."""
+        created: list[tuple[str, str]] = []
+        try:
+            for column, target_set, body in deep:
+                child = self.create(target_set, body)
+                child_id = child.values[self.table(target_set).primary_key]
+                created.append((target_set, child_id))
+                changes[column.wire_name] = child_id
+                targets[column.name] = target_set
+        except DataverseFault:
+            for target_set, child_id in created:
+                self.tables[target_set].pop(child_id, None)
+            raise
 
     def _bind(
         self, table: Table, nav: str, value: Any, changes: Row, targets: dict[str, str]

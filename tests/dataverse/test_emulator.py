@@ -495,3 +495,45 @@ async def test_metadata_lists_the_spec_custom_columns_with_their_types(
     names = {a["LogicalName"] for a in solutions["value"]}
     assert {"cosell_solutionid", "cosell_name", "cosell_solutionidentifier"} <= names
     assert "cosell_opportunityid" in names
+
+
+async def test_deep_insert_creates_the_related_rows_in_the_same_request(
+    http: httpx.AsyncClient, emulator: Emulator
+) -> None:
+    response = await http.post(
+        "opportunities",
+        json={
+            "name": "Co-sell: Contoso ERP rollout",
+            "parentaccountid": {"accountid": ACCOUNT, "name": "Contoso"},
+            "parentcontactid": {
+                "contactid": CONTACT,
+                "lastname": "Example",
+                "parentcustomerid_account@odata.bind": f"/accounts({ACCOUNT})",
+            },
+        },
+    )
+
+    assert response.status_code == 204
+    [opportunity] = emulator.store.tables["opportunities"].values()
+    assert opportunity.values["_parentaccountid_value"] == ACCOUNT
+    assert opportunity.values["_parentcontactid_value"] == CONTACT
+    contact = emulator.store.get("contacts", CONTACT).values
+    assert contact["_parentcustomerid_value"] == ACCOUNT
+
+
+async def test_a_failing_deep_insert_leaves_no_row_behind(
+    http: httpx.AsyncClient, emulator: Emulator
+) -> None:
+    response = await http.post(
+        "opportunities",
+        json={
+            "name": "Deal",
+            "parentaccountid": {"accountid": ACCOUNT, "name": "Contoso"},
+            "parentcontactid": {"lastname": "Example", "nosuchcolumn": 1},
+        },
+    )
+
+    assert response.status_code == 400
+    assert emulator.store.count("accounts") == 0
+    assert emulator.store.count("contacts") == 0
+    assert emulator.store.count("opportunities") == 0
