@@ -4,7 +4,7 @@ cases and the rest of the client's surface. Results are checked as rows in the e
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, datetime
 
 import httpx
 import pytest
@@ -33,6 +33,7 @@ from shared.dataverse import (
     eq,
     etag_of,
     ge,
+    gt,
     lookup,
     startswith,
 )
@@ -386,3 +387,27 @@ async def test_a_next_link_to_another_host_is_not_followed_with_the_token() -> N
             await anext(rows)
 
     assert len(seen) == 1
+
+
+async def test_a_modifiedon_watermark_finds_exactly_the_rows_changed_after_it(
+    client: DataverseClient,
+) -> None:
+    first = await client.create(
+        "opportunities", {"name": "Old", "cosell_syncwithpartnercenter": True}
+    )
+    watermark = datetime.fromisoformat(first["modifiedon"].replace("Z", "+00:00"))
+    await client.create("opportunities", {"name": "New", "cosell_syncwithpartnercenter": True})
+    await client.create("opportunities", {"name": "Not synced"})
+    await client.update("opportunities", first["opportunityid"], {"description": "edited"})
+
+    changed = [
+        r["name"]
+        async for r in client.list_rows(
+            "opportunities",
+            select=["name", "modifiedon"],
+            filter=gt("modifiedon", watermark) & eq("cosell_syncwithpartnercenter", True),
+            orderby=["modifiedon asc", "opportunityid asc"],
+        )
+    ]
+
+    assert changed == ["New", "Old"]
