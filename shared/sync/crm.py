@@ -88,6 +88,10 @@ class CrmSide:
 
     # -- reads --------------------------------------------------------------------------------
 
+    @property
+    def _solution_lookup(self) -> str:
+        return f"_{self.columns.opportunityid}_value"
+
     def _expand(self) -> list[str | Expand]:
         return [
             Expand("parentaccountid", self.columns.account_select),
@@ -123,7 +127,7 @@ class CrmSide:
         ``externalReferenceId`` (SPEC 4.5), in one query."""
         conditions = [eq(self.columns.referralid, referral_id)]
         if external_reference_id and _is_guid(external_reference_id):
-            conditions.append(eq("opportunityid", external_reference_id))
+            conditions.append(eq("opportunityid", uuid.UUID(external_reference_id)))
         run.count()
         row = await self.dataverse.first(
             "opportunities",
@@ -153,7 +157,7 @@ class CrmSide:
                     async for s in self.dataverse.list_rows(
                         self.columns.solutions_set,
                         select=[self.columns.solutionidentifier],
-                        filter=eq(f"_{self.columns.opportunityid}_value", opportunity_id),
+                        filter=eq(self._solution_lookup, uuid.UUID(opportunity_id)),
                     )
                 ]
             )

@@ -110,13 +110,14 @@ class SyncEngine:
         referral = await self._get_referral(run, referral_id)
         if referral is None:
             return SyncResult("skipped", referral_id, notes=["referral not found"])
+        related: list[Referral] = []
         if link is None:
             linked = await self._link_of_related(run, referral)
-            if linked is not None:  # Microsoft's side of one of our engagements changed
-                link, referral = linked
-            else:
+            if linked is None:
                 return await creation.from_referral(self, run, referral)
-        if link.referral_etag == referral.e_tag and run.job.reason != "manual":
+            # Microsoft's side of one of our engagements changed: sync our side with it.
+            link, related, referral = linked[0], [referral], linked[1]
+        if link.referral_etag == referral.e_tag and not related and run.job.reason != "manual":
             return SyncResult("no_change", referral_id, link.opportunity_id)
         assert link.opportunity_id is not None
         opportunity = await self.crm.read(
@@ -126,7 +127,7 @@ class SyncEngine:
             return SyncResult("skipped", referral_id, link.opportunity_id, notes=[
                 "the linked opportunity no longer exists"
             ])  # fmt: skip
-        return await self.reconcile(run, link, referral, opportunity)
+        return await self.reconcile(run, link, referral, opportunity, related=related)
 
     async def _from_opportunity(self, run: Run, opportunity_id: str) -> SyncResult:
         link = await self.links.get_link_by_opportunity(opportunity_id)
@@ -160,7 +161,7 @@ class SyncEngine:
     async def _link_of_related(
         self, run: Run, referral: Referral
     ) -> tuple[SyncLink, Referral] | None:
-        """If this referral is the other side of an engagement we sync, that pair's link."""
+        """(link, our referral) when ``referral`` is the other side of an engagement we sync."""
         if not referral.engagement_id or not run.job.reason.startswith("webhook:related-"):
             return None
         run.count()
@@ -187,9 +188,12 @@ class SyncEngine:
         link: SyncLink,
         referral: Referral,
         opportunity: CrmOpportunity,
+        *,
+        related: list[Referral] | None = None,
     ) -> SyncResult:
         """Steps 3-7 for a linked pair."""
-        related = await self._related(run, referral)
+        if related is None:
+            related = await self._related(run, referral)
         pc = self.pc_deal(referral, related)
         base = _base(link)
         plan = merge(
@@ -228,9 +232,14 @@ class SyncEngine:
         return SyncResult(outcome, link.referral_id, link.opportunity_id, plan, problems)
 
     async def _related(self, run: Run, referral: Referral) -> list[Referral]:
-        """Microsoft's referral of the same engagement, when ours lacks Microsoft's CRM id."""
+        """Microsoft's referral of the same engagement, when ours lacks Microsoft's CRM id.
+
+        Looked up only by the periodic and operator paths: Microsoft's changes otherwise
+        arrive as ``related-referral-*`` events, which carry that referral itself.
+        """
         has_id = referral.tracking_info and referral.tracking_info.microsoft_msx_id
-        if has_id or str(referral.type) != "Shared" or not referral.engagement_id:
+        periodic = run.job.reason in ("reconcile", "manual", "backfill")
+        if has_id or not periodic or str(referral.type) != "Shared" or not referral.engagement_id:
             return []
         run.count()
         return [

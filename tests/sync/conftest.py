@@ -62,6 +62,63 @@ class World:
         assert response.status_code == 201, response.text
         return str(response.json()["id"])
 
+    async def flagged_opportunity(
+        self,
+        *,
+        country: str | None = "DE",
+        contact: bool = True,
+        solutions: tuple[str, ...] = ("SOL-12345-ABC",),
+        help_needed: int | None = 100000001,
+        **columns: Any,
+    ) -> str:
+        """A seller's opportunity with the sync flag on (account, contact, solutions)."""
+        account_id, opportunity_id = new_id(), new_id()
+        account: dict[str, Any] = {"name": "Fabrikam Ltd", "address1_postalcode": "10115"}
+        if country:
+            account["address1_country"] = country
+        await self.dataverse.create("accounts", account, row_id=account_id)
+        body: dict[str, Any] = {
+            "name": "Fabrikam - data platform",
+            "estimatedvalue": 50000,
+            "estimatedclosedate": "2027-06-30",
+            "description": "Seller's notes",
+            "parentaccountid@odata.bind": f"/accounts({account_id})",
+            "customerid_account@odata.bind": f"/accounts({account_id})",
+            "cosell_syncwithpartnercenter": True,
+            "cosell_visibletomicrosoft": True,
+        }
+        if help_needed is not None:
+            body["cosell_helpneeded"] = help_needed
+        if contact:
+            contact_id = new_id()
+            await self.dataverse.create(
+                "contacts",
+                {"firstname": "Ben", "lastname": "Example", "emailaddress1": "ben@example.com"},
+                row_id=contact_id,
+            )
+            body["parentcontactid@odata.bind"] = f"/contacts({contact_id})"
+        body.update(columns)
+        await self.dataverse.create("opportunities", body, row_id=opportunity_id)
+        for identifier in solutions:
+            await self.dataverse.create(
+                "cosell_solutions",
+                {
+                    "cosell_name": identifier,
+                    "cosell_solutionidentifier": identifier,
+                    "cosell_opportunityid@odata.bind": f"/opportunities({opportunity_id})",
+                },
+            )
+        return opportunity_id
+
+    async def edit_opportunity(self, opportunity_id: str, **columns: Any) -> dict[str, Any]:
+        return await self.dataverse.update("opportunities", opportunity_id, columns)
+
+    async def edit_referral(self, referral_id: str, *operations: dict[str, Any]) -> Referral:
+        current = await self.referral(referral_id)
+        updated = await self.pc.patch_referral(referral_id, list(operations), etag=current.e_tag)
+        assert updated is not None
+        return updated
+
     async def referral(self, referral_id: str) -> Referral:
         return await self.pc.get_referral(referral_id)
 
@@ -91,19 +148,24 @@ class World:
             SyncJob.now("opportunity", opportunity_id, reason=reason), **kw
         )
 
+    async def _api_requests(self) -> dict[str, dict[str, int]]:
+        """API requests by route seen so far by each emulator (control calls left out)."""
+        found = {}
+        for side, http in (("pc", self.pc_http), ("dv", self.dv_http)):
+            routes = (await http.get("/_emulator/stats")).json()["requests"]
+            found[side] = {r: n for r, n in routes.items() if "/_emulator/" not in r}
+        return found
+
     async def writes(self) -> dict[str, int]:
         """Write requests seen so far by each emulator."""
-        pc = (await self.pc_http.get("/_emulator/stats")).json()["requests"]
-        dv = (await self.dv_http.get("/_emulator/stats")).json()["requests"]
         return {
-            "pc": sum(n for route, n in pc.items() if route.split(" ")[0] in WRITES),
-            "dv": sum(n for route, n in dv.items() if route.split(" ")[0] in WRITES),
+            side: sum(n for route, n in routes.items() if route.split(" ")[0] in WRITES)
+            for side, routes in (await self._api_requests()).items()
         }
 
     async def requests(self) -> int:
-        pc = (await self.pc_http.get("/_emulator/stats")).json()["requests_total"]
-        dv = (await self.dv_http.get("/_emulator/stats")).json()["total_requests"]
-        return int(pc) + int(dv)
+        """API requests (reads and writes) seen so far by both emulators."""
+        return sum(sum(routes.values()) for routes in (await self._api_requests()).values())
 
 
 def incoming_cosell(**fields: Any) -> dict[str, Any]:

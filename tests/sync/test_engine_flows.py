@@ -1,0 +1,288 @@
+"""Edits flowing both ways, echoes, conflicts, validation, closing (SPEC 4.3-4.6)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from shared.jobs import SyncJob
+from shared.sync import SyncEngine
+from tests.sync.conftest import World, sandbox_settings
+
+
+def replace(path: str, value: object) -> dict[str, object]:
+    return {"op": "replace", "path": path, "value": value}
+
+
+async def linked_pair(world: World) -> tuple[str, str]:
+    referral_id = await world.incoming()
+    created = await world.sync_referral(referral_id)
+    assert created.opportunity_id is not None
+    # Accept the co-sell in CRM (On Hold → In Progress) so the referral is Active.
+    await world.edit_opportunity(created.opportunity_id, statuscode=1)
+    accepted = await world.sync_opportunity(created.opportunity_id)
+    assert accepted.outcome == "synced"
+    return referral_id, created.opportunity_id
+
+
+async def test_moving_on_hold_to_in_progress_accepts_the_referral(world: World) -> None:
+    referral_id, _ = await linked_pair(world)
+
+    referral = await world.referral(referral_id)
+
+    assert (str(referral.status), str(referral.substatus)) == ("Active", "Accepted")
+
+
+async def test_deal_value_edited_in_partner_center_reaches_crm_in_three_calls(
+    world: World,
+) -> None:
+    referral_id, opportunity_id = await linked_pair(world)
+    await world.edit_referral(referral_id, replace("/details/dealValue", 250000))
+
+    result = await world.sync_referral(referral_id, reason="webhook:referral-updated")
+
+    assert result.outcome == "synced"
+    assert (await world.opportunity(opportunity_id))["estimatedvalue"] == 250000
+    assert result.remote_calls <= 3
+    assert (
+        "deal value 120000.0 → 250000.0"
+        in (await world.opportunity(opportunity_id))["cosell_audit"]
+    )
+
+
+async def test_notes_edited_in_crm_reach_partner_center(world: World) -> None:
+    referral_id, opportunity_id = await linked_pair(world)
+    await world.edit_opportunity(opportunity_id, description="Kick-off booked")
+
+    result = await world.sync_opportunity(opportunity_id, reason="poll")
+
+    assert result.outcome == "synced"
+    referral = await world.referral(referral_id)
+    assert referral.details is not None and referral.details.notes == "Kick-off booked"
+    # opportunity + its solution rows, the referral, one PATCH (solutions are a second read
+    # until the emulator serves collection-valued $expand)
+    assert result.remote_calls <= 4
+
+
+async def test_the_engines_own_write_is_not_synced_again(world: World) -> None:
+    referral_id, opportunity_id = await linked_pair(world)
+    await world.edit_referral(referral_id, replace("/name", "Contoso - bigger migration"))
+    await world.sync_referral(referral_id)
+    our_write = await world.opportunity(opportunity_id)
+    requests_before = await world.requests()
+
+    echo = SyncJob.model_validate(
+        {"kind": "opportunity", "id": opportunity_id, "reason": "poll",
+         "observed_at": our_write["modifiedon"]}
+    )  # fmt: skip
+    result = await world.engine.sync(echo)
+
+    assert result.outcome == "no_change"
+    assert result.remote_calls == 0
+    assert await world.requests() == requests_before
+
+
+async def test_duplicate_webhook_for_a_synced_change_makes_no_remote_call(world: World) -> None:
+    referral_id, _ = await linked_pair(world)
+    updated = await world.edit_referral(referral_id, replace("/details/notes", "New notes"))
+    assert updated.updated_date_time is not None
+    job = SyncJob(
+        kind="referral",
+        id=referral_id,  # type: ignore[arg-type]
+        reason="webhook:referral-updated",
+        observed_at=updated.updated_date_time,
+    )
+    await world.engine.sync(job)
+    before = await world.requests()
+
+    duplicate = await world.engine.sync(job)
+
+    assert duplicate.outcome == "no_change"
+    assert duplicate.remote_calls == 0
+    assert await world.requests() == before
+
+
+@pytest.mark.parametrize(
+    ("policy", "winner"),
+    [("partner_center", "PC notes"), ("crm", "CRM notes"), ("newest", "CRM notes")],
+)
+async def test_conflicting_edits_follow_the_policy_and_are_audited(
+    world: World, policy: str, winner: str
+) -> None:
+    referral_id, opportunity_id = await linked_pair(world)
+    engine = SyncEngine(
+        pc=world.pc,
+        dataverse=world.dataverse,
+        links=world.links,
+        history=world.history,
+        settings=sandbox_settings(CONFLICT_POLICY=policy),
+    )
+    await world.edit_referral(referral_id, replace("/details/notes", "PC notes"))
+    await asyncio.sleep(0.01)  # the CRM edit is the newer one
+    await world.edit_opportunity(opportunity_id, description="CRM notes")
+
+    result = await engine.sync(SyncJob.now("opportunity", opportunity_id, reason="manual"))
+
+    assert result.plan is not None
+    assert any(c.startswith("notes: changed in both systems") for c in result.plan.conflicts)
+    referral = await world.referral(referral_id)
+    opportunity = await world.opportunity(opportunity_id)
+    assert referral.details is not None and referral.details.notes == winner
+    assert opportunity["description"] == winner
+    assert "conflict: notes" in opportunity["cosell_audit"]
+
+
+async def test_twice_in_a_row_the_second_sync_writes_nothing(world: World) -> None:
+    referral_id, opportunity_id = await linked_pair(world)
+    await world.edit_opportunity(opportunity_id, estimatedvalue=99000)
+    await world.sync_opportunity(opportunity_id)
+    before = await world.writes()
+
+    await world.sync_opportunity(opportunity_id)
+    await world.sync_referral(referral_id)
+
+    assert await world.writes() == before
+
+
+async def test_zero_crm_deal_value_never_overwrites_a_real_one(world: World) -> None:
+    referral_id, opportunity_id = await linked_pair(world)
+    await world.edit_opportunity(opportunity_id, estimatedvalue=0)
+
+    await world.sync_opportunity(opportunity_id)
+
+    referral = await world.referral(referral_id)
+    assert referral.details is not None and referral.details.deal_value == 120000
+
+
+async def test_opportunity_missing_country_contact_and_solution_is_refused_with_reasons(
+    world: World,
+) -> None:
+    opportunity_id = await world.flagged_opportunity(country=None, contact=False, solutions=())
+    pc_writes = (await world.writes())["pc"]
+
+    result = await world.sync_opportunity(opportunity_id, reason="poll")
+
+    assert result.outcome == "error"
+    assert (await world.writes())["pc"] == pc_writes  # nothing sent to Partner Center
+    opportunity = await world.opportunity(opportunity_id)
+    assert opportunity["name"].startswith("✖ ")
+    assert opportunity["cosell_syncstatus"] == 2
+    audit = opportunity["cosell_audit"]
+    assert "at least one solution" in audit
+    assert "country" in audit
+    assert "customer contact" in audit
+
+
+async def test_fixing_the_data_and_editing_again_creates_the_referral(world: World) -> None:
+    opportunity_id = await world.flagged_opportunity(solutions=())
+    assert (await world.sync_opportunity(opportunity_id, reason="poll")).outcome == "error"
+    await world.dataverse.create(
+        "cosell_solutions",
+        {
+            "cosell_name": "SOL-1",
+            "cosell_solutionidentifier": "SOL-77777-XYZ",
+            "cosell_opportunityid@odata.bind": f"/opportunities({opportunity_id})",
+        },
+    )
+    await world.edit_opportunity(opportunity_id, description="solution added")
+
+    result = await world.sync_opportunity(opportunity_id, reason="poll")
+
+    assert result.outcome == "created"
+    assert result.referral_id is not None
+    referral = await world.referral(result.referral_id)
+    assert referral.external_reference_id == opportunity_id
+    assert str(referral.type) == "Shared"
+    assert referral.invite_context is not None
+    assert str(referral.invite_context.assistance_request_code) == "CustomerTechnicalArchitecture"
+    opportunity = await world.opportunity(opportunity_id)
+    assert opportunity["cosell_referralid"] == result.referral_id
+    assert opportunity["name"].startswith("✔ ")
+    assert opportunity["cosell_syncstatus"] == 1
+
+
+async def test_a_refused_opportunity_is_not_rewritten_by_its_own_echo(world: World) -> None:
+    opportunity_id = await world.flagged_opportunity(country=None)
+    await world.sync_opportunity(opportunity_id, reason="poll")
+    written = await world.opportunity(opportunity_id)
+    before = await world.writes()
+
+    echo = SyncJob.model_validate(
+        {"kind": "opportunity", "id": opportunity_id, "reason": "poll",
+         "observed_at": written["modifiedon"]}
+    )  # fmt: skip
+    await world.engine.sync(echo)
+    await world.sync_opportunity(opportunity_id, reason="poll")  # same reasons: no new audit
+
+    assert await world.writes() == before
+
+
+async def test_winning_in_crm_closes_the_referral_won(world: World) -> None:
+    referral_id, opportunity_id = await linked_pair(world)
+    await world.dataverse.win_opportunity(opportunity_id)
+
+    await world.sync_opportunity(opportunity_id)
+
+    referral = await world.referral(referral_id)
+    assert (str(referral.status), str(referral.substatus)) == ("Closed", "Won")
+
+
+async def test_lost_in_partner_center_closes_the_opportunity_out_sold(world: World) -> None:
+    referral_id, opportunity_id = await linked_pair(world)
+    await world.edit_referral(
+        referral_id, replace("/status", "Closed"), replace("/substatus", "Lost")
+    )
+
+    await world.sync_referral(referral_id)
+
+    opportunity = await world.opportunity(opportunity_id)
+    assert (opportunity["statecode"], opportunity["statuscode"]) == (2, 5)
+
+
+async def test_closing_lost_in_crm_while_new_declines_the_referral(world: World) -> None:
+    referral_id = await world.incoming()
+    created = await world.sync_referral(referral_id)
+    assert created.opportunity_id is not None
+    await world.dataverse.lose_opportunity(created.opportunity_id, status=4)
+
+    await world.sync_opportunity(created.opportunity_id)
+
+    referral = await world.referral(referral_id)
+    assert (str(referral.status), str(referral.substatus)) == ("Closed", "Declined")
+
+
+async def test_a_closed_referral_is_never_written_again(world: World) -> None:
+    _referral_id, opportunity_id = await linked_pair(world)
+    await world.dataverse.win_opportunity(opportunity_id)
+    await world.sync_opportunity(opportunity_id)
+    pc_writes = (await world.writes())["pc"]
+
+    await world.edit_opportunity(opportunity_id, statecode=0, statuscode=1)  # reopened in CRM
+    first = await world.sync_opportunity(opportunity_id)
+    second = await world.sync_opportunity(opportunity_id)
+
+    assert (await world.writes())["pc"] == pc_writes
+    assert first.plan is not None and first.plan.newly_blocked
+    assert second.plan is not None and not second.plan.newly_blocked  # reported once
+    audit = (await world.opportunity(opportunity_id))["cosell_audit"]
+    assert "the referral is Closed" in audit
+
+
+async def test_observed_change_older_than_the_link_is_skipped_without_calls(
+    world: World,
+) -> None:
+    referral_id, _ = await linked_pair(world)
+    link = await world.links.get_link(referral_id)
+    assert link is not None and link.referral_updated_at is not None
+    stale = SyncJob(
+        kind="referral",
+        id=referral_id,  # type: ignore[arg-type]
+        reason="webhook:referral-updated",
+        observed_at=link.referral_updated_at - timedelta(seconds=5),
+    )
+
+    result = await world.engine.sync(stale)
+
+    assert (result.outcome, result.remote_calls) == ("no_change", 0)
