@@ -1,0 +1,109 @@
+"""The resources one command uses, opened on first use and closed when the command ends.
+
+The CLI builds its own clients from the same settings and constructors the app uses
+(``from_settings``), rather than the Functions runtime's per-loop singletons: a command is one
+short event loop, and it must close everything it opened before ``asyncio.run`` returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import AsyncExitStack
+from typing import Any
+
+from azure.data.tables.aio import TableServiceClient
+
+from shared.cli._output import Output
+from shared.dataverse import DataverseClient
+from shared.jobs import POISON_QUEUE, SYNC_JOBS_QUEUE, JobQueue
+from shared.partner_center import PartnerCenterClient
+from shared.settings import Settings
+from shared.state import HISTORY_TABLE, LINKS_TABLE, HistoryStore, LinkStore
+from shared.storage import queue_client, table_service_client
+
+
+class Context:
+    """Settings, output and lazily opened clients of one command run."""
+
+    def __init__(self, args: argparse.Namespace, settings: Settings, out: Output) -> None:
+        self.args = args
+        self.settings = settings
+        self.out = out
+        self.stack = AsyncExitStack()
+        self._pc: PartnerCenterClient | None = None
+        self._dataverse: DataverseClient | None = None
+        self._tables: TableServiceClient | None = None
+        self._queues: dict[str, JobQueue] = {}
+
+    async def __aenter__(self) -> Context:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stack.aclose()
+
+    async def partner_center(self, **options: Any) -> PartnerCenterClient:
+        if self._pc is None:
+            self._pc = await self.stack.enter_async_context(
+                PartnerCenterClient.from_settings(self.settings, **options)
+            )
+        return self._pc
+
+    async def dataverse(self, **options: Any) -> DataverseClient:
+        if self._dataverse is None:
+            self._dataverse = await self.stack.enter_async_context(
+                DataverseClient.from_settings(self.settings, **options)
+            )
+        return self._dataverse
+
+    def tables(self) -> TableServiceClient:
+        if self._tables is None:
+            self._tables = table_service_client(self.settings)
+            self.stack.push_async_callback(self._tables.close)
+        return self._tables
+
+    def links(self) -> LinkStore:
+        store = LinkStore(self.tables().get_table_client(LINKS_TABLE))
+        self.stack.push_async_callback(store.close)
+        return store
+
+    def history(self) -> HistoryStore:
+        store = HistoryStore(self.tables().get_table_client(HISTORY_TABLE))
+        self.stack.push_async_callback(store.close)
+        return store
+
+    def queue(self, name: str = SYNC_JOBS_QUEUE) -> JobQueue:
+        """``sync-jobs`` or ``sync-jobs-poison`` (base64 text, as the host reads it)."""
+        if name not in self._queues:
+            queue = JobQueue(queue_client(self.settings, name))
+            self.stack.push_async_callback(queue.close)
+            self._queues[name] = queue
+        return self._queues[name]
+
+    def poison(self) -> JobQueue:
+        return self.queue(POISON_QUEUE)
+
+    async def engine(self, *, dry_run: bool = False) -> Any:
+        """The app's ``SyncEngine`` on this command's clients (the CLI has no sync logic)."""
+        try:
+            from shared.sync import SyncEngine
+        except ImportError as exc:
+            raise EngineUnavailable(
+                f"the sync engine (shared.sync.SyncEngine) is not available: {exc}"
+            ) from None
+        links, history = self.links(), self.history()
+        if not dry_run:
+            # Bicep (Azure) or the host (sandbox) create the tables; a first manual sync may
+            # come earlier. A dry run creates nothing, not even a table.
+            for store in (links, history):
+                await store.create_table()
+        return SyncEngine(
+            pc=await self.partner_center(),
+            dataverse=await self.dataverse(),
+            links=links,
+            history=history,
+            settings=self.settings,
+        )
+
+
+class EngineUnavailable(RuntimeError):
+    """``shared.sync`` cannot be imported (a build without the engine)."""

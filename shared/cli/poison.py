@@ -1,0 +1,250 @@
+"""``cosell poison list|replay``: jobs that ended in ``sync-jobs-poison`` (SPEC 7).
+
+A poison message is either a job as the host moved it (its base64 body, after the last retry)
+or an envelope ``{"reason": ..., "body": ...}`` written by the app for a message it could not
+decode. ``replay`` sends the job back to ``sync-jobs`` and only then deletes it from poison, so
+a crash in between leaves a duplicate job (harmless: the engine reads current state), never a
+lost one.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.storage.queue import QueueMessage
+from azure.storage.queue.aio import QueueClient
+
+from shared.cli._context import Context
+from shared.cli._parser import add_command, add_group
+from shared.errors import CosellError, JobDecodeError
+from shared.jobs import POISON_QUEUE, SYNC_JOBS_QUEUE, SyncJob, decode_job
+from shared.state import LinkResult
+from shared.storage import queue_client
+
+PEEK_MAX = 32  # the Queue service's limit for one peek
+REPLAY_LEASE_S = 120  # messages being replayed stay hidden from other readers meanwhile
+
+
+@dataclass
+class PoisonMessage:
+    message_id: str
+    inserted_on: datetime | None
+    job: SyncJob | None
+    reason: str
+    body_excerpt: str
+
+    def matches(self, wanted: set[str]) -> bool:
+        keys = {self.message_id.lower()}
+        if self.job is not None:
+            keys.add(str(self.job.id))
+        return bool(keys & wanted)
+
+
+def add_parser(commands: Any) -> None:
+    group = add_group(commands, "poison", help=f"list or replay jobs in {POISON_QUEUE}")
+    listing = add_command(
+        group,
+        "list",
+        help=f"show the messages in {POISON_QUEUE} and why they are there",
+        examples=("cosell poison list", "cosell poison list --json"),
+        handler=list_poison,
+    )
+    listing.add_argument(
+        "--no-reasons",
+        action="store_true",
+        help="do not look up each job's last sync error in the link table",
+    )
+    replay = add_command(
+        group,
+        "replay",
+        help=f"move messages back to {SYNC_JOBS_QUEUE} (all, or by message or job id)",
+        examples=(
+            "cosell poison replay --all",
+            "cosell poison replay 6f1f8a5e-3d4c-4b2a-9e8f-000000000001",
+        ),
+        notes="An ID is a poison message id or the referral/opportunity id of its job. "
+        "Messages that are not valid jobs stay in the poison queue. Exit status 1 when an ID "
+        "was not found or a message could not be replayed.",
+        handler=replay_poison,
+    )
+    replay.add_argument("ids", nargs="*", metavar="ID", help="message ids or job ids")
+    replay.add_argument("--all", action="store_true", help="replay every message")
+
+
+def decode_message(message: QueueMessage) -> PoisonMessage:
+    """Read a poison message whatever its shape; never raises."""
+    raw = str(message.content or "")
+    try:
+        text = base64.b64decode(raw, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = raw  # written without the host's base64 encoding
+    reason: str | None = None
+    body: str = text
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and "body" in data and "reason" in data:
+        reason = str(data["reason"])
+        inner = data["body"]
+        body = inner if isinstance(inner, str) else json.dumps(inner)
+    job: SyncJob | None
+    try:
+        job = decode_job(body)
+    except JobDecodeError as exc:
+        job = None
+        reason = reason or f"not a valid job: {exc.reason}"
+    return PoisonMessage(
+        message_id=str(message.id),
+        inserted_on=message.inserted_on,
+        job=job,
+        reason=reason or "failed on every retry (the host's maxDequeueCount)",
+        # The decoded body can name a referral id at most; bodies are capped for display.
+        body_excerpt=body[:200],
+    )
+
+
+def _poison_client(ctx: Context) -> QueueClient:
+    client = queue_client(ctx.settings, POISON_QUEUE)
+    ctx.stack.push_async_callback(client.close)
+    return client
+
+
+async def list_poison(ctx: Context) -> int:
+    client = _poison_client(ctx)
+    try:
+        peeked = await client.peek_messages(max_messages=PEEK_MAX)
+        depth = (await client.get_queue_properties()).approximate_message_count or 0
+    except ResourceNotFoundError:
+        peeked, depth = [], 0
+    messages = [decode_message(m) for m in peeked]
+    last_errors: dict[str, str] = {}
+    if not ctx.args.no_reasons:
+        last_errors = await _last_errors(ctx, [m.job for m in messages if m.job is not None])
+    rows = [
+        {
+            "message_id": m.message_id,
+            "inserted_on": m.inserted_on,
+            "kind": m.job.kind if m.job else None,
+            "id": str(m.job.id) if m.job else None,
+            "job_reason": m.job.reason if m.job else None,
+            "reason": m.reason,
+            "last_sync_error": last_errors.get(str(m.job.id)) if m.job else None,
+            "body": None if m.job else m.body_excerpt,
+        }
+        for m in messages
+    ]
+    out = ctx.out
+    if out.json_mode:
+        out.json({"queue": POISON_QUEUE, "depth": depth, "messages": rows})
+        return 0
+    out.table(
+        [
+            (
+                r["message_id"],
+                r["inserted_on"],
+                r["kind"],
+                r["id"],
+                r["reason"],
+                r["last_sync_error"],
+            )
+            for r in rows
+        ],
+        ("message id", "poisoned at", "kind", "id", "reason", "last sync error"),
+        title=f"{POISON_QUEUE}: {depth} message(s)",
+        empty="(empty)",
+    )
+    if depth > len(rows):
+        out.line(f"  ... showing the first {len(rows)}; `cosell poison replay --all` takes all")
+    return 0
+
+
+async def _last_errors(ctx: Context, jobs: list[SyncJob]) -> dict[str, str]:
+    """The message of each job's last failed sync, from its link (best effort)."""
+    links = ctx.links()
+    found: dict[str, str] = {}
+    try:
+        for job in jobs:
+            result: LinkResult | None = None
+            if job.kind == "referral":
+                link = await links.get_link(str(job.id))
+                result = link.last_result if link else None
+            else:
+                index = await links.get_opportunity_index(str(job.id))
+                result = index.last_result if index else None
+                if index is not None and index.referral_id and result is None:
+                    link = await links.get_link(index.referral_id)
+                    result = link.last_result if link else None
+            if result is not None and result.status == "error" and result.message:
+                found[str(job.id)] = result.message
+    except (AzureError, CosellError):
+        pass  # reasons are extra information; the listing stands without them
+    return found
+
+
+async def replay_poison(ctx: Context) -> int:
+    args, out = ctx.args, ctx.out
+    if bool(args.all) == bool(args.ids):
+        out.error("give either --all or one or more message/job ids")
+        return 2
+    wanted = {i.strip().strip("{}").lower() for i in args.ids}
+    client = _poison_client(ctx)
+    jobs = ctx.queue(SYNC_JOBS_QUEUE)
+    await jobs.create_queue()
+    replayed: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    untouched: list[QueueMessage] = []
+    matched: set[str] = set()
+    try:
+        # Received (not peeked) so each message can be deleted with its pop receipt; each stays
+        # hidden for the lease, so this loop sees every message once and then ends.
+        async for message in client.receive_messages(
+            messages_per_page=PEEK_MAX, visibility_timeout=REPLAY_LEASE_S
+        ):
+            decoded = decode_message(message)
+            if not (args.all or decoded.matches(wanted)):
+                untouched.append(message)
+                continue
+            matched |= {decoded.message_id.lower()} | (
+                {str(decoded.job.id)} if decoded.job else set()
+            )
+            if decoded.job is None:
+                skipped.append({"message_id": decoded.message_id, "reason": decoded.reason})
+                untouched.append(message)
+                continue
+            await jobs.enqueue(decoded.job)
+            await client.delete_message(message)
+            replayed.append(
+                {"message_id": decoded.message_id, "kind": decoded.job.kind, "id": decoded.job.id}
+            )
+    except ResourceNotFoundError:
+        pass  # no poison queue: nothing was ever poisoned
+    for message in untouched:  # visible again at once, not after the lease
+        await client.update_message(message, visibility_timeout=0)
+    missing = sorted(wanted - matched)
+    document = {"replayed": replayed, "skipped": skipped, "not_found": missing}
+    if out.json_mode:
+        out.json(document)
+    else:
+        out.table(
+            [(r["message_id"], r["kind"], r["id"]) for r in replayed],
+            ("message id", "kind", "id"),
+            title=f"Replayed to {SYNC_JOBS_QUEUE}: {len(replayed)}",
+        )
+        if skipped:
+            out.line()
+            out.table(
+                [(s["message_id"], s["reason"]) for s in skipped],
+                ("message id", "reason"),
+                title="Left in the poison queue (not a valid job)",
+            )
+        if missing:
+            out.line()
+            out.line(f"Not found in {POISON_QUEUE}: {', '.join(missing)}")
+    return 1 if skipped or missing else 0

@@ -1,0 +1,334 @@
+"""``cosell schema check|apply``: the custom columns and tables of SPEC 4.1 in Dataverse.
+
+``check`` reads the metadata (``EntityDefinitions`` with their attributes) and compares it with
+what the sync needs; ``apply`` prints the same plan, then creates only what is missing: tables,
+then columns, then the lookup. It never changes or drops an existing column, so a column with the
+right name and the wrong type is reported for an administrator to settle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from shared.cli._context import Context
+from shared.cli._parser import add_command, add_group
+from shared.dataverse import (
+    AlreadyExists,
+    ColumnDefinition,
+    ColumnMetadata,
+    DataverseClient,
+    LookupDefinition,
+    TableDefinition,
+    TableMetadata,
+)
+
+HELP_NEEDED = {  # SPEC 4.2
+    100000000: "WorkloadSpecificValueProposition",
+    100000001: "CustomerTechnicalArchitecture",
+    100000002: "ProofOfConceptOrDemo",
+    100000003: "QuotesOrLicensing",
+    100000004: "PostSalesCustomerSuccess",
+    100000005: "GeneralOrOther",
+}
+SYNC_STATUS = {1: "Synced", 2: "Error", 3: "Pending"}
+# Dataverse's AttributeType for each kind we create.
+ATTRIBUTE_TYPES = {
+    "string": "String",
+    "memo": "Memo",
+    "boolean": "Boolean",
+    "choice": "Picklist",
+    "lookup": "Lookup",
+}
+MEMO_MAX = 1_048_576  # the largest multiline text column Dataverse allows
+
+Status = Literal["ok", "missing", "differs"]
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """One thing the sync needs: a table, a column of a table, or a lookup."""
+
+    table: str  # logical name
+    kind: Literal["table", "column", "lookup"]
+    name: str  # logical name of the column (the table's for kind "table")
+    attribute_type: str | None = None
+    definition: TableDefinition | ColumnDefinition | LookupDefinition | None = None
+
+
+@dataclass
+class Finding:
+    wanted: Wanted
+    status: Status
+    detail: str = ""
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "table": self.wanted.table,
+            "kind": self.wanted.kind,
+            "name": self.wanted.name,
+            "type": self.wanted.attribute_type,
+            "status": self.status,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class Comparison:
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def missing(self) -> list[Finding]:
+        return [f for f in self.findings if f.status == "missing"]
+
+    @property
+    def differs(self) -> list[Finding]:
+        return [f for f in self.findings if f.status == "differs"]
+
+
+def _column(prefix: str, name: str, display: str, kind: Any, **options: Any) -> ColumnDefinition:
+    return ColumnDefinition(
+        schema_name=f"{prefix}{name}", display_name=display, kind=kind, **options
+    )
+
+
+def wanted_schema(prefix: str) -> list[Wanted]:
+    """SPEC 4.1 with the configured publisher prefix, in creation order."""
+    opportunity = [
+        _column(prefix, "HelpNeeded", "Help needed", "choice", options=HELP_NEEDED),
+        _column(prefix, "VisibleToMicrosoft", "Visible to Microsoft", "boolean"),
+        _column(prefix, "ReferralId", "Referral ID", "string", max_length=100),
+        _column(prefix, "ReferralLink", "Referral link", "string", max_length=500),
+        _column(prefix, "MicrosoftCrmId", "Microsoft CRM ID", "string", max_length=100),
+        _column(prefix, "ReferralProgram", "Referral program", "string", max_length=100),
+        _column(prefix, "SyncWithPartnerCenter", "Sync with Partner Center", "boolean"),
+        _column(prefix, "SyncStatus", "Sync status", "choice", options=SYNC_STATUS),
+        _column(prefix, "Audit", "Co-sell audit", "memo", max_length=MEMO_MAX),
+    ]
+    solution = TableDefinition(
+        schema_name=f"{prefix}Solution",
+        display_name="Co-sell solution",
+        display_collection_name="Co-sell solutions",
+        entity_set_name=f"{prefix}solutions",
+        description="A Partner Center solution attached to an opportunity",
+        primary_name=_column(prefix, "Name", "Name", "string", max_length=200),
+    )
+    detail = TableDefinition(
+        schema_name=f"{prefix}SolutionDetail",
+        display_name="Co-sell solution detail",
+        display_collection_name="Co-sell solution details",
+        entity_set_name=f"{prefix}solutiondetails",
+        description="The partner's catalogue of Partner Center solutions",
+        primary_name=_column(prefix, "Name", "Name", "string", max_length=200),
+    )
+    identifier = _column(
+        prefix, "SolutionIdentifier", "Solution identifier", "string", max_length=100
+    )
+    lookup = LookupDefinition(
+        schema_name=f"{prefix}OpportunityId",
+        display_name="Opportunity",
+        referenced_table="opportunity",
+        referenced_key="opportunityid",
+        referencing_table=solution.logical_name,
+        relationship_schema_name=f"{prefix}opportunity_{prefix}solution",
+    )
+    items: list[Wanted] = [_wanted_column("opportunity", c) for c in opportunity]
+    for table, columns in (
+        (solution, [identifier]),
+        (
+            detail,
+            [
+                identifier,
+                _column(prefix, "Type", "Type", "string", max_length=100),
+                _column(prefix, "PublisherName", "Publisher name", "string", max_length=200),
+            ],
+        ),
+    ):
+        items.append(Wanted(table.logical_name, "table", table.logical_name, definition=table))
+        items.append(_wanted_column(table.logical_name, table.primary_name, created=True))
+        items += [_wanted_column(table.logical_name, c) for c in columns]
+    items.append(
+        Wanted(solution.logical_name, "lookup", lookup.logical_name, "Lookup", definition=lookup)
+    )
+    return items
+
+
+def _wanted_column(table: str, column: ColumnDefinition, *, created: bool = False) -> Wanted:
+    return Wanted(
+        table,
+        "column",
+        column.logical_name,
+        ATTRIBUTE_TYPES[column.kind],
+        # The primary name column comes with its table; it is never created on its own.
+        None if created else column,
+    )
+
+
+async def compare(dataverse: DataverseClient, prefix: str) -> Comparison:
+    """What exists, what is missing, what differs (read-only)."""
+    tables: dict[str, TableMetadata | None] = {}
+    result = Comparison()
+    for item in wanted_schema(prefix):
+        if item.table not in tables:
+            tables[item.table] = await dataverse.find_table(item.table)
+        table = tables[item.table]
+        if item.kind == "table":
+            result.findings.append(
+                Finding(item, "ok" if table else "missing", "" if table else "table not found")
+            )
+            continue
+        if table is None:
+            result.findings.append(Finding(item, "missing", "its table is missing"))
+            continue
+        column = table.column(item.name)
+        if column is None:
+            result.findings.append(Finding(item, "missing", "column not found"))
+            continue
+        result.findings.append(_compare_column(item, column))
+    return result
+
+
+def _compare_column(item: Wanted, column: ColumnMetadata) -> Finding:
+    found = column.attribute_type or "?"
+    if item.attribute_type and found.lower() != item.attribute_type.lower():
+        return Finding(item, "differs", f"is {found}, the sync needs {item.attribute_type}")
+    if item.kind == "lookup":
+        targets = set(column.targets or [])
+        # Dataverse lists target logical names; the sandbox emulator lists entity sets.
+        if targets and not targets & {"opportunity", "opportunities"}:
+            return Finding(item, "differs", f"targets {sorted(targets)}, not opportunity")
+    # Choice values are not compared: the client's ColumnMetadata does not carry the OptionSet.
+    return Finding(item, "ok", found)
+
+
+def add_parser(commands: Any) -> None:
+    group = add_group(commands, "schema", help="check or create the Dataverse columns and tables")
+    add_command(
+        group,
+        "check",
+        help="compare Dataverse's metadata with the columns and tables of SPEC 4.1",
+        examples=("cosell schema check", "cosell schema check --json"),
+        notes="Names carry CRM_COLUMN_PREFIX. Exit status 1 when anything is missing or differs.",
+        handler=check,
+    )
+    add_command(
+        group,
+        "apply",
+        help="create the missing columns and tables (says what it will do first)",
+        examples=("cosell schema apply", "cosell schema apply --json"),
+        notes="Idempotent: a second run has nothing to do. Existing columns are never changed "
+        "or dropped; one that differs is reported and makes the exit status 1.",
+        handler=apply,
+    )
+
+
+def _print_findings(ctx: Context, comparison: Comparison, *, title: str) -> None:
+    ctx.out.table(
+        [
+            (
+                f.wanted.table,
+                f.wanted.kind,
+                f.wanted.name,
+                f.wanted.attribute_type,
+                f.status,
+                f.detail,
+            )
+            for f in comparison.findings
+        ],
+        ("table", "kind", "name", "type", "status", "detail"),
+        title=title,
+    )
+
+
+async def check(ctx: Context) -> int:
+    prefix = ctx.settings.crm_column_prefix
+    comparison = await compare(await ctx.dataverse(), prefix)
+    ok = not comparison.missing and not comparison.differs
+    if ctx.out.json_mode:
+        ctx.out.json({"prefix": prefix, "ok": ok, "items": [f.row() for f in comparison.findings]})
+        return 0 if ok else 1
+    _print_findings(ctx, comparison, title=f"Dataverse schema (prefix {prefix}):")
+    ctx.out.line()
+    if ok:
+        ctx.out.line("schema check: everything the sync needs is there")
+    else:
+        ctx.out.line(
+            f"schema check: {len(comparison.missing)} missing, {len(comparison.differs)} differ"
+            + ("; run `cosell schema apply`" if comparison.missing else "")
+        )
+    return 0 if ok else 1
+
+
+async def apply(ctx: Context) -> int:
+    out, prefix = ctx.out, ctx.settings.crm_column_prefix
+    dataverse = await ctx.dataverse()
+    comparison = await compare(dataverse, prefix)
+    # Columns of a missing table are created after it; the primary name comes with the table.
+    todo = [f for f in comparison.missing if f.wanted.definition is not None]
+    plan = [_describe(f.wanted) for f in todo]
+    if not out.json_mode:
+        if plan:
+            out.line(f"Will create ({len(plan)}):")
+            for line in plan:
+                out.line(f"  + {line}")
+        else:
+            out.line("Nothing to do: every column and table the sync needs exists.")
+    created: list[str] = []
+    existed: list[str] = []
+    progress = out.progress("schema apply", len(todo)) if todo else None
+    for finding in todo:
+        wanted = finding.wanted
+        try:
+            await _create(dataverse, wanted)
+            created.append(_describe(wanted))
+        except AlreadyExists:  # created meanwhile by someone else: that is fine
+            existed.append(_describe(wanted))
+        if progress is not None:
+            progress.advance()
+    if progress is not None:
+        progress.finish()
+    after = await compare(dataverse, prefix) if todo else comparison
+    still_missing = [f.row() for f in after.missing]
+    differs = [f.row() for f in after.differs]
+    if out.json_mode:
+        out.json(
+            {
+                "prefix": prefix,
+                "planned": plan,
+                "created": created,
+                "already_existed": existed,
+                "missing": still_missing,
+                "differs": differs,
+                "ok": not still_missing and not differs,
+            }
+        )
+    else:
+        if created:
+            out.line()
+            out.line(f"Created {len(created)}.")
+        for row in differs:
+            out.line(
+                f"  ! {row['table']}.{row['name']} {row['detail']}: left unchanged (apply never "
+                "changes existing columns); fix it in the maker portal"
+            )
+        for row in still_missing:
+            out.line(f"  ! {row['table']}.{row['name']} is still missing: {row['detail']}")
+    return 0 if not still_missing and not differs else 1
+
+
+def _describe(wanted: Wanted) -> str:
+    if wanted.kind == "table":
+        return f"table {wanted.name}"
+    if wanted.kind == "lookup":
+        return f"lookup {wanted.table}.{wanted.name} → opportunity"
+    return f"column {wanted.table}.{wanted.name} ({wanted.attribute_type})"
+
+
+async def _create(dataverse: DataverseClient, wanted: Wanted) -> None:
+    definition = wanted.definition
+    if isinstance(definition, TableDefinition):
+        await dataverse.create_table(definition)
+    elif isinstance(definition, LookupDefinition):
+        await dataverse.create_lookup(definition)
+    elif isinstance(definition, ColumnDefinition):
+        await dataverse.create_column(wanted.table, definition)

@@ -1,0 +1,135 @@
+"""``cosell sync referral|opportunity ID [--dry-run]``: one sync, inline, with its plan.
+
+The engine does the work (``SyncEngine.sync``); this module only builds the job and prints the
+field-by-field plan it returns. With ``--dry-run`` the engine reads but writes nothing, and the
+CLI creates nothing either (no table, no history row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from typing import Any
+
+from shared.cli._context import Context
+from shared.cli._output import Output
+from shared.cli._parser import add_command, add_group
+from shared.jobs import SyncJob
+
+DIRECTIONS = {"to_crm": ("pc_to_crm", "PC → CRM"), "to_pc": ("crm_to_pc", "CRM → PC")}
+
+
+def guid(value: str) -> str:
+    """argparse type: a GUID in any case, with or without braces."""
+    try:
+        return str(uuid.UUID(value.strip().strip("{}")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a GUID (e.g. 6f1f8a5e-3d4c-4b2a-9e8f-000000000001)"
+        ) from None
+
+
+def add_parser(commands: Any) -> None:
+    group = add_group(commands, "sync", help="sync one referral or opportunity now, inline")
+    for kind, other in (("referral", "opportunity"), ("opportunity", "referral")):
+        parser = add_command(
+            group,
+            kind,
+            help=f"sync the {kind} with ID and its linked {other}; print the plan",
+            examples=(
+                f"cosell sync {kind} 6f1f8a5e-3d4c-4b2a-9e8f-000000000001 --dry-run",
+                f"cosell sync {kind} 6f1f8a5e-3d4c-4b2a-9e8f-000000000001 --json",
+            ),
+            notes="The plan lists each field to write (old → new, and which way), conflicts "
+            "and validation failures. --dry-run computes it and writes nothing anywhere. "
+            "Exit status 1 when the sync ended in an error.",
+            handler=run,
+        )
+        parser.add_argument("id", metavar="ID", type=guid, help=f"the {kind} id (a GUID)")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="compute and print the plan; write nothing"
+        )
+        parser.set_defaults(kind=kind)
+
+
+async def run(ctx: Context) -> int:
+    args = ctx.args
+    engine = await ctx.engine(dry_run=args.dry_run)
+    job = SyncJob.now(args.kind, args.id, reason="manual")
+    result = await engine.sync(job, dry_run=args.dry_run)
+    document = result_document(result)
+    if ctx.out.json_mode:
+        ctx.out.json(document)
+    else:
+        print_result(ctx.out, document)
+    return 1 if document["outcome"] == "error" else 0
+
+
+def result_document(result: Any) -> dict[str, Any]:
+    """A ``SyncResult`` as plain data: the plan's changes as rows with their direction."""
+    plan = getattr(result, "plan", None)
+    changes: list[dict[str, Any]] = []
+    conflicts: list[str] = []
+    blocked: list[str] = []
+    if plan is not None:
+        for side, (direction, _) in DIRECTIONS.items():
+            for name, change in (getattr(plan, side, None) or {}).items():
+                changes.append(
+                    {
+                        "field": getattr(change, "field", name),
+                        "direction": direction,
+                        "old": getattr(change, "old", None),
+                        "new": getattr(change, "new", None),
+                    }
+                )
+        conflicts = [str(c) for c in getattr(plan, "conflicts", ()) or ()]
+        blocked = [str(b) for b in getattr(plan, "newly_blocked", ()) or ()]
+    return {
+        "outcome": result.outcome,
+        "referral_id": result.referral_id,
+        "opportunity_id": result.opportunity_id,
+        "dry_run": bool(getattr(result, "dry_run", False)),
+        "changes": changes,
+        "conflicts": conflicts,
+        "validation_failures": blocked,
+        "problems": list(getattr(result, "problems", []) or []),
+        "notes": list(getattr(result, "notes", []) or []),
+        "remote_calls": getattr(result, "remote_calls", 0),
+        "duration_ms": getattr(result, "duration_ms", 0),
+    }
+
+
+def print_result(out: Output, document: dict[str, Any]) -> None:
+    labels = dict(DIRECTIONS.values())
+    mode = " (dry run: nothing written)" if document["dry_run"] else ""
+    out.pairs(
+        [
+            ("outcome", f"{document['outcome']}{mode}"),
+            ("referral", document["referral_id"]),
+            ("opportunity", document["opportunity_id"]),
+            ("remote calls", document["remote_calls"]),
+            ("duration", f"{document['duration_ms']} ms"),
+        ],
+        title="Sync",
+    )
+    out.line()
+    out.table(
+        [
+            (c["field"], labels.get(c["direction"], c["direction"]), c["old"], c["new"])
+            for c in document["changes"]
+        ],
+        ("field", "direction", "old", "new"),
+        title="Plan" + (" (would write)" if document["dry_run"] else ""),
+        empty="(nothing to change)",
+    )
+    for title, key in (
+        ("Conflicts", "conflicts"),
+        ("Validation failures (nothing sent to Partner Center)", "validation_failures"),
+        ("Problems", "problems"),
+        ("Notes", "notes"),
+    ):
+        if document[key]:
+            out.line()
+            out.line(f"{title}:")
+            for item in document[key]:
+                out.line(f"  - {item}")
