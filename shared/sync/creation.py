@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from shared.dataverse import AlreadyExists
-from shared.errors import AlreadyExistsError
+from shared.errors import AlreadyExistsError, ConcurrencyError
 from shared.partner_center import NotFound, PatchOperation, Referral
 from shared.partner_center import PreconditionFailed as PcPreconditionFailed
 from shared.state import LinkResult, OpportunityIndex, PendingCreate, SyncLink
@@ -126,35 +126,30 @@ async def from_opportunity(engine: SyncEngine, run: Run, opportunity: CrmOpportu
     if run.dry_run:
         return SyncResult("created", None, opportunity.id, plan, notes=["would create a referral"])
 
-    referral = None
-    if index is not None and index.pending_create is not None:
-        referral = await _find_by_external_id(engine, run, opportunity.id)
-    elif index is None or index.referral_id is None:
-        intent = PendingCreate(side="partner_center", started_at=datetime.now(UTC))
-        try:
-            await engine.links.save_opportunity_index(
-                (index or OpportunityIndex(opportunity_id=opportunity.id)).model_copy(
-                    update={"pending_create": intent}
-                )
-            )
-        except AlreadyExistsError:
-            raise Restart("another run is creating this referral") from None
+    referral = await _earlier_referral(engine, run, opportunity.id, index)
     if referral is None:
+        if index is None or index.pending_create is None:
+            intent = PendingCreate(side="partner_center", started_at=datetime.now(UTC))
+            try:
+                await engine.links.save_opportunity_index(
+                    (index or OpportunityIndex(opportunity_id=opportunity.id)).model_copy(
+                        update={"pending_create": intent}
+                    )
+                )
+            except (AlreadyExistsError, ConcurrencyError):
+                raise Restart("another run is creating this referral") from None
         run.count()
-        referral = await engine.pc.create_referral(
-            new_referral(deal, opportunity_id=opportunity.id)
-        )
+        body = new_referral(deal, opportunity_id=opportunity.id)
+        referral = await engine.pc.create_referral(body)
     assert referral.id is not None
     pc_deal = engine.pc_deal(referral)
     owned = {name: getattr(pc_deal, name) for name in _PC_OWNED}
     merged = deal.model_copy(update=owned)
     changes = {name: Change(name, getattr(deal, name), owned[name]) for name in _PC_OWNED
                if owned[name] != getattr(deal, name)}  # fmt: skip
-    lines = audit_lines(None, notes=[f"✔ created referral {referral.id} in Partner Center"])
-    written = await engine.crm.write(
-        run, opportunity, changes, merged, status="synced", audit=lines
-    )
-    await _create_link(
+    # Link first: from here on a crash leaves a link, and the next sync writes the referral id
+    # into the opportunity as an ordinary PC → CRM change.
+    link = await _create_link(
         engine,
         SyncLink(
             referral_id=referral.id,
@@ -162,10 +157,22 @@ async def from_opportunity(engine: SyncEngine, run: Run, opportunity: CrmOpportu
             base=SyncBase(deal=merged).model_dump(mode="json"),
             referral_etag=referral.e_tag,
             referral_updated_at=referral.updated_date_time,
-            opportunity_etag=written.etag,
-            opportunity_modified_on=written.modified_on,
+            opportunity_etag=opportunity.etag,
+            opportunity_modified_on=opportunity.modified_on,
             last_result=LinkResult(status="synced", at=datetime.now(UTC)),
         ),
+    )
+    lines = audit_lines(None, notes=[f"✔ created referral {referral.id} in Partner Center"])
+    written = await engine.crm.write(
+        run, opportunity, changes, merged, status="synced", audit=lines
+    )
+    await engine.links.update_link(
+        link.model_copy(
+            update={
+                "opportunity_etag": written.etag,
+                "opportunity_modified_on": written.modified_on,
+            }
+        )
     )
     return SyncResult("created", referral.id, opportunity.id, plan)
 
@@ -198,6 +205,22 @@ async def _refuse(
         )
     )
     return SyncResult("error", None, opportunity.id, problems=problems)
+
+
+async def _earlier_referral(
+    engine: SyncEngine, run: Run, opportunity_id: str, index: OpportunityIndex | None
+) -> Referral | None:
+    """The referral an interrupted earlier run created for this opportunity, if any: named by
+    the index row, or (when only the intent was recorded) found by ``externalReferenceId``."""
+    if index is None:
+        return None
+    if index.referral_id:
+        found = await _get(engine, run, index.referral_id)
+        if found is not None:
+            return found
+    if index.pending_create is not None:
+        return await _find_by_external_id(engine, run, opportunity_id)
+    return None
 
 
 async def _find_by_external_id(

@@ -1,0 +1,81 @@
+"""Creation never duplicates anything (SPEC 4.5), whatever runs concurrently or crashes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from azure.core.exceptions import ServiceRequestError
+from azure.data.tables.aio import TableClient
+
+from shared.jobs import SyncJob
+from shared.state import LinkStore
+from shared.sync import SyncEngine
+from tests.sync.conftest import World, sandbox_settings
+from tests.sync.faults import FailingTableTransport
+
+
+async def test_fifty_concurrent_jobs_for_one_new_referral_create_one_of_each(
+    world: World,
+) -> None:
+    referral_id = await world.incoming()
+    jobs = [SyncJob.now("referral", referral_id, reason="webhook:referral-created")] * 50
+
+    results = await asyncio.gather(*(world.engine.sync(job) for job in jobs))
+
+    assert sum(r.outcome == "created" for r in results) == 1
+    assert await world.count("accounts") == 1
+    assert await world.count("contacts") == 1
+    assert await world.count("opportunities") == 1
+    assert await world.count("cosell_solutions") == 1
+    link = await world.links.get_link(referral_id)
+    assert (link is not None and link.opportunity_id == results[0].opportunity_id) or any(
+        r.opportunity_id == link.opportunity_id for r in results if link
+    )
+
+
+async def test_two_referrals_for_one_new_customer_share_one_account(world: World) -> None:
+    first, second = await world.incoming(), await world.incoming(name="Contoso - second deal")
+
+    await asyncio.gather(world.sync_referral(first), world.sync_referral(second))
+
+    assert await world.count("accounts") == 1
+    assert await world.count("opportunities") == 2
+
+
+async def test_crash_after_referral_post_before_link_then_retry_makes_one_referral(
+    world: World, storage_connection_string: str, unique_name: str
+) -> None:
+    opportunity_id = await world.flagged_opportunity()
+    # The link table drops the first insert of a `ref` row: the POST to Partner Center has
+    # happened, the link is not saved, and the job fails as if the worker died.
+    crashing = LinkStore(
+        TableClient.from_connection_string(
+            storage_connection_string,
+            unique_name + "l",
+            transport=FailingTableTransport('"PartitionKey": "ref"'),
+            retry_total=0,  # the SDK's own retry would hide the crash
+        )
+    )
+    engine = SyncEngine(
+        pc=world.pc,
+        dataverse=world.dataverse,
+        links=crashing,
+        history=world.history,
+        settings=sandbox_settings(),
+    )
+    job = SyncJob.now("opportunity", opportunity_id, reason="poll")
+    with pytest.raises(ServiceRequestError):
+        await engine.sync(job)
+
+    retried = await engine.sync(job)  # the host's retry of the same message
+    await crashing.close()
+
+    assert retried.outcome in ("created", "synced", "no_change")
+    referrals = [
+        r
+        async for r in world.pc.list_referrals(filter=f"externalReferenceId eq '{opportunity_id}'")
+    ]
+    assert len(referrals) == 1
+    opportunity = await world.opportunity(opportunity_id)
+    assert opportunity["cosell_referralid"] == referrals[0].id
