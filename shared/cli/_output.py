@@ -123,10 +123,9 @@ class Output:
             return
         cells = [[cell(v) for v in row] for row in rows]
         widths = [max(len(headers[i]), *(len(r[i]) for r in cells)) for i in range(len(headers))]
-        self.line("  " + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
-        self.line("  " + "  ".join("-" * w for w in widths))
-        for row in cells:
-            self.line("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+        for row in (list(headers), ["-" * w for w in widths], *cells):
+            padded = (c.ljust(w) for c, w in zip(row, widths, strict=True))
+            self.line(("  " + "  ".join(padded)).rstrip())
 
     def pairs(self, items: Sequence[tuple[str, Any]], *, title: str | None = None) -> None:
         """A two-column key/value table."""

@@ -198,7 +198,7 @@ def _compare_column(item: Wanted, column: ColumnMetadata) -> Finding:
         if targets and not targets & {"opportunity", "opportunities"}:
             return Finding(item, "differs", f"targets {sorted(targets)}, not opportunity")
     # Choice values are not compared: the client's ColumnMetadata does not carry the OptionSet.
-    return Finding(item, "ok", found)
+    return Finding(item, "ok")
 
 
 def add_parser(commands: Any) -> None:

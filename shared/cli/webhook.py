@@ -100,16 +100,15 @@ def _registration_document(registration: WebhookRegistration | None) -> dict[str
 
 
 def _show(ctx: Context, document: dict[str, Any], *, title: str) -> None:
-    ctx.out.pairs(
-        [
-            ("webhook url", document["webhook_url"]),
-            ("events", document["events"]),
-            ("missing events", document["missing_events"] or "none"),
-            ("subscriber id", document["subscriber_id"]),
-            ("signature header", document["signature_in_header"]),
-        ],
-        title=title,
-    )
+    rows = [
+        ("webhook url", document["webhook_url"]),
+        ("events", document["events"]),
+        ("missing events", document["missing_events"] or "none"),
+        ("subscriber id", document["subscriber_id"]),
+        ("signature in header", document["signature_in_header"]),
+    ]
+    # The View answer carries only the URL and events (reference §4.1): skip what is absent.
+    ctx.out.pairs([(k, v) for k, v in rows if v is not None], title=title)
 
 
 async def register_webhook(ctx: Context) -> int:

@@ -1,0 +1,171 @@
+"""The CLI against the sandbox: both emulators and a webhook receiver served by uvicorn on
+ports the OS picks (the CLI talks HTTP like it does in production), Azurite for storage.
+
+The servers run in background threads because ``main()`` runs its own event loop with
+``asyncio.run``; they start once per module and are reset before each test.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue import QueueClient
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from sandbox import dataverse as dataverse_emulator
+from sandbox import partner_center as pc_emulator
+from shared.cli import main
+from shared.jobs import POISON_QUEUE, SYNC_JOBS_QUEUE
+from shared.settings import get_settings, setting_names
+
+AUTH = {"Authorization": "Bearer sandbox"}
+
+
+class ServerThread:
+    """One ASGI app under uvicorn in a daemon thread, on a free port of 127.0.0.1."""
+
+    def __init__(self, app: Any) -> None:
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@dataclass
+class Receiver:
+    """Stands in for the app's webhook function: answers 200 and counts the events."""
+
+    events: int = 0
+
+    def app(self) -> Starlette:
+        async def hook(request: Request) -> Response:
+            await request.body()
+            self.events += 1
+            return JSONResponse({}, status_code=200)
+
+        return Starlette(routes=[Route("/api/webhooks/partner-center", hook, methods=["POST"])])
+
+
+@dataclass
+class Sandbox:
+    pc_url: str
+    dataverse_url: str
+    receiver_url: str
+    receiver: Receiver
+    dataverse_app: Starlette
+
+    def reset(self) -> None:
+        for url in (self.pc_url, self.dataverse_url):
+            httpx.post(f"{url}/_emulator/reset", timeout=10).raise_for_status()
+
+    def stats(self, url: str) -> dict[str, Any]:
+        response = httpx.get(f"{url}/_emulator/stats", timeout=10)
+        response.raise_for_status()
+        stats: dict[str, Any] = response.json()
+        return stats
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    receiver = Receiver()
+    dataverse_app = dataverse_emulator.create_app(seed=11)
+    servers = [
+        ServerThread(pc_emulator.create_app(seed=5, test_events_per_minute=1000)),
+        ServerThread(dataverse_app),
+        ServerThread(receiver.app()),
+    ]
+    urls = [server.start() for server in servers]
+    try:
+        yield Sandbox(urls[0], urls[1], urls[2], receiver, dataverse_app)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
+def cli_env(
+    sandbox: Sandbox, storage_connection_string: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Sandbox]:
+    """App settings pointing at the sandbox, with both emulators emptied."""
+    for name in setting_names():
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AzureWebJobsStorage", storage_connection_string)
+    monkeypatch.setenv("DATAVERSE_URL", sandbox.dataverse_url)
+    monkeypatch.setenv("PARTNER_CENTER_API_URL", f"{sandbox.pc_url}/v1.0/engagements")
+    monkeypatch.setenv("PARTNER_CENTER_WEBHOOK_API_URL", f"{sandbox.pc_url}/webhooks/v1")
+    monkeypatch.setenv("WEBHOOK_SIGNATURE_MODE", "off")
+    get_settings.cache_clear()
+    sandbox.reset()
+    yield sandbox
+    get_settings.cache_clear()
+
+
+@dataclass
+class Ran:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cosell(capsys: pytest.CaptureFixture[str]) -> Any:
+    """``cosell(*args)`` runs ``main`` and returns its exit code and captured output."""
+
+    def run(*args: str) -> Ran:
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return Ran(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def queues(cli_env: Sandbox, storage_connection_string: str) -> Iterator[dict[str, QueueClient]]:
+    """``sync-jobs`` and ``sync-jobs-poison``, created and emptied (raw text, no encoding)."""
+    clients = {
+        name: QueueClient.from_connection_string(storage_connection_string, name)
+        for name in (SYNC_JOBS_QUEUE, POISON_QUEUE)
+    }
+    for client in clients.values():
+        with contextlib.suppress(ResourceExistsError):
+            client.create_queue()
+        client.clear_messages()
+    yield clients
+    for client in clients.values():
+        client.close()
+
+
+def jobs_in(client: QueueClient) -> list[dict[str, Any]]:
+    """The jobs waiting in a queue (peeked, base64-decoded)."""
+    return [json.loads(base64.b64decode(m.content)) for m in client.peek_messages(max_messages=32)]

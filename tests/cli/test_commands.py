@@ -1,0 +1,182 @@
+"""Every command's help, config check, status and webhook registration, against the sandbox."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.cli.conftest import Sandbox
+
+COMMANDS = [
+    ["config", "check"],
+    ["status"],
+    ["webhook", "register"],
+    ["webhook", "show"],
+    ["webhook", "test"],
+    ["sync", "referral"],
+    ["sync", "opportunity"],
+    ["backfill"],
+    ["poison", "list"],
+    ["poison", "replay"],
+    ["history"],
+    ["schema", "check"],
+    ["schema", "apply"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help_with_examples(cosell: Any, command: list[str]) -> None:
+    ran = cosell(*command, "--help")
+
+    assert ran.code == 0
+    assert f"cosell {' '.join(command)}" in ran.out
+    assert "examples:" in ran.out
+    assert "--json" in ran.out
+
+
+def test_a_usage_error_exits_2(cosell: Any) -> None:
+    assert cosell("sync", "referral", "not-a-guid").code == 2
+    assert cosell("frobnicate").code == 2
+
+
+def test_config_check_passes_against_the_sandbox(cli_env: Sandbox, cosell: Any) -> None:
+    ran = cosell("config", "check")
+
+    assert ran.code == 0, ran.out + ran.err
+    assert "[FAIL]" not in ran.out
+    assert "Dataverse API (WhoAmI)" in ran.out
+    assert "Partner Center referrals API" in ran.out
+    document = cosell("config", "check", "--json").json()
+    assert document["ok"] is True
+    assert {c["name"] for c in document["checks"] if c["status"] == "pass"} >= {
+        "settings",
+        "Partner Center referrals API",
+        "Dataverse API (WhoAmI)",
+    }
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_config_check_with_a_wrong_dataverse_url_names_the_setting(
+    cli_env: Sandbox, cosell: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATAVERSE_URL", f"http://127.0.0.1:{_closed_port()}")
+
+    ran = cosell("config", "check")
+
+    assert ran.code == 1
+    failing = [line for line in ran.out.splitlines() if line.startswith("[FAIL]")]
+    assert len(failing) == 1 and failing[0].startswith("[FAIL] Dataverse API")
+    assert "fix: check DATAVERSE_URL" in ran.out
+
+
+def test_a_wrong_setting_is_reported_with_its_name(
+    cli_env: Sandbox, cosell: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONFLICT_POLICY", "latest")
+
+    check = cosell("config", "check")
+    status = cosell("status")
+
+    assert check.code == 1 and "[FAIL] settings" in check.out
+    assert "CONFLICT_POLICY" in check.out
+    assert status.code == 1 and "CONFLICT_POLICY" in status.err
+    assert cosell("status", "--json").json()["ok"] is False
+
+
+def test_status_shows_queues_and_exits_by_health(
+    cli_env: Sandbox, cosell: Any, queues: Any
+) -> None:
+    ran = cosell("status")
+    document = cosell("--json", "status").json()
+
+    assert ran.code == 0, ran.out + ran.err
+    assert "sync-jobs-poison" in ran.out and "Links by sync status" in ran.out
+    assert document["status"] == "healthy"
+    assert document["queues"] == {"sync-jobs": 0, "sync-jobs-poison": 0}
+
+
+# -- webhook ------------------------------------------------------------------------------------
+
+HOOK = "/api/webhooks/partner-center"
+
+
+def test_webhook_register_refuses_to_replace_another_url_without_overwrite(
+    cli_env: Sandbox, cosell: Any
+) -> None:
+    first = f"https://cosell-a.example.com{HOOK}?code=first-key"
+    second = f"https://cosell-b.example.com{HOOK}?code=second-key"
+
+    assert cosell("webhook", "show").code == 1  # nothing registered yet
+    registered = cosell("webhook", "register", "--url", first, "--json")
+    again = cosell("webhook", "register", "--url", first)
+    refused = cosell("webhook", "register", "--url", second)
+    shown = cosell("webhook", "show", "--json").json()
+
+    assert registered.code == 0 and registered.json()["action"] == "registered"
+    assert sorted(registered.json()["events"]) == sorted(
+        [
+            "referral-created",
+            "referral-updated",
+            "related-referral-created",
+            "related-referral-updated",
+            "test-created",
+        ]
+    )
+    assert again.code == 0 and "unchanged" in again.out
+    assert refused.code == 1 and "--overwrite" in refused.err
+    assert shown["webhook_url"].startswith("https://cosell-a.example.com")
+
+    replaced = cosell("webhook", "register", "--url", second, "--overwrite")
+    shown = cosell("webhook", "show", "--json").json()
+
+    assert replaced.code == 0 and "updated" in replaced.out
+    assert shown["webhook_url"] == f"https://cosell-b.example.com{HOOK}?code=***"
+    everything = registered.out + again.out + refused.out + refused.err + replaced.out
+    assert "first-key" not in everything and "second-key" not in everything
+
+
+def test_webhook_register_needs_https_outside_localhost(cli_env: Sandbox, cosell: Any) -> None:
+    ran = cosell("webhook", "register", "--url", f"http://cosell.example.com{HOOK}")
+
+    assert ran.code == 1 and "https" in ran.err
+
+
+def test_webhook_test_reports_the_delivery(cli_env: Sandbox, cosell: Any) -> None:
+    url = f"{cli_env.receiver_url}{HOOK}?code=sandbox"
+    assert cosell("webhook", "register", "--url", url).code == 0
+    before = cli_env.receiver.events
+
+    ran = cosell("webhook", "test", "--timeout", "10", "--interval", "0.05", "--json")
+
+    assert ran.code == 0, ran.out + ran.err
+    result = ran.json()
+    assert result["delivered"] is True
+    assert result["attempts"][0]["response_code"] == 200
+    assert cli_env.receiver.events == before + 1
+
+
+def test_webhook_test_fails_when_nothing_answers(cli_env: Sandbox, cosell: Any) -> None:
+    url = f"http://127.0.0.1:{_closed_port()}{HOOK}"
+    assert cosell("webhook", "register", "--url", url).code == 0
+
+    ran = cosell("webhook", "test", "--timeout", "0.3", "--interval", "0.05")
+
+    assert ran.code == 1
+    assert "not delivered" in ran.err
+
+
+def test_emulator_stats_see_one_list_call_per_config_check(cli_env: Sandbox, cosell: Any) -> None:
+    cosell("config", "check")
+
+    stats = httpx.get(f"{cli_env.pc_url}/_emulator/stats").json()
+
+    assert stats["requests"].get("GET /v1.0/engagements/referrals") == 1
