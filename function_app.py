@@ -1,8 +1,14 @@
 """Co-sell Sync: the Azure Functions app. Each function parses its trigger and hands off to shared/.
 
-| Function | Trigger                      | Hands off to           |
-|----------|------------------------------|------------------------|
-| health   | HTTP GET /api/health (key)   | shared.health          |
+| Function                 | Trigger                                   | Hands off to              |
+|--------------------------|-------------------------------------------|---------------------------|
+| partner_center_webhook   | HTTP POST /api/webhooks/partner-center    | shared.triggers.webhook   |
+| poll_dataverse           | timer %DATAVERSE_POLL_SCHEDULE%           | shared.triggers.poll      |
+| reconcile_partner_center | timer %PARTNER_CENTER_RECONCILE_SCHEDULE% | shared.triggers.reconcile |
+| sync_job                 | queue sync-jobs (AzureWebJobsStorage)     | shared.triggers.worker    |
+| health                   | HTTP GET /api/health                      | shared.health             |
+
+Both HTTP functions need the function key (auth level FUNCTION).
 """
 
 from __future__ import annotations
@@ -10,8 +16,38 @@ from __future__ import annotations
 import azure.functions as func
 
 from shared.health import check_health
+from shared.jobs import SYNC_JOBS_QUEUE
+from shared.triggers.poll import poll_dataverse as poll_changed_opportunities
+from shared.triggers.reconcile import reconcile_partner_center as reconcile_referrals
+from shared.triggers.webhook import handle_webhook
+from shared.triggers.worker import run_sync_job
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+@app.route(route="webhooks/partner-center", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def partner_center_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    answer = await handle_webhook(req.get_body(), req.headers)
+    return func.HttpResponse(
+        answer.to_json(), status_code=answer.status, mimetype="application/json"
+    )
+
+
+@app.timer_trigger(arg_name="timer", schedule="%DATAVERSE_POLL_SCHEDULE%")
+async def poll_dataverse(timer: func.TimerRequest) -> None:
+    await poll_changed_opportunities()
+
+
+@app.timer_trigger(arg_name="timer", schedule="%PARTNER_CENTER_RECONCILE_SCHEDULE%")
+async def reconcile_partner_center(timer: func.TimerRequest) -> None:
+    await reconcile_referrals()
+
+
+@app.queue_trigger(arg_name="msg", queue_name=SYNC_JOBS_QUEUE, connection="AzureWebJobsStorage")
+async def sync_job(msg: func.QueueMessage) -> None:
+    await run_sync_job(
+        msg.get_body(), message_id=msg.id, dequeue_count=getattr(msg, "dequeue_count", None)
+    )
 
 
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)

@@ -1,46 +1,291 @@
 """Process-wide resources of the Function app, created once on first use.
 
 The Functions worker runs every async function on one event loop, and Microsoft's advice is to
-create SDK clients once and reuse them. Async clients belong to the loop they were created on,
-so the resources are kept per event loop (a test that runs several loops gets fresh ones).
+create SDK clients once and reuse them (reference: azure-functions-platform §1.4). Async clients
+belong to the loop they were created on, so the resources are kept per event loop (a test that
+runs several loops gets fresh ones).
+
+What a runtime holds, each created on first use: the settings, the storage clients (tables,
+``sync-jobs`` and ``sync-jobs-poison``), the state stores, the Partner Center and Dataverse
+clients, the webhook signature verifier and the sync engine.
+
+Tests and the sandbox point the SaaS clients at the emulators in-process, without patching:
+
+    runtime = use_runtime(Runtime.from_settings(settings, transports=Transports(
+        partner_center=httpx.ASGITransport(app=pc_app),
+        dataverse=httpx.ASGITransport(app=dataverse_app),
+        certificates=httpx.ASGITransport(app=pc_app),
+    )))
+    ...
+    await close_runtime()
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
 import weakref
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+import httpx
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.data.tables.aio import TableServiceClient
+from azure.storage.queue.aio import QueueClient
 
+from shared.dataverse import DataverseClient
+from shared.errors import SettingsError
 from shared.jobs import POISON_QUEUE, SYNC_JOBS_QUEUE, JobQueue
+from shared.partner_center import PartnerCenterClient, SignatureError, WebhookSignatureVerifier
 from shared.settings import Settings, get_settings
-from shared.state import CURSORS_TABLE, CursorStore
+from shared.state import (
+    CURSORS_TABLE,
+    HISTORY_TABLE,
+    LINKS_TABLE,
+    TABLE_NAMES,
+    CursorStore,
+    HistoryStore,
+    LinkStore,
+)
 from shared.storage import queue_client, table_service_client
+
+if TYPE_CHECKING:
+    from shared.sync import SyncEngine
+
+logger = logging.getLogger(__name__)
+
+# The signing certificate is a few KB; anything much larger is not one (and is not read).
+MAX_CERTIFICATE_BYTES = 64 * 1024
+CERTIFICATE_TIMEOUT_S = 10.0
+# Reference: Partner Center §4.3 — the doc's check is that the issuer contains this organisation.
+MICROSOFT_ISSUER = "Microsoft Corporation"
+
+
+@dataclass(frozen=True)
+class Transports:
+    """httpx transports used instead of the network (``None`` = the network).
+
+    Tests pass ``httpx.ASGITransport(app=...)`` of the emulators; ``certificates`` is where the
+    webhook signing certificate is downloaded from (the Partner Center emulator serves it).
+    """
+
+    partner_center: httpx.AsyncBaseTransport | None = None
+    dataverse: httpx.AsyncBaseTransport | None = None
+    certificates: httpx.AsyncBaseTransport | None = None
+
+
+class RecentKeys:
+    """Keys seen in the last ``ttl_s`` seconds, at most ``max_keys`` of them.
+
+    A cheap in-process filter for duplicate webhook deliveries (SPEC 8: "duplicates coalesced
+    cheaply"); it is only an optimisation, since the engine reads current state (SPEC 7).
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl_s: float = 5.0,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl = ttl_s
+        self._max = max_keys
+        self._clock = clock
+        self._expiry: OrderedDict[Hashable, float] = OrderedDict()
+
+    def add(self, key: Hashable) -> bool:
+        """Remember ``key``; False if it was already seen within the time to live."""
+        now = self._clock()
+        # Entries are kept in insertion order and share one TTL, so expired ones are in front.
+        while self._expiry and next(iter(self._expiry.values())) <= now:
+            self._expiry.popitem(last=False)
+        if key in self._expiry:
+            return False
+        self._expiry[key] = now + self._ttl
+        if len(self._expiry) > self._max:
+            self._expiry.popitem(last=False)
+        return True
+
+    def discard(self, key: Hashable) -> None:
+        """Forget ``key`` (its enqueue failed, so a retried delivery must get through)."""
+        self._expiry.pop(key, None)
 
 
 @dataclass
 class Runtime:
-    """The settings and storage clients one worker process shares between invocations."""
+    """The settings and clients one worker process shares between invocations."""
 
     settings: Settings
     tables: TableServiceClient
     jobs: JobQueue
     poison: JobQueue
+    # The same client as ``poison``'s: the poison queue also takes envelopes that are not jobs.
+    poison_queue: QueueClient
+    transports: Transports = field(default_factory=Transports)
+    recent_events: RecentKeys = field(default_factory=RecentKeys)
+    _pc: PartnerCenterClient | None = field(default=None, init=False, repr=False)
+    _dataverse: DataverseClient | None = field(default=None, init=False, repr=False)
+    _cursors: CursorStore | None = field(default=None, init=False, repr=False)
+    _links: LinkStore | None = field(default=None, init=False, repr=False)
+    _history: HistoryStore | None = field(default=None, init=False, repr=False)
+    _engine: SyncEngine | None = field(default=None, init=False, repr=False)
+    _certificate_http: httpx.AsyncClient | None = field(default=None, init=False, repr=False)
+    _verifier: WebhookSignatureVerifier | None = field(default=None, init=False, repr=False)
+    _storage_ready: bool = field(default=False, init=False, repr=False)
+    _storage_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Runtime:
+    def from_settings(cls, settings: Settings, *, transports: Transports | None = None) -> Runtime:
+        poison_queue = queue_client(settings, POISON_QUEUE)
         return cls(
             settings=settings,
             tables=table_service_client(settings),
             jobs=JobQueue(queue_client(settings, SYNC_JOBS_QUEUE)),
-            poison=JobQueue(queue_client(settings, POISON_QUEUE)),
+            poison=JobQueue(poison_queue),
+            poison_queue=poison_queue,
+            transports=transports or Transports(),
         )
 
+    # -- state -----------------------------------------------------------------------------------
+
     def cursors(self) -> CursorStore:
-        return CursorStore(self.tables.get_table_client(CURSORS_TABLE))
+        if self._cursors is None:
+            self._cursors = CursorStore(self.tables.get_table_client(CURSORS_TABLE))
+        return self._cursors
+
+    def links(self) -> LinkStore:
+        if self._links is None:
+            self._links = LinkStore(self.tables.get_table_client(LINKS_TABLE))
+        return self._links
+
+    def history(self) -> HistoryStore:
+        if self._history is None:
+            self._history = HistoryStore(self.tables.get_table_client(HISTORY_TABLE))
+        return self._history
+
+    async def ensure_storage(self) -> None:
+        """Create the state tables and both queues once per process if they are missing.
+
+        Bicep declares them in Azure; the sandbox and tests start from an empty Azurite. An
+        identity without the right to create them (403) is fine: they exist there.
+        """
+        if self._storage_ready:
+            return
+        async with self._storage_lock:  # one creation per process, not one per invocation
+            if not self._storage_ready:
+                await self._create_storage()
+                self._storage_ready = True
+
+    async def _create_storage(self) -> None:
+        try:
+            await asyncio.gather(
+                *(self._create_table(name) for name in TABLE_NAMES),
+                self.jobs.create_queue(),
+                self.poison.create_queue(),
+            )
+        except HttpResponseError as exc:
+            if exc.status_code != 403:
+                raise
+            logger.warning("storage: no right to create tables/queues; assuming they exist")
+
+    async def _create_table(self, name: str) -> None:
+        with contextlib.suppress(ResourceExistsError):
+            await self.tables.create_table(name)
+
+    # -- SaaS clients and the engine -------------------------------------------------------------
+
+    def partner_center(self) -> PartnerCenterClient:
+        if self._pc is None:
+            self._pc = PartnerCenterClient.from_settings(
+                self.settings, transport=self.transports.partner_center
+            )
+        return self._pc
+
+    def dataverse(self) -> DataverseClient:
+        if self._dataverse is None:
+            self._dataverse = DataverseClient.from_settings(
+                self.settings, transport=self.transports.dataverse
+            )
+        return self._dataverse
+
+    def engine(self) -> SyncEngine:
+        """The sync engine over this runtime's clients and stores."""
+        if self._engine is None:
+            # Imported here: the HTTP and timer functions never need the engine's modules.
+            from shared.sync import SyncEngine
+
+            self._engine = SyncEngine(
+                pc=self.partner_center(),
+                dataverse=self.dataverse(),
+                links=self.links(),
+                history=self.history(),
+                settings=self.settings,
+            )
+        return self._engine
+
+    # -- webhook signatures ----------------------------------------------------------------------
+
+    def webhook_verifier(self) -> WebhookSignatureVerifier:
+        """The verifier of SPEC 8; raises ``SettingsError`` when no trusted root is configured.
+
+        Certificates are cached per URL by the verifier, so it lives as long as the process.
+        """
+        if self._verifier is None:
+            roots = self.settings.webhook_trusted_root_certificates
+            if not roots:
+                raise SettingsError(
+                    "WEBHOOK_TRUSTED_ROOTS: missing; WEBHOOK_SIGNATURE_MODE=verify needs the PEM "
+                    "certificates the webhook signing certificate chains to"
+                )
+            sandbox = self.settings.sandbox
+            self._verifier = WebhookSignatureVerifier(
+                trusted_roots=roots,
+                allowed_hosts=self.settings.webhook_cert_hosts,
+                fetch_certificate=self._fetch_certificate,
+                # The emulator's test CA is not Microsoft's: the issuer check applies in Azure.
+                issuer_organization=None if sandbox else MICROSOFT_ISSUER,
+                allow_http_loopback=sandbox,
+            )
+        return self._verifier
+
+    async def _fetch_certificate(self, url: str) -> bytes:
+        """GET the certificate (the verifier has checked the URL's host against the allow-list).
+
+        A non-200 answer or an oversized body is a ``SignatureError`` (401); a network failure
+        raises ``httpx.HTTPError`` so the caller can answer 503 and Partner Center retries.
+        """
+        if self._certificate_http is None:
+            self._certificate_http = httpx.AsyncClient(
+                transport=self.transports.certificates,
+                timeout=CERTIFICATE_TIMEOUT_S,
+                follow_redirects=False,  # a redirect could leave the allow-listed host
+            )
+        async with self._certificate_http.stream("GET", url) as response:
+            if response.status_code != 200:
+                raise SignatureError(
+                    f"the signing certificate could not be downloaded ({response.status_code})"
+                )
+            data = bytearray()
+            async for chunk in response.aiter_bytes():
+                data += chunk
+                if len(data) > MAX_CERTIFICATE_BYTES:
+                    raise SignatureError("the signing certificate download is too large")
+        return bytes(data)
 
     async def close(self) -> None:
+        if self._pc is not None:
+            await self._pc.aclose()
+        if self._dataverse is not None:
+            await self._dataverse.aclose()
+        if self._certificate_http is not None:
+            await self._certificate_http.aclose()
+        for store in (self._cursors, self._links, self._history):
+            if store is not None:
+                await store.close()
         await self.jobs.close()
         await self.poison.close()
         await self.tables.close()
@@ -58,3 +303,17 @@ def get_runtime() -> Runtime:
     if runtime is None:
         runtime = _by_loop[loop] = Runtime.from_settings(get_settings())
     return runtime
+
+
+def use_runtime(runtime: Runtime) -> Runtime:
+    """Make ``runtime`` the running event loop's runtime (tests and the sandbox, to inject
+    emulator transports); it replaces one created before without closing it."""
+    _by_loop[asyncio.get_running_loop()] = runtime
+    return runtime
+
+
+async def close_runtime() -> None:
+    """Close and forget the running event loop's runtime, if it has one."""
+    runtime = _by_loop.pop(asyncio.get_running_loop(), None)
+    if runtime is not None:
+        await runtime.close()

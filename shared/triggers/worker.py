@@ -1,0 +1,110 @@
+"""``sync_job``: run the engine for one ``sync-jobs`` message (SPEC 3, SPEC 7).
+
+Three endings, so that a job never loses an update:
+
+* the engine completes → the function returns and the host deletes the message;
+* the engine raises (a transient failure) → the exception propagates, the host makes the
+  message visible again after ``visibilityTimeout`` and moves it to ``sync-jobs-poison`` after
+  ``maxDequeueCount`` attempts (host.json; reference: azure-functions-platform §2.1);
+* the message is not a job at all → retrying cannot help, so it goes to ``sync-jobs-poison`` at
+  once with the reason, and the function returns normally (no crash loop).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from shared.errors import JobDecodeError
+from shared.jobs import decode_job
+from shared.runtime import Runtime, get_runtime
+
+logger = logging.getLogger(__name__)
+
+# A queue message holds 64 KiB of base64, i.e. 48 KiB of UTF-8 JSON: the original text is cut
+# until the envelope fits; what is kept is enough to see what went wrong.
+MAX_ENVELOPE_BYTES = 48 * 1024 - 256
+MAX_REASON_CHARS = 4096
+
+
+async def run_sync_job(
+    body: bytes | str,
+    *,
+    message_id: str | None = None,
+    dequeue_count: int | None = None,
+    runtime: Runtime | None = None,
+) -> None:
+    """Decode and run one job; raises what the engine raises (the host retries)."""
+    runtime = runtime or get_runtime()
+    try:
+        job = decode_job(body)
+    except JobDecodeError as exc:
+        await poison(runtime, body, exc.reason)
+        logger.warning(
+            "sync_job: message %s is not a job, moved to sync-jobs-poison: %s",
+            message_id,
+            exc.reason,
+            extra={"message_id": message_id, "poison_reason": exc.reason},
+        )
+        return
+    await runtime.ensure_storage()
+    context = {
+        "message_id": message_id,
+        "dequeue_count": dequeue_count,
+        "job_kind": job.kind,
+        "job_id": str(job.id),
+        "reason": job.reason,
+    }
+    try:
+        result = await runtime.engine().sync(job)
+    except Exception as exc:
+        # Ids and the error type only: error messages of the clients may quote record data.
+        logger.warning(
+            "sync_job: %s %s (%s) failed on attempt %s with %s; the host will retry it",
+            job.kind,
+            job.id,
+            job.reason,
+            dequeue_count,
+            type(exc).__name__,
+            extra=context,
+        )
+        raise
+    logger.info(
+        "sync_job: %s %s (%s) -> %s in %d ms with %d remote calls",
+        job.kind,
+        job.id,
+        job.reason,
+        result.outcome,
+        result.duration_ms,
+        result.remote_calls,
+        extra={
+            **context,
+            "outcome": result.outcome,
+            "duration_ms": result.duration_ms,
+            "remote_calls": result.remote_calls,
+            "problems": len(result.problems),
+        },
+    )
+
+
+async def poison(runtime: Runtime, body: bytes | str, reason: str) -> None:
+    """Put ``{"reason": ..., "body": <original text>}`` on ``sync-jobs-poison`` (base64, as the
+    host writes poison messages), creating the queue if needed, like the host does."""
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    await runtime.ensure_storage()
+    await runtime.poison_queue.send_message(envelope(reason, text))
+
+
+def envelope(reason: str, text: str) -> str:
+    """The poison message; the body is cut (and the reason says so) if it would not fit."""
+    reason = reason[:MAX_REASON_CHARS]
+    message = json.dumps({"reason": reason, "body": text}, ensure_ascii=False)
+    keep = len(text)
+    while len(message.encode()) > MAX_ENVELOPE_BYTES:
+        # JSON escapes and multi-byte characters make the size per character vary: halve.
+        keep //= 2
+        message = json.dumps(
+            {"reason": f"{reason} (body cut to {keep} characters)", "body": text[:keep]},
+            ensure_ascii=False,
+        )
+    return message
