@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,19 +210,22 @@ def incoming_cosell(**fields: Any) -> dict[str, Any]:
     return body
 
 
-@pytest.fixture
-async def world(storage_connection_string: str, unique_name: str) -> AsyncIterator[World]:
+@asynccontextmanager
+async def open_world(
+    storage_connection_string: str, table_prefix: str, **settings: str
+) -> AsyncIterator[World]:
+    """Fresh emulators, fresh state tables, and an engine between them."""
     pc_app = create_partner_center(seed=7)
     dv_app = create_dataverse(seed=7)
-    settings = sandbox_settings()
+    config = sandbox_settings(**settings)
     fast = RetryPolicy(sleep=_no_sleep, jitter=0.0)
     async with (
         httpx.AsyncClient(transport=httpx.ASGITransport(app=pc_app), base_url=PC_URL) as pc_http,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=dv_app), base_url=DV_URL) as dv_http,
         PartnerCenterClient(
             token_provider=StaticTokenProvider(DEFAULT_TOKEN),
-            api_url=settings.partner_center_api_url,
-            webhook_api_url=settings.partner_center_webhook_api_url,
+            api_url=config.partner_center_api_url,
+            webhook_api_url=config.partner_center_webhook_api_url,
             transport=httpx.ASGITransport(app=pc_app),
             retry_policy=fast,
         ) as pc,
@@ -229,18 +233,24 @@ async def world(storage_connection_string: str, unique_name: str) -> AsyncIterat
             DV_URL, token="sandbox", transport=httpx.ASGITransport(app=dv_app), retry_policy=fast
         ) as dataverse,
         LinkStore(
-            TableClient.from_connection_string(storage_connection_string, unique_name + "l")
+            TableClient.from_connection_string(storage_connection_string, table_prefix + "l")
         ) as links,
         HistoryStore(
-            TableClient.from_connection_string(storage_connection_string, unique_name + "h")
+            TableClient.from_connection_string(storage_connection_string, table_prefix + "h")
         ) as history,
     ):
         await links.create_table()
         await history.create_table()
         engine = SyncEngine(
-            pc=pc, dataverse=dataverse, links=links, history=history, settings=settings
+            pc=pc, dataverse=dataverse, links=links, history=history, settings=config
         )
         yield World(pc_http, dv_http, pc, dataverse, links, history, engine)
+
+
+@pytest.fixture
+async def world(storage_connection_string: str, unique_name: str) -> AsyncIterator[World]:
+    async with open_world(storage_connection_string, unique_name) as opened:
+        yield opened
 
 
 def new_id() -> str:
