@@ -38,6 +38,7 @@ class PoisonMessage:
     job: SyncJob | None
     reason: str
     body_excerpt: str
+    text: str  # the message as the host reads it (after base64)
 
     def matches(self, wanted: set[str]) -> bool:
         keys = {self.message_id.lower()}
@@ -107,6 +108,7 @@ def decode_message(message: QueueMessage) -> PoisonMessage:
         reason=reason or "failed on every retry (the host's maxDequeueCount)",
         # The decoded body can name a referral id at most; bodies are capped for display.
         body_excerpt=body[:200],
+        text=text,
     )
 
 
@@ -199,7 +201,7 @@ async def replay_poison(ctx: Context) -> int:
     await jobs.create_queue()
     replayed: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
-    untouched: list[QueueMessage] = []
+    untouched: list[tuple[QueueMessage, str]] = []
     matched: set[str] = set()
     try:
         # Received (not peeked) so each message can be deleted with its pop receipt; each stays
@@ -209,14 +211,14 @@ async def replay_poison(ctx: Context) -> int:
         ):
             decoded = decode_message(message)
             if not (args.all or decoded.matches(wanted)):
-                untouched.append(message)
+                untouched.append((message, decoded.text))
                 continue
             matched |= {decoded.message_id.lower()} | (
                 {str(decoded.job.id)} if decoded.job else set()
             )
             if decoded.job is None:
                 skipped.append({"message_id": decoded.message_id, "reason": decoded.reason})
-                untouched.append(message)
+                untouched.append((message, decoded.text))
                 continue
             await jobs.enqueue(decoded.job)
             await client.delete_message(message)
@@ -225,8 +227,10 @@ async def replay_poison(ctx: Context) -> int:
             )
     except ResourceNotFoundError:
         pass  # no poison queue: nothing was ever poisoned
-    for message in untouched:  # visible again at once, not after the lease
-        await client.update_message(message, visibility_timeout=0)
+    for message, text in untouched:  # visible again at once, not after the lease
+        # The SDK re-sends the content through the client's base64 encoder, so it gets the
+        # decoded text; given nothing, it would encode the raw base64 a second time.
+        await client.update_message(message, content=text, visibility_timeout=0)
     missing = sorted(wanted - matched)
     document = {"replayed": replayed, "skipped": skipped, "not_found": missing}
     if out.json_mode:

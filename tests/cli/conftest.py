@@ -2,7 +2,7 @@
 ports the OS picks (the CLI talks HTTP like it does in production), Azurite for storage.
 
 The servers run in background threads because ``main()`` runs its own event loop with
-``asyncio.run``; they start once per module and are reset before each test.
+``asyncio.run``; they start once per session and are reset before each test.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class Sandbox:
         return stats
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
     receiver = Receiver()
     dataverse_app = dataverse_emulator.create_app(seed=11)
@@ -169,3 +169,46 @@ def queues(cli_env: Sandbox, storage_connection_string: str) -> Iterator[dict[st
 def jobs_in(client: QueueClient) -> list[dict[str, Any]]:
     """The jobs waiting in a queue (peeked, base64-decoded)."""
     return [json.loads(base64.b64decode(m.content)) for m in client.peek_messages(max_messages=32)]
+
+
+def incoming_referral(pc_url: str, **fields: Any) -> str:
+    """Microsoft sends the partner a co-sell referral (fictitious example data); its id."""
+    body: dict[str, Any] = {
+        "name": "Contoso - Azure migration",
+        "type": "Shared",
+        "qualification": "SalesQualified",
+        "customerProfile": {
+            "name": "Contoso Ltd",
+            "address": {
+                "addressLine1": "1 Example Way",
+                "city": "Berlin",
+                "postalCode": "10115",
+                "country": "DE",
+            },
+            "team": [
+                {
+                    "firstName": "Ana",
+                    "lastName": "Example",
+                    "email": "ana@example.com",
+                    "phoneNumber": "+10000000001",
+                }
+            ],
+        },
+        "consent": {
+            "consentToToShareInfoWithOthers": True,
+            "consentToContact": True,
+            "consentToShareReferralWithMicrosoftSellers": True,
+        },
+        "details": {
+            "notes": "Customer wants to move 40 VMs.",
+            "dealValue": 120000,
+            "currency": "EUR",
+            "closingDateTime": "2027-03-31T00:00:00Z",
+            "requirements": {"solutions": [{"type": "Name", "id": "SOL-12345-ABC"}]},
+        },
+        "inviteContext": {"assistanceRequestCode": "CustomerTechnicalArchitecture"},
+        **fields,
+    }
+    response = httpx.post(f"{pc_url}/_emulator/microsoft/referrals", json=body, timeout=10)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
