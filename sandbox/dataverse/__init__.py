@@ -3,8 +3,8 @@
 API under ``/api/data/v9.2/`` (bearer token required): entity sets ``opportunities``,
 ``accounts``, ``contacts``, ``leads``, ``transactioncurrencies`` (seeded), ``cosell_solutions``,
 ``cosell_solutiondetails`` — collection GET (``$select``, ``$filter``, ``$orderby``, ``$top``,
-``$expand``, ``Prefer: odata.maxpagesize`` paging) and POST (with deep insert of single-valued
-navigation properties); row GET/PATCH/DELETE
+``$expand``, ``Prefer: odata.maxpagesize`` paging) and POST (with deep insert, all or nothing);
+row GET/PATCH/DELETE
 (``If-Match``, ``If-None-Match``, ``Prefer: return=representation``); ``DELETE .../<nav>/$ref``;
 ``WhoAmI``; ``WinOpportunity`` / ``LoseOpportunity``; ``EntityDefinitions`` (GET, POST,
 ``(LogicalName='x')``, ``/Attributes`` GET/POST) and ``RelationshipDefinitions`` (POST).
@@ -12,8 +12,20 @@ navigation properties); row GET/PATCH/DELETE
 Control (no token): ``GET /_emulator/health``, ``POST /_emulator/reset`` (currencies stay),
 ``GET /_emulator/stats``, ``PUT|DELETE /_emulator/faults``, ``GET|PUT /_emulator/limits``.
 
+``$expand`` (reference 2.4) takes single-valued navigation properties (lookups) and
+collection-valued ones: every lookup gives its target table one, named by the relationship
+(``cosell_opportunity_cosell_solutions`` on ``opportunity``, from
+``shared.dataverse.OPPORTUNITY_SOLUTIONS``) or by the rule
+``<referencing table>_<navigation property>`` (``schema.collection_name``). Nested options in
+parentheses, ``;``-separated: ``$select``, ``$expand``, and on collections ``$filter``,
+``$orderby``, ``$top``. Deep insert (reference 4.1) nests related rows in a POST: objects under
+single-valued navigation properties, arrays under collection-valued ones; one request, and if
+any row fails no row is created.
+
 Not emulated: change tracking (``odata.track-changes``), ``$batch``, alternate keys, ``$count``,
-collection-valued ``$expand``, and the execution-time service-protection limit.
+``<nav>@odata.nextLink`` paging of expanded collections (up to 5000 rows come inline), binding
+existing rows into a collection on create (``<collection>@odata.bind``), filters through
+collection-valued properties (``any``/``all``), and the execution-time service-protection limit.
 """
 
 from sandbox.dataverse.app import Emulator, create_app, emulator_of

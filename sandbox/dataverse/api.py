@@ -13,7 +13,7 @@ from starlette.responses import Response
 from sandbox.dataverse import odata
 from sandbox.dataverse.errors import DataverseFault, payload_error, query_error
 from sandbox.dataverse.schema import Kind, Table
-from sandbox.dataverse.store import Record, Row
+from sandbox.dataverse.store import Record, Row, Store
 
 if TYPE_CHECKING:
     from sandbox.dataverse.app import Emulator
@@ -169,7 +169,8 @@ class DataApi:
             size = _page_size(prefs.get("odata.maxpagesize"))
             page, more = rows[:size], len(rows) > size
         annotate = _wants_lookup_annotations(prefs)
-        body["value"] = [self.render(table, r, select, expand, annotate) for r in page]
+        related = RelatedRows(store)
+        body["value"] = [self.render(table, r, select, expand, annotate, related) for r in page]
         if more:
             last = keyed[len(page) - 1][1]
             body["@odata.nextLink"] = str(
@@ -200,10 +201,13 @@ class DataApi:
         table: Table,
         record: Record,
         select: list[str] | None,
-        expand: list[odata.Expansion],
+        expand: list[odata.Expansion] | tuple[odata.Expansion, ...],
         annotate: bool = False,
+        related: RelatedRows | None = None,
     ) -> Row:
-        """A row as Dataverse returns it: etag, primary key, the selected columns, expansions."""
+        """A row as Dataverse returns it: etag, primary key, the selected columns, expansions.
+        ``related`` indexes collection-valued expansions once per request (a page of rows)."""
+        store = self.emulator.store
         values = record.values
         names = list(values) if select is None else [table.primary_key, *select]
         if select is not None and any(
@@ -217,19 +221,39 @@ class DataApi:
                 out[name] = values.get(name)
             column = table.by_wire_name(name)
             if annotate and column is not None and column.kind is Kind.LOOKUP and values.get(name):
-                target = self.emulator.store.schema.table(record.targets.get(column.name, ""))
+                target = store.schema.table(record.targets.get(column.name, ""))
                 if target is not None:
                     out[f"{name}@Microsoft.Dynamics.CRM.lookuplogicalname"] = target.logical_name
+        related = related or RelatedRows(store)
         for expansion in expand:
+            target_table = store.table(expansion.entity_set)
+            if expansion.many:
+                # Collection-valued (reference 2.4): always an array, [] when no row links here.
+                # UNCERTAIN: Dataverse pages big expanded collections with <nav>@odata.nextLink;
+                # the emulator returns up to 5000 rows and no link.
+                children = related.of(expansion, table, record)
+                limit = (
+                    MAX_PAGE_SIZE if expansion.top is None else min(expansion.top, MAX_PAGE_SIZE)
+                )
+                out[expansion.navigation] = [
+                    self.render(
+                        target_table, child, expansion.select, expansion.expand, annotate, related
+                    )
+                    for child in children[:limit]
+                ]
+                continue
             target_id = values.get(expansion.column.wire_name)
             linked = (
-                self.emulator.store.find(expansion.entity_set, target_id)
+                store.find(expansion.entity_set, target_id)
                 if target_id and record.targets.get(expansion.column.name) == expansion.entity_set
                 else None
             )
-            target_table = self.emulator.store.table(expansion.entity_set)
             out[expansion.navigation] = (
-                None if linked is None else self.render(target_table, linked, expansion.select, [])
+                None
+                if linked is None
+                else self.render(
+                    target_table, linked, expansion.select, expansion.expand, annotate, related
+                )
             )
         return out
 
@@ -271,6 +295,35 @@ class DataApi:
             if_none_match=None if if_none_match == "null" else if_none_match,
         )
         return self._written(request, table, record, created)
+
+
+class RelatedRows:
+    """The rows of a collection-valued expansion for each parent row. Children are grouped by
+    their lookup once per (table, lookup) and request, so expanding a page of N rows costs one
+    pass over the child table, not N."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._groups: dict[tuple[str, str, str], dict[str, list[Record]]] = {}
+
+    def of(self, expansion: odata.Expansion, table: Table, record: Record) -> list[Record]:
+        """The rows linked to ``record``, filtered and in the expansion's (stable) order."""
+        column = expansion.column
+        key = (expansion.entity_set, column.name, table.entity_set)
+        groups = self._groups.get(key)
+        if groups is None:
+            groups = {}
+            for child in self.store.tables.get(expansion.entity_set, {}).values():
+                parent_id = child.values.get(column.wire_name)
+                # A polymorphic lookup may point at another table with the same id shape.
+                if parent_id and child.targets.get(column.name) == table.entity_set:
+                    groups.setdefault(parent_id, []).append(child)
+            self._groups[key] = groups
+        rows = groups.get(record.values[table.primary_key], [])
+        keyed = self.store.select(
+            expansion.entity_set, expansion.where, list(expansion.order), rows=rows
+        )
+        return [child for child, _ in keyed]
 
 
 def _page_size(value: str | None) -> int:

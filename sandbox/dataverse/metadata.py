@@ -269,9 +269,15 @@ class MetadataApi:
         # UNCERTAIN (reference 4.5): the navigation property defaults to the lookup's SchemaName;
         # a client that wants the lower-case name sends ReferencingEntityNavigationPropertyName.
         nav = str(body.get("ReferencingEntityNavigationPropertyName") or lookup_name)
-        referencing.add(Column(name, Kind.LOOKUP, targets={nav: referenced.entity_set}))
-        self.emulator.store.backfill_column(referencing, referencing.columns[name])
         relationship = str(body.get("SchemaName") or name)
+        # UNCERTAIN (reference 4.5): the collection-valued navigation property on the referenced
+        # table defaults to the relationship's SchemaName, as the client's LookupDefinition
+        # assumes; ReferencedEntityNavigationPropertyName overrides it.
+        collection = str(body.get("ReferencedEntityNavigationPropertyName") or relationship)
+        column = Column(name, Kind.LOOKUP, targets={nav: referenced.entity_set})
+        column.collections[nav] = collection
+        referencing.add(column)
+        self.emulator.store.backfill_column(referencing, column)
         return no_content(
             {
                 "OData-EntityId": f"{self.base_url(request)}RelationshipDefinitions("

@@ -411,32 +411,97 @@ def parse_orderby(text: str | None, schema: Schema, table: Table) -> list[tuple[
     return order
 
 
+MAX_EXPAND = 15  # $expand per query (reference 0, 2.4); nested ones are counted too
+_SINGLE_OPTIONS = frozenset({"$select", "$expand"})
+_COLLECTION_OPTIONS = frozenset({"$select", "$filter", "$orderby", "$top", "$expand"})
+
+
 @dataclass(frozen=True)
 class Expansion:
+    """One ``$expand`` item. Single-valued: the lookup's target row (or null). Collection-valued
+    (``many``): the rows whose lookup ``column`` points back at the row, filtered, ordered and
+    cut to ``top`` by the nested options (reference 2.4)."""
+
     navigation: str
     entity_set: str
     column: Column
     select: list[str] | None
+    many: bool = False
+    where: Node | None = None
+    order: tuple[tuple[str, bool], ...] = ()
+    top: int | None = None
+    expand: tuple[Expansion, ...] = ()
 
 
 def parse_expand(text: str | None, schema: Schema, table: Table) -> list[Expansion]:
-    """Single-valued navigation properties with an optional nested ``$select``."""
+    """Navigation properties with nested options in parentheses, separated by ``;``
+    (reference 2.4): ``$select`` and ``$expand`` on single-valued ones; also ``$filter``,
+    ``$orderby`` and ``$top`` on collection-valued ones. At most 15 ``$expand`` in all."""
+    expansions = _parse_expand(text, schema, table)
+    if _count(expansions) > MAX_EXPAND:
+        raise query_error(f"The query has more than {MAX_EXPAND} $expand; at most 15 are allowed.")
+    return expansions
+
+
+def _count(expansions: list[Expansion] | tuple[Expansion, ...]) -> int:
+    return sum(1 + _count(e.expand) for e in expansions)
+
+
+def _parse_expand(text: str | None, schema: Schema, table: Table) -> list[Expansion]:
     if not text:
         return []
     expansions: list[Expansion] = []
     for part in split_top_level(text):
-        nav, _, options = part.partition("(")
+        nav, paren, rest = part.partition("(")
         nav = nav.strip()
-        found = table.navigation(nav)
-        target = schema.table(found[1]) if found else None
-        if found is None or target is None:
+        if paren and not rest.rstrip().endswith(")"):
+            raise query_error(f"Syntax error in $expand: '{part}' lacks its closing ')'.")
+        options = rest.rstrip()[:-1] if paren else ""
+        single = table.navigation(nav)
+        relation = None if single is not None else schema.collection(table, nav)
+        if single is not None:
+            column, entity_set = single
+        elif relation is not None:
+            column, entity_set = relation.column, relation.entity_set
+        else:
             raise unknown_property(table, nav)
-        select: list[str] | None = None
-        if options:
-            for option in split_top_level(options.removesuffix(")"), ";"):
-                key, _, value = option.partition("=")
-                if key.strip() != "$select":
-                    raise query_error(f"The emulator supports only $select inside $expand: {key}")
-                select = parse_select(value, target)
-        expansions.append(Expansion(nav, found[1], found[0], select))
+        target = schema.table(entity_set)
+        if target is None:
+            raise unknown_property(table, nav)
+        allowed = _COLLECTION_OPTIONS if relation is not None else _SINGLE_OPTIONS
+        values: dict[str, str] = {}
+        for option in split_top_level(options, ";"):
+            key, equals, value = option.partition("=")
+            key = key.strip()
+            if not equals or key not in allowed:
+                raise query_error(
+                    f"The query option '{key}' is not supported inside $expand of '{nav}'; "
+                    f"use {', '.join(sorted(allowed))}."
+                )
+            if key in values:
+                raise query_error(f"The query option '{key}' appears twice in $expand of '{nav}'.")
+            values[key] = value.strip()
+        top: int | None = None
+        if "$top" in values:
+            try:
+                top = int(values["$top"])
+            except ValueError:
+                top = -1
+            if top < 0:
+                raise query_error("$top must be a non-negative integer.")
+        expansions.append(
+            Expansion(
+                nav,
+                entity_set,
+                column,
+                parse_select(values.get("$select"), target),
+                many=relation is not None,
+                where=parse_filter(values["$filter"], schema, target)
+                if "$filter" in values
+                else None,
+                order=tuple(parse_orderby(values.get("$orderby"), schema, target)),
+                top=top,
+                expand=tuple(_parse_expand(values.get("$expand"), schema, target)),
+            )
+        )
     return expansions

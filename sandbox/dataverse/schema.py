@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from sandbox.dataverse.errors import DataverseFault, payload_error
+from shared.dataverse import OPPORTUNITY_SOLUTIONS
 
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -74,6 +75,10 @@ class Column:
     # navigation property -> target entity set; several entries for polymorphic lookups
     # (customerid_account / customerid_contact, reference section 4.5)
     targets: dict[str, str] = field(default_factory=dict)
+    # single-valued navigation property -> the name of the collection-valued navigation property
+    # the relationship gives the target table (ReferencedEntityNavigationPropertyName, 4.5);
+    # unnamed ones follow ``collection_name``'s rule
+    collections: dict[str, str] = field(default_factory=dict)
 
     @property
     def wire_name(self) -> str:
@@ -109,6 +114,33 @@ class Table:
             if column.kind is Kind.LOOKUP and nav in column.targets:
                 return column, column.targets[nav]
         return None
+
+
+@dataclass(frozen=True)
+class OneToMany:
+    """A collection-valued navigation property: the rows of ``entity_set`` whose lookup
+    ``column`` (written through ``navigation``) points at a row of ``referenced_set``."""
+
+    name: str
+    referenced_set: str
+    entity_set: str
+    column: Column
+    navigation: str
+
+
+def collection_name(referencing: Table, column: Column, navigation: str) -> str:
+    """The collection-valued navigation property a lookup gives its target table.
+
+    A name the relationship declares wins (the schema's own: ``cosell_opportunity_cosell_solutions``
+    from ``shared.dataverse.OPPORTUNITY_SOLUTIONS``; or ReferencedEntityNavigationPropertyName
+    from the metadata API). Otherwise the emulator's rule is
+    ``<referencing logical name>_<single-valued navigation property>``, e.g.
+    ``opportunity_parentaccountid`` on ``account``. UNCERTAIN (reference 4.5): real Dataverse
+    names standard relationships differently (by their SchemaName, e.g.
+    ``opportunity_parent_account``); code that runs against Dataverse must use a declared name
+    or read it from metadata.
+    """
+    return column.collections.get(navigation) or f"{referencing.logical_name}_{navigation}"
 
 
 def _string(name: str, length: int = 100, *, read_only: bool = False) -> Column:
@@ -304,7 +336,10 @@ def _solutions() -> Table:
     add_system_columns(t, ACTIVE_STATES)
     t.add(_string("cosell_name", 200))
     t.add(_string("cosell_solutionidentifier", 100))
-    t.add(_lookup("cosell_opportunityid", cosell_opportunityid="opportunities"))
+    lookup = _lookup("cosell_opportunityid", cosell_opportunityid="opportunities")
+    # The relationship `cosell schema apply` creates; the engine expands and deep-inserts it.
+    lookup.collections["cosell_opportunityid"] = OPPORTUNITY_SOLUTIONS
+    t.add(lookup)
     return t
 
 
@@ -361,6 +396,29 @@ class Schema:
 
     def by_logical_name(self, logical_name: str) -> Table | None:
         return next((t for t in self.tables.values() if t.logical_name == logical_name), None)
+
+    def one_to_many(self, table: Table) -> dict[str, OneToMany]:
+        """``table``'s collection-valued navigation properties: one per lookup (and per target
+        navigation property of a polymorphic lookup) of any table that can point at it.
+        Computed on each call because the metadata API adds lookups."""
+        found: dict[str, OneToMany] = {}
+        for referencing in self.tables.values():
+            for column in referencing.columns.values():
+                if column.kind is not Kind.LOOKUP:
+                    continue
+                for navigation, target in column.targets.items():
+                    if target == table.entity_set:
+                        name = collection_name(referencing, column, navigation)
+                        found[name] = OneToMany(
+                            name, target, referencing.entity_set, column, navigation
+                        )
+        return found
+
+    def collection(self, table: Table, name: str) -> OneToMany | None:
+        """The collection-valued navigation property ``name`` of ``table``, if it has one."""
+        if table.navigation(name) is not None or name in table.columns:
+            return None  # single-valued navigation properties and columns come first
+        return self.one_to_many(table).get(name)
 
 
 def not_declared(table: Table, name: str) -> DataverseFault:

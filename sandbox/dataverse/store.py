@@ -8,7 +8,8 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,7 @@ from sandbox.dataverse.schema import (
     OPPORTUNITY_STATES,
     Column,
     Kind,
+    OneToMany,
     Schema,
     Table,
     coerce,
@@ -83,6 +85,18 @@ class Record:
         return f'W/"{self.values["versionnumber"]}"'
 
 
+@dataclass
+class Payload:
+    """What a write body asks for: column changes (by wire name), lookup targets, and the rows
+    of a deep insert (reference 4.1): single-valued navigation objects, created first so the new
+    row can point at them, and collection-valued arrays, created after it pointing back."""
+
+    changes: Row = field(default_factory=dict)
+    targets: dict[str, str] = field(default_factory=dict)
+    related: list[tuple[Column, str, Row]] = field(default_factory=list)
+    children: list[tuple[OneToMany, list[Row]]] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class Caller:
     """The identity WhoAmI reports; it owns and modifies every row written through the API."""
@@ -109,6 +123,8 @@ class Store:
         self._last_ms = 0
         self.tables: dict[str, dict[str, Record]] = {}
         self.closes: list[Row] = []  # the opportunityclose activities the close actions made
+        # rows inserted by the write in progress, removed again if it fails (see _atomic)
+        self._journal: list[tuple[str, str]] | None = None
         self.reset()
 
     # -- housekeeping -------------------------------------------------------------------------
@@ -193,11 +209,13 @@ class Store:
         order: list[tuple[str, bool]],
         *,
         after: list[Any] | None = None,
+        rows: Iterable[Record] | None = None,
     ) -> list[tuple[Record, list[Any]]]:
         """Matching rows with their sort keys, in a stable order (the requested one, then the
-        primary key); ``after`` keeps only rows past a paging cookie's sort key."""
+        primary key); ``after`` keeps only rows past a paging cookie's sort key; ``rows``
+        narrows the candidates (the children of one row in a collection ``$expand``)."""
         table = self.table(entity_set)
-        rows = list(self.tables[entity_set].values())
+        rows = list(self.tables[entity_set].values() if rows is None else rows)
         if where is not None:
             rows = [r for r in rows if odata.evaluate(where, r.values, self._getter(table, r))]
         keys = self.order_keys(table, order)
@@ -224,7 +242,26 @@ class Store:
 
     # -- writes ---------------------------------------------------------------------------------
 
+    @contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """One write request is all or nothing (reference 4.1, deep insert): every row a deep
+        insert made goes again if any part fails. Nested calls join the outer write; the only
+        changes to existing rows happen after the last check, so removing inserts suffices."""
+        if self._journal is not None:
+            yield
+            return
+        self._journal = []
+        try:
+            yield
+        except BaseException:
+            for entity_set, row_id in reversed(self._journal):
+                self.tables[entity_set].pop(row_id, None)
+            raise
+        finally:
+            self._journal = None
+
     def create(self, entity_set: str, body: Row) -> Record:
+        """POST: a new row, with the related rows of a deep insert, in one step (4.1)."""
         table = self.table(entity_set)
         row_id = body.get(table.primary_key)
         if row_id is None:
@@ -237,13 +274,16 @@ class Store:
         row_id = row_id.lower()
         if row_id in self.tables[entity_set]:
             # UNCERTAIN (reference 7.3): DuplicateRecord 0x80040237 is mapped to 412 by the
-            # server's status map; the client accepts the code with any status.
+            # server's status map; the client accepts the code with any status. A nested row of
+            # a deep insert with an existing id fails the same way, and so the whole request.
             raise duplicate_record()
-        return self._insert(table, row_id, body)
+        with self._atomic():
+            return self._insert(table, row_id, body)
 
     def _insert(self, table: Table, row_id: str, body: Row) -> Record:
         record = Record({column.wire_name: None for column in table.columns.values()})
-        changes, targets, deep = self._changes(table, body, None)
+        payload = self._changes(table, body, None)
+        changes, targets = payload.changes, payload.targets
         state = changes.get("statecode", 0)
         states = _states(table)
         if table.entity_set == "opportunities" and state != 0:
@@ -253,7 +293,7 @@ class Store:
         status = changes.get("statuscode") or states[state][0]
         if status not in states[state]:
             raise _bad_status(table, state, status)
-        self._deep_insert(deep, changes, targets)
+        self._insert_related(payload)
         record.values.update(changes)
         record.targets.update(targets)
         record.values.update({table.primary_key: row_id, "statecode": state, "statuscode": status})
@@ -273,6 +313,13 @@ class Store:
         record.values.update({"versionnumber": version, "createdon": stamp, "modifiedon": stamp})
         self._derive(table, record)
         self.tables[table.entity_set][row_id] = record
+        if self._journal is not None:
+            self._journal.append((table.entity_set, row_id))
+        # Collection-valued deep insert (reference 4.1): the children exist only once the
+        # parent does, because each one binds its lookup to the parent.
+        for relation, bodies in payload.children:
+            for child in bodies:
+                self.create(relation.entity_set, _child_body(table, row_id, relation, child))
         return record
 
     def update(
@@ -296,16 +343,19 @@ class Store:
             if if_match is not None:
                 raise not_found(table.logical_name, row_id)
             body = {**body, table.primary_key: row_id.lower()}
-            return self._insert(table, row_id.lower(), body), True
+            with self._atomic():
+                return self._insert(table, row_id.lower(), body), True
         if if_none_match == "*":
             raise duplicate_record()
         if if_match is not None and if_match != "*" and if_match != record.etag:
             raise version_mismatch()
-        changes, targets, deep = self._changes(table, body, record)
-        self._check_state_change(table, record, body, changes)
-        self._deep_insert(deep, changes, targets)
-        record.values.update(changes)
-        record.targets.update(targets)
+        with self._atomic():
+            payload = self._changes(table, body, record)
+            self._check_state_change(table, record, body, payload.changes)
+            self._insert_related(payload)
+        # Past every check: from here on nothing fails, so the existing row changes in place.
+        record.values.update(payload.changes)
+        record.targets.update(payload.targets)
         record.values["_modifiedby_value"] = self.caller.user_id
         version, stamp = self._stamp()
         record.values.update({"versionnumber": version, "modifiedon": stamp})
@@ -369,24 +419,25 @@ class Store:
 
     # -- validation -----------------------------------------------------------------------------
 
-    def _changes(
-        self, table: Table, body: Row, record: Record | None
-    ) -> tuple[Row, dict[str, str], list[tuple[Column, str, Row]]]:
+    def _changes(self, table: Table, body: Row, record: Record | None) -> Payload:
         """Wire-name changes, lookup targets and deep inserts a payload asks for; 400/404 when
         invalid."""
-        changes: Row = {}
-        targets: dict[str, str] = {}
-        deep: list[tuple[Column, str, Row]] = []
+        payload = Payload()
+        changes = payload.changes
         for key, value in body.items():
             if key.endswith("@odata.bind"):
-                self._bind(table, key.removesuffix("@odata.bind"), value, changes, targets)
+                self._bind(table, key.removesuffix("@odata.bind"), value, changes, payload.targets)
                 continue
             if key.startswith("@") or "@" in key:
                 continue  # instance annotations such as @odata.type carry no data
             found = table.navigation(key)
             if found is not None and isinstance(value, dict):
                 # Deep insert (reference 4.1): the related row is created in the same request.
-                deep.append((found[0], found[1], value))
+                payload.related.append((found[0], found[1], value))
+                continue
+            relation = self.schema.collection(table, key)
+            if relation is not None:
+                payload.children.append((relation, _child_rows(table, relation, value, record)))
                 continue
             column = table.columns.get(key)
             if column is None:
@@ -406,24 +457,15 @@ class Store:
             if column.read_only:
                 continue  # Dataverse ignores values sent for read-only columns
             changes[column.name] = coerce(table, column, value)
-        return changes, targets, deep
+        return payload
 
-    def _deep_insert(
-        self, deep: list[tuple[Column, str, Row]], changes: Row, targets: dict[str, str]
-    ) -> None:
-        """Create the related rows of a deep insert; if one fails, none of them stays."""
-        created: list[tuple[str, str]] = []
-        try:
-            for column, target_set, body in deep:
-                child = self.create(target_set, body)
-                child_id = child.values[self.table(target_set).primary_key]
-                created.append((target_set, child_id))
-                changes[column.wire_name] = child_id
-                targets[column.name] = target_set
-        except DataverseFault:
-            for target_set, child_id in created:
-                self.tables[target_set].pop(child_id, None)
-            raise
+    def _insert_related(self, payload: Payload) -> None:
+        """Create the single-valued related rows of a deep insert and point the lookups at them.
+        Inside ``_atomic``: if a later part of the request fails they are removed again."""
+        for column, target_set, body in payload.related:
+            child = self.create(target_set, body)
+            payload.changes[column.wire_name] = child.values[self.table(target_set).primary_key]
+            payload.targets[column.name] = target_set
 
     def _bind(
         self, table: Table, nav: str, value: Any, changes: Row, targets: dict[str, str]
@@ -495,6 +537,39 @@ class Store:
     def _rate(self, currency: str | None) -> float | None:
         row = self.find("transactioncurrencies", currency) if currency else None
         return None if row is None else row.values.get("exchangerate")
+
+
+def _child_rows(table: Table, relation: OneToMany, value: Any, record: Record | None) -> list[Row]:
+    """The rows of a collection-valued deep insert: a JSON array of objects (reference 4.1)."""
+    if record is not None:
+        # UNCERTAIN: reference 4.1 documents deep insert for POST only; PATCH of an existing row
+        # with a collection array is refused rather than guessed at.
+        raise payload_error(
+            table.entity_set,
+            f"The collection-valued navigation property '{relation.name}' can only be set when "
+            "the row is created (deep insert).",
+        )
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise payload_error(
+            table.entity_set,
+            f"The value of the collection-valued navigation property '{relation.name}' must be "
+            "an array of objects.",
+        )
+    return value
+
+
+def _child_body(table: Table, parent_id: str, relation: OneToMany, body: Row) -> Row:
+    """A collection child's body, bound to its new parent through the relationship's lookup."""
+    for key in body:
+        if key.split("@", 1)[0] in relation.column.targets:
+            # The array already says who the parent is; a second answer would be ambiguous.
+            raise payload_error(
+                relation.entity_set,
+                f"'{key}' cannot be set on a row deep-inserted through '{relation.name}'; it is "
+                f"linked to the new {table.logical_name}.",
+            )
+    bind = f"/{table.entity_set}({parent_id})"
+    return {**body, f"{relation.navigation}@odata.bind": bind}
 
 
 def _not_a_guid(entity_set: str, value: Any) -> DataverseFault:

@@ -4,6 +4,12 @@ async with DataverseClient.from_settings(settings) as dataverse:
     async for row in dataverse.list_rows("opportunities", select=["name"],
                                          filter=eq("cosell_syncwithpartnercenter", True)):
         ...
+
+Read an opportunity with its solutions in one request (reference 2.4):
+
+    row = await dataverse.get("opportunities", opportunity_id, select=["name"], expand=[
+        Expand(OPPORTUNITY_SOLUTIONS, ["cosell_solutionidentifier"], top=100)])
+    row[OPPORTUNITY_SOLUTIONS]  # a list of rows, [] when none
 """
 
 from shared.dataverse._auth import CredentialTokenProvider, StaticTokenProvider, TokenProvider
@@ -33,6 +39,7 @@ from shared.dataverse._models import (
     WhoAmI,
     etag_of,
 )
+from shared.dataverse._names import OPPORTUNITY_SOLUTIONS
 from shared.dataverse._odata import (
     Expand,
     Filter,
@@ -54,6 +61,7 @@ from shared.dataverse._odata import (
 from shared.dataverse._throttle import AdaptiveThrottle
 
 __all__ = [
+    "OPPORTUNITY_SOLUTIONS",
     "AccessDenied",
     "AdaptiveThrottle",
     "AlreadyExists",

@@ -231,13 +231,17 @@ class LookupDefinition(BaseModel):
     referenced_key: str  # its primary key, e.g. opportunityid
     referencing_table: str  # logical name of the "many" side, e.g. cosell_solution
     relationship_schema_name: str
+    # The collection-valued navigation property on the "one" side (e.g. opportunity ->
+    # cosell_opportunity_cosell_solutions); None leaves Dataverse's default, the relationship's
+    # SchemaName (reference 4.5 says to read navigation names from metadata).
+    referenced_navigation_property_name: str | None = None
 
     @property
     def logical_name(self) -> str:
         return self.schema_name.lower()
 
     def to_metadata(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "@odata.type": "Microsoft.Dynamics.CRM.OneToManyRelationshipMetadata",
             "SchemaName": self.relationship_schema_name,
             "ReferencedEntity": self.referenced_table,
@@ -254,3 +258,8 @@ class LookupDefinition(BaseModel):
                 "RequiredLevel": {"Value": "None", "CanBeChanged": True},
             },
         }
+        if self.referenced_navigation_property_name:
+            body["ReferencedEntityNavigationPropertyName"] = (
+                self.referenced_navigation_property_name
+            )
+        return body

@@ -22,6 +22,7 @@ LiteralValue: TypeAlias = str | int | float | bool | Decimal | UUID | date | dat
 # A logical name, or one hop through a single-valued navigation property (``nav/column``).
 _PROPERTY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:/[A-Za-z_][A-Za-z0-9_]*)?$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_EXPAND = 15  # $expand per query, nested ones included (reference 0, 2.4)
 _ORDER = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_/]*)(?:\s+(?P<dir>asc|desc))?$")
 
 
@@ -146,16 +147,44 @@ def any_of(*filters: Filter) -> Filter:
 
 @dataclass(frozen=True)
 class Expand:
-    """``$expand`` of a single-valued navigation property, optionally with its own ``$select``."""
+    """``$expand`` of a navigation property with its nested options (reference 2.4).
+
+    Single-valued (a lookup, e.g. ``Expand("parentaccountid", ["name"])``): the related row or
+    null; only ``select`` and ``expand`` apply. Collection-valued (a one-to-many relationship,
+    e.g. ``Expand(OPPORTUNITY_SOLUTIONS, ["cosell_solutionidentifier"], filter=eq(...),
+    orderby=["cosell_name asc"], top=50)``): a JSON array of rows, empty when none; ``filter``,
+    ``orderby`` and ``top`` apply to that array. Names are validated and the filter comes from
+    the safe helpers, exactly as for a top-level query.
+    """
 
     navigation: str
     select: Sequence[str] = ()
+    filter: Filter | None = None
+    orderby: Sequence[str] = ()
+    top: int | None = None
+    expand: Sequence[str | Expand] = ()
+
+    def options(self) -> list[str]:
+        """The nested options, in the order ``$select;$filter;$orderby;$top;$expand``."""
+        params = query_params(
+            select=self.select,
+            filter=self.filter,
+            orderby=self.orderby,
+            top=self.top,
+            expand=self.expand,
+        )
+        order = ("$select", "$filter", "$orderby", "$top", "$expand")
+        return [f"{key}={params[key]}" for key in order if key in params]
 
     def __str__(self) -> str:
         nav = check_name(self.navigation)
-        if not self.select:
-            return nav
-        return f"{nav}($select={','.join(check_name(c) for c in self.select)})"
+        options = self.options()
+        # Nested options sit in parentheses separated by ";" (reference 2.4).
+        return f"{nav}({';'.join(options)})" if options else nav
+
+
+def _count_expands(items: Sequence[str | Expand]) -> int:
+    return sum(1 + _count_expands(i.expand) if isinstance(i, Expand) else 1 for i in items)
 
 
 def query_params(
@@ -180,6 +209,8 @@ def query_params(
                 raise ValueError(f"not an $orderby item: {item!r} (expected 'column [asc|desc]')")
         params["$orderby"] = ",".join(item.strip() for item in orderby)
     if expand:
+        if _count_expands(expand) > MAX_EXPAND:
+            raise ValueError(f"at most {MAX_EXPAND} $expand per query (reference 2.4)")
         params["$expand"] = ",".join(
             str(item) if isinstance(item, Expand) else check_name(item) for item in expand
         )
