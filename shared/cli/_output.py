@@ -58,8 +58,11 @@ def cell(value: Any, *, width: int = MAX_CELL) -> str:
         text = value.isoformat(timespec="seconds").replace("+00:00", "Z")
     elif isinstance(value, list | tuple):
         text = ", ".join(cell(v, width=width) for v in value) or "-"
+    elif isinstance(value, str):
+        text = value
     else:
-        text = str(jsonable(value)) if not isinstance(value, str) else value
+        plain = jsonable(value)
+        text = json.dumps(plain, ensure_ascii=False) if isinstance(plain, dict) else str(plain)
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
