@@ -49,6 +49,12 @@ param crmCountryField string = 'address1_country'
 param crmColumnPrefix string = 'cosell_'
 param referralLinkTemplate string = 'https://partner.microsoft.com/referrals/v2/inbox?id={id}'
 
+@description('Hosts the webhook signing certificate may be downloaded from (comma-separated; *.x allows subdomains).')
+param webhookCertHostAllowlist string = '3psostorageacct.blob.core.windows.net'
+
+@description('PEM certificate(s) of the roots the webhook signing certificate must chain to. Without them every signed webhook is refused (401) and only the reconcile timer syncs.')
+param webhookTrustedRoots string = ''
+
 // --- Partner Center credentials: supplied at deploy time or set in Key Vault afterwards --------
 // Empty values leave existing Key Vault secrets untouched (modules/keyvault.bicep).
 
@@ -236,6 +242,8 @@ var appSettings = {
   REFERRAL_LINK_TEMPLATE: referralLinkTemplate
   // Never `off` in Azure: unsigned webhook calls are rejected (SPEC 8).
   WEBHOOK_SIGNATURE_MODE: 'verify'
+  WEBHOOK_CERT_HOST_ALLOWLIST: webhookCertHostAllowlist
+  WEBHOOK_TRUSTED_ROOTS: webhookTrustedRoots
 }
 
 module functionApp 'modules/function-app.bicep' = {

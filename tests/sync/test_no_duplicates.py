@@ -23,7 +23,9 @@ async def test_fifty_concurrent_jobs_for_one_new_referral_create_one_of_each(
 
     results = await asyncio.gather(*(world.engine.sync(job) for job in jobs))
 
-    assert sum(r.outcome == "created" for r in results) == 1
+    # Whichever run linked the pair first, every run ends with the same single pair.
+    assert {r.outcome for r in results} <= {"created", "synced", "no_change"}
+    assert len({r.opportunity_id for r in results}) == 1
     assert await world.count("accounts") == 1
     assert await world.count("contacts") == 1
     assert await world.count("opportunities") == 1
