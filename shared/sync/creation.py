@@ -22,6 +22,7 @@ from shared.errors import AlreadyExistsError, ConcurrencyError
 from shared.partner_center import NotFound, PatchOperation, Referral
 from shared.partner_center import PreconditionFailed as PcPreconditionFailed
 from shared.state import LinkResult, OpportunityIndex, PendingCreate, SyncLink
+from shared.sync import leads
 from shared.sync.audit import audit_lines
 from shared.sync.crm import CrmOpportunity
 from shared.sync.mapping import new_referral
@@ -36,10 +37,12 @@ if TYPE_CHECKING:
 async def from_referral(engine: SyncEngine, run: Run, referral: Referral) -> SyncResult:
     assert referral.id is not None
     deal = engine.pc_deal(referral)
-    if deal.program == "Marketplace lead" and engine.settings.sync_cosell_only:
-        return SyncResult("skipped", referral.id, notes=[
-            "a marketplace lead, not a co-sell opportunity (SYNC_COSELL_ONLY=true)"
-        ])  # fmt: skip
+    if deal.program == "Marketplace lead":
+        if engine.settings.sync_cosell_only:
+            return SyncResult("skipped", referral.id, notes=[
+                "a marketplace lead, not a co-sell opportunity (SYNC_COSELL_ONLY=true)"
+            ])  # fmt: skip
+        return await leads.create_lead(engine, run, referral, deal)
     existing = await engine.crm.find_for_referral(run, referral.id, referral.external_reference_id)
     if existing is not None:
         link = await _create_link(engine, SyncLink(referral_id=referral.id,

@@ -257,12 +257,12 @@ class CrmSide:
             await self.dataverse.update("contacts", opportunity.contact_id, columns)
             return {}
         contact_id = record_id("contact", opportunity.id)
-        await self._create_once("contacts", columns, contact_id)
+        await self.create_once("contacts", columns, contact_id)
         return {"parentcontactid@odata.bind": f"/contacts({contact_id})"}
 
     # -- creation (PC → CRM, SPEC 4.5) ---------------------------------------------------------
 
-    async def _create_once(self, entity_set: str, body: Mapping[str, Any], row_id: str) -> None:
+    async def create_once(self, entity_set: str, body: Mapping[str, Any], row_id: str) -> None:
         """Create a row with a derived id; if it exists, an earlier or concurrent run made it."""
         with contextlib.suppress(AlreadyExists):
             await self.dataverse.create(entity_set, body, row_id=row_id)
@@ -290,7 +290,7 @@ class CrmSide:
         account_id = record_id("account", f"{customer.name}|{customer.postal_code or ''}")
         body = {k: v for k, v in new_account(customer, columns=self.columns).items() if v}
         run.count()
-        await self._create_once("accounts", body, account_id)
+        await self.create_once("accounts", body, account_id)
         return account_id, customer
 
     async def create_opportunity(
@@ -307,7 +307,7 @@ class CrmSide:
             body = {k: v for k, v in contact_columns(deal.contact).items() if v is not None}
             body["parentcustomerid_account@odata.bind"] = f"/accounts({account_id})"
             run.count()
-            await self._create_once("contacts", body, contact_id)
+            await self.create_once("contacts", body, contact_id)
         currency_id = None
         if deal.currency:
             run.count()
@@ -329,7 +329,7 @@ class CrmSide:
         )
         for identifier in deal.solutions:
             run.count()
-            await self._create_once(
+            await self.create_once(
                 self.columns.solutions_set,
                 new_solution(identifier, columns=self.columns, opportunity_id=opportunity_id),
                 record_id("solution", f"{referral_id}|{identifier}"),

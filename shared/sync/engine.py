@@ -31,7 +31,7 @@ from shared.partner_center import PartnerCenterClient, Referral
 from shared.partner_center import PreconditionFailed as PcPreconditionFailed
 from shared.settings import Settings
 from shared.state import HistoryEntry, HistoryStore, LinkResult, LinkStore, SyncLink
-from shared.sync import creation
+from shared.sync import creation, leads
 from shared.sync.audit import audit_lines, history_changes
 from shared.sync.crm import CrmOpportunity, CrmSide
 from shared.sync.deal import Deal
@@ -117,6 +117,8 @@ class SyncEngine:
                 return await creation.from_referral(self, run, referral)
             # Microsoft's side of one of our engagements changed: sync our side with it.
             link, related, referral = linked[0], [referral], linked[1]
+        if link.opportunity_id is None and link.pending_create is not None:
+            return await leads.follow_lead(self, run, link, referral)
         if link.referral_etag == referral.e_tag and not related and run.job.reason != "manual":
             return SyncResult("no_change", referral_id, link.opportunity_id)
         assert link.opportunity_id is not None
@@ -322,10 +324,18 @@ class SyncEngine:
 
 
 def _already_covered(job: SyncJob, seen_up_to: datetime | None) -> bool:
-    """True when the change the job observed is no newer than what the link already holds."""
-    if seen_up_to is None or job.reason in ("manual", "backfill"):
+    """True when the change the job observed is no newer than what the link already holds.
+
+    ``observed_at`` is the changed record's own timestamp (the referral's updatedDateTime for
+    webhook and reconcile jobs, the opportunity's modifiedon for poll jobs), so it compares with
+    the link's copy of that timestamp; other jobs always run.
+    """
+    if seen_up_to is None:
         return False
-    return job.observed_at <= seen_up_to
+    same_clock = (job.kind == "referral" and (job.reason.startswith("webhook:")
+                  or job.reason == "reconcile")) or (job.kind == "opportunity"
+                  and job.reason == "poll")  # fmt: skip
+    return same_clock and job.observed_at <= seen_up_to
 
 
 def _base(link: SyncLink) -> SyncBase | None:

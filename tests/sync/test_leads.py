@@ -1,0 +1,64 @@
+"""SYNC_COSELL_ONLY: marketplace leads are skipped, or become Dataverse leads (SPEC 4.5)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from tests.sync.conftest import World, open_world
+
+LEAD: dict[str, Any] = {
+    "type": "Independent",
+    "qualification": "SalesQualified",
+    "inviteContext": {"invitedBy": {"organizationId": "msft"}},
+}
+
+
+async def test_leads_are_skipped_when_syncing_co_sell_only(world: World) -> None:
+    referral_id = await world.incoming(**LEAD)
+
+    result = await world.sync_referral(referral_id)
+
+    assert result.outcome == "skipped"
+    assert await world.count("leads") == 0
+    assert await world.count("opportunities") == 0
+
+
+async def test_lead_is_created_and_qualifying_it_accepts_the_referral(
+    storage_connection_string: str,
+) -> None:
+    prefix = "lead" + uuid.uuid4().hex[:12]
+    async with open_world(storage_connection_string, prefix, SYNC_COSELL_ONLY="false") as world:
+        referral_id = await world.incoming(**LEAD)
+        created = await world.sync_referral(referral_id)
+        again = await world.sync_referral(referral_id)
+        assert created.outcome == "created"
+        assert again.outcome == "no_change"
+        assert await world.count("leads", cosell_referralid=referral_id) == 1
+
+        # The seller qualifies the lead, which makes an opportunity (as QualifyLead does).
+        [lead] = [r async for r in world.dataverse.list_rows("leads")]
+        opportunity_id = str(uuid.uuid4())
+        await world.dataverse.create(
+            "opportunities",
+            {"name": "Qualified deal", "estimatedvalue": 5000,
+             "originatingleadid@odata.bind": f"/leads({lead['leadid']})"},
+            row_id=opportunity_id,
+        )  # fmt: skip
+        await world.dataverse.update(
+            "leads",
+            lead["leadid"],
+            {"statecode": 1, "statuscode": 3,
+             "qualifyingopportunityid@odata.bind": f"/opportunities({opportunity_id})"},
+        )  # fmt: skip
+
+        result = await world.sync_referral(referral_id, reason="poll")
+
+        assert result.outcome == "synced"
+        referral = await world.referral(referral_id)
+        assert (str(referral.status), str(referral.substatus)) == ("Active", "Accepted")
+        opportunity = await world.opportunity(opportunity_id)
+        assert opportunity["cosell_referralid"] == referral_id
+        assert opportunity["cosell_syncwithpartnercenter"] is True
+        link = await world.links.get_link(referral_id)
+        assert link is not None and link.opportunity_id == opportunity_id
