@@ -45,8 +45,9 @@ async def from_referral(engine: SyncEngine, run: Run, referral: Referral) -> Syn
         return await leads.create_lead(engine, run, referral, deal)
     existing = await engine.crm.find_for_referral(run, referral.id, referral.external_reference_id)
     if existing is not None:
-        link = await _create_link(engine, SyncLink(referral_id=referral.id,
-                                                   opportunity_id=existing.id))  # fmt: skip
+        link = await _create_link(
+            engine, SyncLink(referral_id=referral.id, opportunity_id=existing.id), run
+        )
         return await engine.reconcile(run, link, referral, existing)
     plan = Plan(merged=deal, to_crm={f: Change(f, None, getattr(deal, f)) for f in _SHOWN})
     if run.dry_run:
@@ -117,7 +118,7 @@ async def from_opportunity(engine: SyncEngine, run: Run, opportunity: CrmOpportu
                 "the opportunity names a referral that does not exist"
             ])  # fmt: skip
         link = await _create_link(
-            engine, SyncLink(referral_id=deal.referral_id, opportunity_id=opportunity.id)
+            engine, SyncLink(referral_id=deal.referral_id, opportunity_id=opportunity.id), run
         )
         return await engine.reconcile(run, link, referral, opportunity)
 
@@ -245,7 +246,9 @@ async def _get(engine: SyncEngine, run: Run, referral_id: str) -> Referral | Non
         return None
 
 
-async def _create_link(engine: SyncEngine, link: SyncLink) -> SyncLink:
+async def _create_link(engine: SyncEngine, link: SyncLink, run: Run | None = None) -> SyncLink:
+    if run is not None and run.dry_run:
+        return link  # a dry run shows the plan of the first sync; it saves nothing
     try:
         return await engine.links.create_link(link)
     except AlreadyExistsError:

@@ -96,6 +96,10 @@ async def follow_lead(
         return await _decline(engine, run, link, referral)
     if state != QUALIFIED or not opportunity_id:
         return SyncResult("no_change", link.referral_id, notes=["the lead is still open"])
+    if run.dry_run:
+        return SyncResult("synced", link.referral_id, str(opportunity_id), notes=[
+            "would link the qualified lead's opportunity and accept the referral"
+        ])  # fmt: skip
     columns = engine.columns
     run.count()
     await engine.crm.dataverse.update(

@@ -286,3 +286,31 @@ async def test_observed_change_older_than_the_link_is_skipped_without_calls(
     result = await world.engine.sync(stale)
 
     assert (result.outcome, result.remote_calls) == ("no_change", 0)
+
+
+async def test_dry_run_writes_nothing_anywhere_and_shows_the_plan(world: World) -> None:
+    referral_id, opportunity_id = await linked_pair(world)
+    await world.edit_opportunity(opportunity_id, description="Dry notes", estimatedvalue=777)
+    link_before = await world.links.get_link(referral_id)
+    writes_before = await world.writes()
+    history_before = await world.history.list_entries(referral_id, limit=100)
+
+    result = await world.sync_opportunity(opportunity_id, dry_run=True)
+
+    assert result.plan is not None
+    assert set(result.plan.to_pc) == {"notes", "deal_value"}
+    assert await world.writes() == writes_before
+    assert await world.links.get_link(referral_id) == link_before
+    assert await world.history.list_entries(referral_id, limit=100) == history_before
+
+
+async def test_dry_run_of_a_new_referral_creates_nothing(world: World) -> None:
+    referral_id = await world.incoming()
+
+    result = await world.sync_referral(referral_id, dry_run=True)
+
+    assert result.outcome == "created"
+    assert result.plan is not None and "deal_value" in result.plan.to_crm
+    assert await world.count("opportunities") == 0
+    assert await world.count("accounts") == 0
+    assert await world.links.get_link(referral_id) is None
