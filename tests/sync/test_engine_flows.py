@@ -314,3 +314,18 @@ async def test_dry_run_of_a_new_referral_creates_nothing(world: World) -> None:
     assert await world.count("opportunities") == 0
     assert await world.count("accounts") == 0
     assert await world.links.get_link(referral_id) is None
+
+
+async def test_each_sync_leaves_a_history_row_with_its_changes_and_calls(world: World) -> None:
+    referral_id, opportunity_id = await linked_pair(world)
+    await world.edit_opportunity(opportunity_id, estimatedvalue=64000)
+
+    await world.sync_opportunity(opportunity_id, reason="poll")
+
+    newest = (await world.history.list_entries(referral_id))[0]
+    assert newest.outcome == "synced"
+    assert newest.reason == "poll"
+    assert newest.direction == "crm_to_pc"
+    assert [(c.field, c.old, c.new) for c in newest.changes] == [("deal_value", 120000.0, 64000.0)]
+    assert newest.remote_calls >= 3
+    assert newest.duration_ms >= 0
