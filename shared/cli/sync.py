@@ -42,7 +42,7 @@ def add_parser(commands: Any) -> None:
             ),
             notes="The plan lists each field to write (old → new, and which way), conflicts "
             "and validation failures. --dry-run computes it and writes nothing anywhere. "
-            "Exit status 1 when the sync ended in an error.",
+            "Exit status 1 when the sync ended in an error or the record was not found.",
             handler=run,
         )
         parser.add_argument("id", metavar="ID", type=guid, help=f"the {kind} id (a GUID)")
@@ -62,7 +62,15 @@ async def run(ctx: Context) -> int:
         ctx.out.json(document)
     else:
         print_result(ctx.out, document)
-    return 1 if document["outcome"] == "error" else 0
+    if document["outcome"] == "error":
+        ctx.out.note("cosell: the sync ended in an error: " + "; ".join(document["problems"]))
+        return 1
+    missing = [n for n in document["notes"] if str(n).endswith("not found")]
+    if document["outcome"] == "skipped" and missing:
+        # A mistyped id is the operator's failure, even though the engine calls it a skip.
+        ctx.out.note(f"cosell: nothing synced: {'; '.join(missing)}")
+        return 1
+    return 0
 
 
 def result_document(result: Any) -> dict[str, Any]:

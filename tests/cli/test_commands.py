@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 from typing import Any
 
@@ -180,3 +182,29 @@ def test_emulator_stats_see_one_list_call_per_config_check(cli_env: Sandbox, cos
     stats = httpx.get(f"{cli_env.pc_url}/_emulator/stats").json()
 
     assert stats["requests"].get("GET /v1.0/engagements/referrals") == 1
+
+
+def test_webhook_register_derives_the_sandbox_url(
+    cli_env: Sandbox, cosell: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SANDBOX_HOST_PORT", "7071")
+
+    ran = cosell("webhook", "register", "--json")
+
+    assert ran.code == 0, ran.err
+    assert ran.json()["webhook_url"] == f"http://127.0.0.1:7071{HOOK}?code=***"
+
+
+def test_settings_can_come_from_a_local_settings_file(
+    cli_env: Sandbox, cosell: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    url = os.environ["DATAVERSE_URL"]
+    monkeypatch.delenv("DATAVERSE_URL")
+    path = tmp_path / "local.settings.json"
+    path.write_text(json.dumps({"IsEncrypted": False, "Values": {"DATAVERSE_URL": url}}))
+
+    without = cosell("schema", "check")
+    ran = cosell("--settings-file", str(path), "schema", "check")
+
+    assert without.code == 1 and "DATAVERSE_URL: missing" in without.err
+    assert ran.code == 0, ran.err

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from azure.data.tables import TableClient
 
+from shared.state import LINKS_TABLE
 from tests.cli.conftest import AUTH, Sandbox, incoming_referral
 
 WRITES = ("POST ", "PATCH ", "PUT ", "DELETE ")
@@ -98,23 +100,29 @@ def test_sync_plan_is_a_readable_table(cli_env: Sandbox, cosell: Any) -> None:
     )
 
 
-def test_sync_of_an_unknown_opportunity_fails_with_a_reason(cli_env: Sandbox, cosell: Any) -> None:
-    ran = cosell("sync", "opportunity", "6f1f8a5e-3d4c-4b2a-9e8f-00000000dead")
+def test_sync_of_an_unknown_record_fails_with_a_reason(cli_env: Sandbox, cosell: Any) -> None:
+    unknown = "6f1f8a5e-3d4c-4b2a-9e8f-00000000dead"
 
-    assert ran.code in (0, 1)  # "skipped" or "error" as the engine decides; never a traceback
-    assert "Traceback" not in ran.err
+    for kind in ("referral", "opportunity"):
+        ran = cosell("sync", kind, unknown)
+
+        assert ran.code == 1
+        assert f"{kind} not found" in ran.err
 
 
-def test_backfill_inline_links_every_referral(cli_env: Sandbox, cosell: Any) -> None:
-    referrals = [incoming_referral(cli_env.pc_url, name=f"Lead {n}") for n in range(12)]
+def test_backfill_inline_links_every_referral(
+    cli_env: Sandbox, cosell: Any, storage_connection_string: str
+) -> None:
+    referrals = [incoming_referral(cli_env.pc_url, name=f"Lead {n}") for n in range(8)]
 
     ran = cosell("backfill", "--direction", "pc-to-crm", "--inline", "--json")
     again = cosell("backfill", "--direction", "pc-to-crm", "--inline")
 
     assert ran.code == 0, ran.out + ran.err
-    assert ran.json()["found"] == {"referrals": 12}
-    assert ran.json()["outcomes"] == {"created": 12}
-    for referral_id in referrals:
-        history = cosell("history", referral_id, "--json").json()
-        assert history["opportunity_id"], referral_id
+    assert ran.json()["found"] == {"referrals": 8}
+    assert ran.json()["outcomes"] == {"created": 8}
+    with TableClient.from_connection_string(storage_connection_string, LINKS_TABLE) as links:
+        for referral_id in referrals:
+            assert links.get_entity("ref", referral_id).get("OpportunityId"), referral_id
     assert again.code == 0 and "outcome no_change" in again.out
+    assert "sync [" in ran.err  # the progress bar
