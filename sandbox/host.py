@@ -37,7 +37,7 @@ import sys
 import time
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -161,7 +161,15 @@ def index_app(app: func.FunctionApp) -> list[func.Function]:
     """``app.get_functions()``, called at most once per app object in this process."""
     found = _indexed.get(app)
     if found is None:
-        found = _indexed[app] = list(app.get_functions())
+        # get_functions() records the names in app.functions_bindings and refuses a second call
+        # (§0.2). Other code in this process (the app's own tests) may index the same app, so
+        # index against an empty record and put the previous one back: neither call breaks.
+        previous = app.functions_bindings
+        app.functions_bindings = None
+        try:
+            found = _indexed[app] = list(app.get_functions())
+        finally:
+            app.functions_bindings = previous
     return found
 
 
@@ -321,6 +329,7 @@ class FunctionHost:
     ``max_polling_interval`` only lowers host.json's value (the sandbox caps it for latency).
     ``lease_s``: how long a dequeued message stays invisible while its function runs (renewed).
     ``shutdown_timeout``: how long ``stop()`` waits for running invocations before cancelling.
+    ``on_stop``: coroutines run after the invocations finished (e.g. close the app's clients).
     """
 
     def __init__(
@@ -342,6 +351,7 @@ class FunctionHost:
         shutdown_timeout: float = 10.0,
         thread_count: int | None = None,
         serve_http: bool = True,
+        on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.module_name = module
         self.app_dir = app_dir
@@ -364,6 +374,7 @@ class FunctionHost:
         self.lease_s = lease_s
         self.shutdown_timeout = shutdown_timeout
         self.serve_http = serve_http
+        self._on_stop = list(on_stop)
         self.config = HostConfig()
         self.functions: dict[str, FunctionSpec] = {}
         self.routes: list[HttpRoute] = []
@@ -469,6 +480,11 @@ class FunctionHost:
                 self._server.force_exit = True
                 await asyncio.gather(self._server_task, return_exceptions=True)
             self._server_task = None
+        for hook in self._on_stop:
+            try:
+                await hook()
+            except Exception as exc:  # noqa: BLE001 - one failing hook must not stop shutdown
+                logger.warning("Shutdown hook failed: %s", type(exc).__name__)
         for client in self._clients:
             await client.close()
         self._clients.clear()

@@ -1,0 +1,78 @@
+"""``python -m sandbox up``: run the whole sandbox (SPEC 9) until Ctrl-C or SIGTERM.
+
+Ports come from ``SANDBOX_HOST_PORT`` (7071), ``SANDBOX_PC_PORT`` (7101),
+``SANDBOX_DATAVERSE_PORT`` (7102), ``SANDBOX_QUEUE_PORT`` (10001) and ``SANDBOX_TABLE_PORT``
+(10002), 0 meaning any free port; the function key from ``SANDBOX_FUNCTION_KEY`` (``sandbox``).
+Standard output gets a few lines with the URLs and then exactly one line ``ready``; logs go to
+standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+
+from sandbox.stack import SandboxStack
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+async def up() -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # Not every platform lets asyncio handle signals; Ctrl-C still interrupts there.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    stack = SandboxStack.from_environ(os.environ)
+    async with stack:
+        assert stack.host is not None
+        key = stack.function_key
+        _say(f"Functions host       {stack.host_url}  (function key: {key})")
+        for name in sorted(stack.host.functions):
+            spec = stack.host.functions[name]
+            if spec.trigger_type == "httpTrigger":
+                _say(f"  {name:<20} {stack.function_url(name)}")
+            else:
+                _say(f"  {name:<20} {spec.trigger_type}")
+        _say(f"Partner Center       {stack.settings['PARTNER_CENTER_API_URL']}")
+        _say(f"Dataverse            {stack.dataverse_url}")
+        _say(f"Azurite              queue {stack.queue_port}, table {stack.table_port}")
+        if stack.webhook_url is None:
+            _say("Webhook              not registered (function_app has no partner_center_webhook)")
+        else:
+            _say("Webhook              registered with the Partner Center emulator")
+        _say("ready")
+        await stop.wait()
+        logging.getLogger("sandbox").info("Stopping the sandbox")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="start Azurite, both emulators and the local Functions host")
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("SANDBOX_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # The storage SDK logs every request and response header at INFO.
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    # httpx logs each request URL at INFO, and those carry the function key (?code=).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if arguments.command == "up":
+        return asyncio.run(up())
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

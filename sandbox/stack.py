@@ -1,0 +1,366 @@
+"""The whole sandbox on one machine (SPEC 9): Azurite, both emulators and the local Functions host.
+
+``async with SandboxStack() as stack:`` starts Azurite (queue + table), the Partner Center and
+Dataverse emulators (each under uvicorn, in this process), sets the app settings of
+``local.settings.sample.json`` with the URLs pointing at the emulators' real ports, starts the
+local host on ``function_app.py``, waits until everything answers and registers the webhook
+with the Partner Center emulator when the app declares ``partner_center_webhook``. Leaving the
+block stops everything and puts the environment back. ``python -m sandbox up`` runs it until
+Ctrl-C; end-to-end tests and the demo use it directly (every port 0 = pick a free one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import uvicorn
+from azure.storage.queue.aio import QueueServiceClient
+from starlette.applications import Starlette
+
+from sandbox import dataverse, partner_center
+from sandbox.azurite import Azurite
+from sandbox.host import FunctionHost, quiet_server, serve_in_background
+from sandbox.partner_center.webhooks import SUPPORTED_EVENTS
+
+logger = logging.getLogger("sandbox.stack")
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_SETTINGS = ROOT / "local.settings.sample.json"
+WEBHOOK_FUNCTION = "partner_center_webhook"
+# Both emulators accept this bearer token; it is public test data, not a secret.
+EMULATOR_TOKEN = partner_center.DEFAULT_TOKEN
+SANDBOX_POLL_SCHEDULE = "*/5 * * * * *"  # SPEC 3: the sandbox polls Dataverse every 5 s
+
+# SPEC 9: the variables `python -m sandbox up` reads, and their defaults.
+PORT_VARIABLES = {
+    "host_port": ("SANDBOX_HOST_PORT", 7071),
+    "partner_center_port": ("SANDBOX_PC_PORT", 7101),
+    "dataverse_port": ("SANDBOX_DATAVERSE_PORT", 7102),
+    "queue_port": ("SANDBOX_QUEUE_PORT", 10001),
+    "table_port": ("SANDBOX_TABLE_PORT", 10002),
+}
+
+
+def sample_settings(path: Path = SAMPLE_SETTINGS) -> dict[str, str]:
+    """The ``Values`` of local.settings.sample.json (every app setting, sandbox values)."""
+    values = json.loads(path.read_text(encoding="utf-8"))["Values"]
+    return {str(name): str(value) for name, value in values.items()}
+
+
+def _port(environ: Mapping[str, str], variable: str, default: int) -> int:
+    text = environ.get(variable, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) > 65535:
+        raise ValueError(f"{variable} must be a port number 0-65535 (0 = any free port)")
+    return int(text)
+
+
+def _endpoint_port(connection_string: str, key: str) -> int:
+    for part in connection_string.split(";"):
+        name, _, value = part.partition("=")
+        if name.strip().lower() == key.lower():
+            return urlsplit(value).port or 0
+    return 0
+
+
+def _rebase(url: str, base: str) -> str:
+    """``url`` with its scheme and host:port replaced by ``base`` (the emulator's real one)."""
+    path = urlsplit(url).path
+    return base.rstrip("/") + path
+
+
+class SandboxStack:
+    """Azurite + Partner Center emulator + Dataverse emulator + local Functions host.
+
+    Ports: 0 picks a free one (tests must use 0); the real ones are on the attributes after
+    start. ``settings`` overrides app settings on top of the sandbox values. ``module`` /
+    ``app_dir``: the Functions app to host (default the repo's ``function_app``).
+    ``max_polling_interval`` caps host.json's queue polling interval for latency.
+    ``host_options`` go to ``FunctionHost`` (e.g. ``visibility_timeout`` for tests).
+    ``storage_connection_string``: use this storage (e.g. the test session's Azurite) instead of
+    starting Azurite.
+
+    After ``start()`` / ``async with``: ``host_url``, ``partner_center_url``, ``dataverse_url``,
+    ``connection_string``, ``queue_port``, ``table_port``, ``function_key``, ``settings`` (what
+    was set), ``webhook_url`` (None when the app has no webhook function), ``host``
+    (the FunctionHost), ``partner_center_app`` and ``dataverse_app`` (the emulators' ASGI apps,
+    for ``emulator_of``-style inspection).
+    """
+
+    def __init__(
+        self,
+        *,
+        host_port: int = 0,
+        partner_center_port: int = 0,
+        dataverse_port: int = 0,
+        queue_port: int = 0,
+        table_port: int = 0,
+        function_key: str = "sandbox",
+        bind: str = "127.0.0.1",
+        module: str = "function_app",
+        app_dir: Path = ROOT,
+        settings: Mapping[str, str] | None = None,
+        max_polling_interval: float = 0.5,
+        register_webhook: bool = True,
+        host_options: Mapping[str, Any] | None = None,
+        storage_connection_string: str | None = None,
+    ) -> None:
+        self.bind = bind
+        self.function_key = function_key
+        self.module = module
+        self.app_dir = app_dir
+        self.overrides = dict(settings or {})
+        self.max_polling_interval = max_polling_interval
+        self.register_webhook = register_webhook
+        self.host_options = dict(host_options or {})
+        self._requested_host_port = host_port
+        self.partner_center_port = partner_center_port
+        self.dataverse_port = dataverse_port
+        self.azurite = Azurite(queue_port=queue_port, table_port=table_port, host=bind)
+        self._given_storage = storage_connection_string
+        self.partner_center_app: Starlette = partner_center.create_app(token=EMULATOR_TOKEN)
+        self.dataverse_app: Starlette = dataverse.create_app(token=EMULATOR_TOKEN)
+        self.host: FunctionHost | None = None
+        self.settings: dict[str, str] = {}
+        self.webhook_url: str | None = None
+        self._servers: list[uvicorn.Server] = []
+        self._saved_environ: dict[str, str | None] = {}
+        self._azurite_started = False
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None, **options: Any) -> SandboxStack:
+        """Ports from ``SANDBOX_*_PORT`` and the key from ``SANDBOX_FUNCTION_KEY`` (SPEC 9)."""
+        environ = os.environ if environ is None else environ
+        ports = {name: _port(environ, *variable) for name, variable in PORT_VARIABLES.items()}
+        return cls(
+            host_port=ports["host_port"],
+            partner_center_port=ports["partner_center_port"],
+            dataverse_port=ports["dataverse_port"],
+            queue_port=ports["queue_port"],
+            table_port=ports["table_port"],
+            function_key=environ.get("SANDBOX_FUNCTION_KEY") or "sandbox",
+            **options,
+        )
+
+    # -- addresses
+
+    @property
+    def queue_port(self) -> int:
+        if self._given_storage is not None:
+            return _endpoint_port(self._given_storage, "QueueEndpoint")
+        return self.azurite.queue_port
+
+    @property
+    def table_port(self) -> int:
+        if self._given_storage is not None:
+            return _endpoint_port(self._given_storage, "TableEndpoint")
+        return self.azurite.table_port
+
+    @property
+    def connection_string(self) -> str:
+        return self._given_storage or self.azurite.connection_string
+
+    @property
+    def host_port(self) -> int:
+        return self.host.port if self.host is not None else self._requested_host_port
+
+    @property
+    def host_url(self) -> str:
+        return f"http://{self.bind}:{self.host_port}"
+
+    @property
+    def partner_center_url(self) -> str:
+        return f"http://{self.bind}:{self.partner_center_port}"
+
+    @property
+    def dataverse_url(self) -> str:
+        return f"http://{self.bind}:{self.dataverse_port}"
+
+    def function_url(self, name: str) -> str:
+        """The URL (with ``?code=``) of an HTTP function of the hosted app."""
+        assert self.host is not None, "start the stack first"
+        return self.host.function_url(name)
+
+    # -- lifecycle
+
+    async def start(self) -> SandboxStack:
+        try:
+            # Azurite takes seconds to start: let the emulators come up meanwhile.
+            azurite = asyncio.ensure_future(self._start_azurite())
+            try:
+                self.partner_center_port = await self._serve(
+                    self.partner_center_app, self.partner_center_port
+                )
+                self.dataverse_port = await self._serve(self.dataverse_app, self.dataverse_port)
+            finally:
+                await azurite
+            self._apply_settings()
+            self.host = FunctionHost(
+                self.module,
+                app_dir=self.app_dir,
+                host=self.bind,
+                port=self._requested_host_port,
+                function_key=self.function_key,
+                max_polling_interval=self.max_polling_interval,
+                on_stop=[_close_app_runtime],
+                **self.host_options,
+            )
+            await self.host.start()
+            await self.wait_until_answering()
+            if self.register_webhook:
+                await self._register_webhook()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def stop(self) -> None:
+        if self.host is not None:
+            await self.host.stop()
+        for server in self._servers:
+            server.should_exit = True
+        for server in self._servers:
+            task = getattr(server, "task", None)
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
+        self._servers.clear()
+        if self._azurite_started:
+            await asyncio.to_thread(self.azurite.stop)
+            self._azurite_started = False
+        self._restore_settings()
+
+    async def __aenter__(self) -> SandboxStack:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _start_azurite(self) -> None:
+        if self._given_storage is None:
+            self._azurite_started = True  # stop() cleans up even a half-started Azurite
+            await asyncio.to_thread(self.azurite.start)
+
+    async def _serve(self, app: Starlette, port: int) -> int:
+        config = uvicorn.Config(
+            app, host=self.bind, port=port, log_level="warning", access_log=False
+        )
+        server = quiet_server(config)
+        self._servers.append(server)
+        return await serve_in_background(server)
+
+    # -- app settings
+
+    def sandbox_settings(self) -> dict[str, str]:
+        """The sample settings with every URL on the emulators' real ports and Azurite."""
+        values = sample_settings()
+        values["AzureWebJobsStorage"] = self.connection_string
+        values["PARTNER_CENTER_API_URL"] = _rebase(
+            values["PARTNER_CENTER_API_URL"], self.partner_center_url
+        )
+        values["PARTNER_CENTER_WEBHOOK_API_URL"] = _rebase(
+            values["PARTNER_CENTER_WEBHOOK_API_URL"], self.partner_center_url
+        )
+        values["DATAVERSE_URL"] = self.dataverse_url
+        values["DATAVERSE_POLL_SCHEDULE"] = SANDBOX_POLL_SCHEDULE
+        values.update(self.overrides)
+        return values
+
+    def _apply_settings(self) -> None:
+        # The app reads its settings from the process environment, as in Azure; the host runs
+        # in this process, so they go there (and come back out in stop()).
+        self.settings = self.sandbox_settings()
+        for name, value in self.settings.items():
+            self._saved_environ.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+        _forget_cached_settings()
+
+    def _restore_settings(self) -> None:
+        for name, value in self._saved_environ.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_environ.clear()
+        _forget_cached_settings()
+
+    # -- readiness and webhook
+
+    async def wait_until_answering(self, *, within_s: float = 30.0) -> None:
+        """Return once Azurite, both emulators and the host answer (raise after ``within_s``)."""
+        assert self.host is not None
+        checks = {
+            "partner center emulator": f"{self.partner_center_url}/_emulator/health",
+            "dataverse emulator": f"{self.dataverse_url}/_emulator/health",
+            "functions host": f"{self.host_url}/admin/host/status?code={self.function_key}",
+        }
+        deadline = asyncio.get_running_loop().time() + within_s
+        async with httpx.AsyncClient(timeout=5) as client:
+            for name, url in checks.items():
+                while True:
+                    try:
+                        if (await client.get(url)).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise RuntimeError(f"the {name} did not answer within {within_s:.0f}s")
+                    await asyncio.sleep(0.1)
+        async with QueueServiceClient.from_connection_string(self.connection_string) as queues:
+            await queues.get_service_properties()
+
+    async def _register_webhook(self) -> None:
+        assert self.host is not None
+        if WEBHOOK_FUNCTION not in self.host.functions:
+            logger.info("function_app has no %s yet: webhook not registered", WEBHOOK_FUNCTION)
+            return
+        url = self.host.function_url(WEBHOOK_FUNCTION)
+        registration = {"WebhookUrl": url, "WebhookEvents": list(SUPPORTED_EVENTS)}
+        endpoint = f"{self.settings['PARTNER_CENTER_WEBHOOK_API_URL']}/registration"
+        headers = {"Authorization": f"Bearer {EMULATOR_TOKEN}"}
+        async with httpx.AsyncClient(timeout=10) as client:
+            answer = await client.post(endpoint, json=registration, headers=headers)
+            if answer.status_code == 409:  # already registered: change it (reference §4.1)
+                answer = await client.put(endpoint, json=registration, headers=headers)
+            answer.raise_for_status()
+        self.webhook_url = url
+
+
+def _forget_cached_settings() -> None:
+    """The app caches its settings once per process; a new stack must be read afresh."""
+    from shared.settings import get_settings
+
+    get_settings.cache_clear()
+
+
+async def _close_app_runtime() -> None:
+    """Close the storage clients the app keeps per event loop (shared/runtime.py).
+
+    In Azure the worker process simply ends; here the loop lives on (tests, the demo), so the
+    clients are closed to end the stack without "Unclosed client session" noise.
+    """
+    from shared import runtime
+
+    close = getattr(runtime, "close_runtime", None)
+    if close is not None:
+        await close()
+        return
+    # Until shared/runtime.py offers close_runtime(), reach for its per-loop cache.
+    cache = getattr(runtime, "_by_loop", None)
+    found = cache.pop(asyncio.get_running_loop(), None) if cache is not None else None
+    if found is not None:
+        await found.close()
