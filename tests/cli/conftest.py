@@ -162,7 +162,8 @@ def queues(cli_env: Sandbox, storage_connection_string: str) -> Iterator[dict[st
             client.create_queue()
         client.clear_messages()
     yield clients
-    for client in clients.values():
+    for client in clients.values():  # other folders share this Azurite and these queue names
+        client.clear_messages()
         client.close()
 
 
