@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.data.tables.aio import TableServiceClient
 
@@ -20,6 +20,9 @@ from shared.partner_center import PartnerCenterClient
 from shared.settings import Settings
 from shared.state import HISTORY_TABLE, LINKS_TABLE, HistoryStore, LinkStore
 from shared.storage import queue_client, table_service_client
+
+if TYPE_CHECKING:
+    from shared.sync import SyncEngine
 
 
 class Context:
@@ -82,7 +85,7 @@ class Context:
     def poison(self) -> JobQueue:
         return self.queue(POISON_QUEUE)
 
-    async def engine(self, *, dry_run: bool = False) -> Any:
+    async def engine(self, *, dry_run: bool = False) -> SyncEngine:
         """The app's ``SyncEngine`` on this command's clients (the CLI has no sync logic)."""
         try:
             from shared.sync import SyncEngine

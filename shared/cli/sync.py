@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.cli._context import Context
 from shared.cli._output import Output
 from shared.cli._parser import add_command, add_group
 from shared.jobs import SyncJob
+
+if TYPE_CHECKING:  # imported lazily at run time: `--help` works even if the engine does not
+    from shared.sync import SyncResult
 
 DIRECTIONS = {"to_crm": ("pc_to_crm", "PC → CRM"), "to_pc": ("crm_to_pc", "CRM → PC")}
 
@@ -73,37 +76,29 @@ async def run(ctx: Context) -> int:
     return 0
 
 
-def result_document(result: Any) -> dict[str, Any]:
+def result_document(result: SyncResult) -> dict[str, Any]:
     """A ``SyncResult`` as plain data: the plan's changes as rows with their direction."""
-    plan = getattr(result, "plan", None)
+    plan = result.plan
     changes: list[dict[str, Any]] = []
-    conflicts: list[str] = []
-    blocked: list[str] = []
     if plan is not None:
         for side, (direction, _) in DIRECTIONS.items():
-            for name, change in (getattr(plan, side, None) or {}).items():
-                changes.append(
-                    {
-                        "field": getattr(change, "field", name),
-                        "direction": direction,
-                        "old": getattr(change, "old", None),
-                        "new": getattr(change, "new", None),
-                    }
-                )
-        conflicts = [str(c) for c in getattr(plan, "conflicts", ()) or ()]
-        blocked = [str(b) for b in getattr(plan, "newly_blocked", ()) or ()]
+            planned: dict[str, Any] = getattr(plan, side)
+            changes += [
+                {"field": c.field, "direction": direction, "old": c.old, "new": c.new}
+                for c in planned.values()
+            ]
     return {
         "outcome": result.outcome,
         "referral_id": result.referral_id,
         "opportunity_id": result.opportunity_id,
-        "dry_run": bool(getattr(result, "dry_run", False)),
+        "dry_run": result.dry_run,
         "changes": changes,
-        "conflicts": conflicts,
-        "validation_failures": blocked,
-        "problems": list(getattr(result, "problems", []) or []),
-        "notes": list(getattr(result, "notes", []) or []),
-        "remote_calls": getattr(result, "remote_calls", 0),
-        "duration_ms": getattr(result, "duration_ms", 0),
+        "conflicts": list(plan.conflicts) if plan else [],
+        "validation_failures": list(plan.newly_blocked) if plan else [],
+        "problems": list(result.problems),
+        "notes": list(result.notes),
+        "remote_calls": result.remote_calls,
+        "duration_ms": result.duration_ms,
     }
 
 
