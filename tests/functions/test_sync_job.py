@@ -1,0 +1,118 @@
+"""``sync_job``: a message that is not a job goes to ``sync-jobs-poison`` with its reason and the
+function returns (no crash loop); engine failures propagate so the host retries (SPEC 3, 7)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from azure.functions.queue import QueueMessage
+
+import function_app
+from shared.dataverse import eq
+from shared.jobs import SyncJob
+from shared.partner_center import PartnerCenterError
+from shared.runtime import Runtime, Transports, close_runtime, use_runtime
+from shared.triggers.worker import MAX_ENVELOPE_BYTES
+from tests.partner_center.payloads import cosell_deal
+
+from .conftest import App
+
+
+def message(body: str | bytes, *, dequeue_count: int = 1) -> QueueMessage:
+    """The queue message as the host hands it over (base64 already decoded)."""
+    return QueueMessage(
+        id=str(uuid.uuid4()),
+        body=body.encode() if isinstance(body, str) else body,
+        dequeue_count=dequeue_count,
+        pop_receipt="receipt",
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ("not json", "body is not JSON"),
+        ('["a list"]', "body is a JSON list"),
+        (
+            '{"kind":"invoice","id":"5d3a2b10-7c4e-4f6a-9b8c-0123456789ab",'
+            '"reason":"poll","observed_at":"2026-11-27T10:00:00Z"}',
+            "kind",
+        ),
+        (
+            '{"kind":"referral","id":"42","reason":"poll","observed_at":"2026-11-27T10:00:00Z"}',
+            "id",
+        ),
+        (b"\xff\xfe", "not UTF-8"),
+    ],
+    ids=["not-json", "list", "unknown-kind", "bad-id", "not-utf8"],
+)
+async def test_malformed_message_goes_to_poison_with_its_reason(
+    app: App, body: str | bytes, says: str
+) -> None:
+    await function_app.sync_job(message(body))  # returns: the host deletes the original
+
+    [poisoned] = await app.poison()
+    assert says in poisoned["reason"]
+    expected = body if isinstance(body, str) else body.decode("utf-8", errors="replace")
+    assert poisoned["body"] == expected
+    assert await app.jobs() == []
+
+
+async def test_oversized_malformed_message_is_cut_to_fit_the_poison_queue(app: App) -> None:
+    body = '{"kind": "' + "é" * 60_000 + '"}'
+
+    await function_app.sync_job(message(body))
+
+    [poisoned] = await app.poison()
+    assert "body cut to" in poisoned["reason"]
+    assert body.startswith(poisoned["body"])
+    assert len(json.dumps(poisoned, ensure_ascii=False).encode()) <= MAX_ENVELOPE_BYTES
+
+
+async def test_referral_job_runs_the_engine_and_creates_the_opportunity(app: App) -> None:
+    incoming = cosell_deal(name="Contoso - co-sell from Microsoft")
+    del incoming["externalReferenceId"]  # Microsoft's referral: no opportunity exists yet
+    async with app.control() as control:
+        response = await control.post("/_emulator/microsoft/referrals", json=incoming)
+        assert response.status_code == 201
+        referral_id = response.json()["id"]
+    job = SyncJob.now("referral", referral_id, reason="webhook:referral-created")
+
+    await function_app.sync_job(message(job.to_json()))
+
+    rows = [
+        row
+        async for row in app.runtime.dataverse().list_rows(
+            "opportunities",
+            select=["cosell_referralid"],
+            filter=eq("cosell_referralid", referral_id),
+        )
+    ]
+    assert len(rows) == 1
+    assert await app.poison() == []
+
+
+async def test_engine_failure_propagates_so_the_host_retries(app: App) -> None:
+    # Partner Center refuses our token: not retried by the client (SPEC 7), so it surfaces.
+    refusing = httpx.MockTransport(lambda request: httpx.Response(401, json={"error": "no"}))
+    use_runtime(
+        Runtime.from_settings(app.runtime.settings, transports=Transports(partner_center=refusing))
+    )
+    job = SyncJob(
+        kind="referral",
+        id=uuid.uuid4(),
+        reason="webhook:referral-updated",
+        observed_at=datetime.now(UTC),
+    )
+    try:
+        with pytest.raises(PartnerCenterError):
+            await function_app.sync_job(message(job.to_json(), dequeue_count=2))
+    finally:
+        await close_runtime()
+        await app.runtime.close()  # replaced above, so the fixture no longer closes it
+
+    assert await app.poison() == []
