@@ -43,7 +43,15 @@ async def from_referral(engine: SyncEngine, run: Run, referral: Referral) -> Syn
                 "a marketplace lead, not a co-sell opportunity (SYNC_COSELL_ONLY=true)"
             ])  # fmt: skip
         return await leads.create_lead(engine, run, referral, deal)
-    existing = await engine.crm.find_for_referral(run, referral.id, referral.external_reference_id)
+    # An opportunity made elsewhere for this referral carries its id in externalReferenceId
+    # (the "CRM ID", SPEC 4.5); one of ours has the derived id, and creating it again fails
+    # with AlreadyExists, which restarts this sync. So the lookup is needed only then — which
+    # keeps a new referral at two Dataverse requests (SPEC 11).
+    existing = None
+    if referral.external_reference_id or run.attempt > 0:
+        existing = await engine.crm.find_for_referral(
+            run, referral.id, referral.external_reference_id
+        )
     if existing is not None:
         link = await _create_link(
             engine, SyncLink(referral_id=referral.id, opportunity_id=existing.id), run
@@ -54,13 +62,13 @@ async def from_referral(engine: SyncEngine, run: Run, referral: Referral) -> Syn
         return SyncResult("created", referral.id, plan=plan, notes=["would create an opportunity"])
 
     assert deal.customer is not None
-    account_id, customer = await engine.crm.ensure_account(run, deal.customer)
+    account_id, customer, new_account = await engine.crm.find_account(run, deal.customer)
     try:
         opportunity = await engine.crm.create_opportunity(
-            run, deal, referral_id=referral.id, account_id=account_id
+            run, deal, referral_id=referral.id, account_id=account_id, new_account_body=new_account
         )
     except AlreadyExists:
-        raise Restart("the opportunity is being created by another run") from None
+        raise Restart("the opportunity or account is being created by another run") from None
     base_deal = deal.model_copy(
         update={"external_reference_id": opportunity.id, "customer": customer}
     )

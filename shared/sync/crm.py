@@ -38,12 +38,11 @@ from shared.sync.mapping import (
     contact_columns,
     new_account,
     new_opportunity,
-    new_solution,
     opportunity_to_deal,
     opportunity_update,
     record_id,
 )
-from shared.sync.merge import Change, SyncBase
+from shared.sync.merge import Change
 from shared.sync.run import Run
 from shared.sync.status import IN_PROGRESS, CrmStatus, to_crm
 
@@ -93,21 +92,17 @@ class CrmSide:
         return f"_{self.columns.opportunityid}_value"
 
     def _expand(self) -> list[str | Expand]:
+        # One request reads the opportunity, its account, contact, currency and solution rows
+        # (single- and collection-valued $expand, reference 2.4).
         return [
             Expand("parentaccountid", self.columns.account_select),
             Expand("parentcontactid", CONTACT_SELECT),
             Expand("transactioncurrencyid", ["isocurrencycode"]),
+            Expand(self.columns.solutions_relationship, [self.columns.solutionidentifier]),
         ]
 
-    async def read(
-        self,
-        run: Run,
-        opportunity_id: str,
-        *,
-        known_etag: str | None = None,
-        base: SyncBase | None = None,
-    ) -> CrmOpportunity | None:
-        """The opportunity and its deal, or None if it does not exist."""
+    async def read(self, run: Run, opportunity_id: str) -> CrmOpportunity | None:
+        """The opportunity and its deal (one request), or None if it does not exist."""
         run.count()
         try:
             row = await self.dataverse.get(
@@ -118,7 +113,7 @@ class CrmSide:
             )
         except NotFound:
             return None
-        return await self._opportunity(run, row, known_etag=known_etag, base=base)
+        return self._opportunity(row)
 
     async def find_for_referral(
         self, run: Run, referral_id: str, external_reference_id: str | None
@@ -135,32 +130,9 @@ class CrmSide:
             filter=any_of(*conditions) if len(conditions) > 1 else conditions[0],
             expand=self._expand(),
         )
-        return None if row is None else await self._opportunity(run, row)
+        return None if row is None else self._opportunity(row)
 
-    async def _opportunity(
-        self,
-        run: Run,
-        row: Mapping[str, Any],
-        *,
-        known_etag: str | None = None,
-        base: SyncBase | None = None,
-    ) -> CrmOpportunity:
-        opportunity_id = str(row["opportunityid"])
-        etag = etag_of(dict(row))
-        if base is not None and known_etag is not None and etag == known_etag:
-            solutions: tuple[str, ...] = base.deal.solutions  # unchanged since our last sync
-        else:
-            run.count()
-            solutions = tuple(
-                [
-                    str(s.get(self.columns.solutionidentifier))
-                    async for s in self.dataverse.list_rows(
-                        self.columns.solutions_set,
-                        select=[self.columns.solutionidentifier],
-                        filter=eq(self._solution_lookup, uuid.UUID(opportunity_id)),
-                    )
-                ]
-            )
+    def _opportunity(self, row: Mapping[str, Any]) -> CrmOpportunity:
         currency = row.get("transactioncurrencyid") or {}
         deal = opportunity_to_deal(
             row,
@@ -168,10 +140,12 @@ class CrmSide:
             account=row.get("parentaccountid"),
             contact=row.get("parentcontactid"),
             currency=currency.get("isocurrencycode") if isinstance(currency, dict) else None,
-            solutions=[{self.columns.solutionidentifier: s} for s in solutions],
+            solutions=row.get(self.columns.solutions_relationship) or [],
         )
         flagged = {**row, _SYNC_FLAG_KEY: row.get(self.columns.syncwithpartnercenter)}
-        return CrmOpportunity(opportunity_id, flagged, deal, etag, _modified_on(row))
+        return CrmOpportunity(
+            str(row["opportunityid"]), flagged, deal, etag_of(dict(row)), _modified_on(row)
+        )
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -267,9 +241,12 @@ class CrmSide:
         with contextlib.suppress(AlreadyExists):
             await self.dataverse.create(entity_set, body, row_id=row_id)
 
-    async def ensure_account(self, run: Run, customer: Customer) -> tuple[str, Customer]:
-        """The account matching name + postal code, created if none (with an id derived from
-        both, so two referrals for one new customer make one account)."""
+    async def find_account(
+        self, run: Run, customer: Customer
+    ) -> tuple[str, Customer, dict[str, Any] | None]:
+        """(account id, its customer data, body to create it or None if it exists): the
+        account matching name + postal code (SPEC 4.5); a new one gets an id derived from both,
+        so two referrals for one new customer make one account."""
         conditions = [eq("name", customer.name or "")]
         if customer.postal_code:
             conditions.append(eq("address1_postalcode", customer.postal_code))
@@ -278,36 +255,38 @@ class CrmSide:
             "accounts", select=self.columns.account_select, filter=all_of(*conditions)
         )
         if found is not None:
-            return str(found["accountid"]), Customer(
-                name=found.get("name"),
-                address_line1=found.get("address1_line1"),
-                address_line2=found.get("address1_line2"),
-                city=found.get("address1_city"),
-                state=found.get("address1_stateorprovince"),
-                postal_code=found.get("address1_postalcode"),
-                country=found.get(self.columns.country),
+            return (
+                str(found["accountid"]),
+                Customer(
+                    name=found.get("name"),
+                    address_line1=found.get("address1_line1"),
+                    address_line2=found.get("address1_line2"),
+                    city=found.get("address1_city"),
+                    state=found.get("address1_stateorprovince"),
+                    postal_code=found.get("address1_postalcode"),
+                    country=found.get(self.columns.country),
+                ),
+                None,
             )
         account_id = record_id("account", f"{customer.name}|{customer.postal_code or ''}")
         body = {k: v for k, v in new_account(customer, columns=self.columns).items() if v}
-        run.count()
-        await self.create_once("accounts", body, account_id)
-        return account_id, customer
+        return account_id, customer, body
 
     async def create_opportunity(
-        self, run: Run, deal: Deal, *, referral_id: str, account_id: str
+        self,
+        run: Run,
+        deal: Deal,
+        *,
+        referral_id: str,
+        account_id: str,
+        new_account_body: Mapping[str, Any] | None,
     ) -> CrmOpportunity:
-        """Contact, opportunity and solution rows for a new referral, with derived ids.
+        """Opportunity, contact, solution rows (and the account when it is new) in one deep
+        insert (reference 4.1): all or nothing, ids derived from the referral id.
 
-        ``AlreadyExists`` on the opportunity means another run created it: the caller restarts
-        and finds it.
+        ``AlreadyExists`` means another run made the opportunity (or the new account) first:
+        the caller restarts and finds them.
         """
-        contact_id = None
-        if deal.contact is not None:
-            contact_id = record_id("contact", referral_id)
-            body = {k: v for k, v in contact_columns(deal.contact).items() if v is not None}
-            body["parentcustomerid_account@odata.bind"] = f"/accounts({account_id})"
-            run.count()
-            await self.create_once("contacts", body, contact_id)
         currency_id = None
         if deal.currency:
             run.count()
@@ -320,20 +299,33 @@ class CrmSide:
             deal.model_copy(update={"name": self.desired_name(deal.name, "synced")}),
             columns=self.columns,
             account_id=account_id,
-            contact_id=contact_id,
+            contact_id=None,
             currency_id=currency_id,
         )
+        if new_account_body is not None:
+            # A new account is created inside this same request as the opportunity's account
+            # (parentaccountid, which the sync reads). A bind cannot point at a row created in
+            # the same deep insert, so customerid is set only when the account already exists.
+            body.pop("parentaccountid@odata.bind")
+            body.pop("customerid_account@odata.bind")
+            body["parentaccountid"] = {**new_account_body, "accountid": account_id}
+        contact_id = None
+        if deal.contact is not None:
+            contact_id = record_id("contact", referral_id)
+            contact = {k: v for k, v in contact_columns(deal.contact).items() if v is not None}
+            body["parentcontactid"] = {**contact, "contactid": contact_id}
+        body[self.columns.solutions_relationship] = [
+            {
+                self.columns.name: identifier,
+                self.columns.solutionidentifier: identifier,
+                self.columns.solutionid: record_id("solution", f"{referral_id}|{identifier}"),
+            }
+            for identifier in deal.solutions
+        ]
         run.count()
         written = await self.dataverse.create(
             "opportunities", body, row_id=opportunity_id, select=["modifiedon"]
         )
-        for identifier in deal.solutions:
-            run.count()
-            await self.create_once(
-                self.columns.solutions_set,
-                new_solution(identifier, columns=self.columns, opportunity_id=opportunity_id),
-                record_id("solution", f"{referral_id}|{identifier}"),
-            )
         etag, modified_on = etag_of(written), _modified_on(written)
         if deal.status is not None and to_crm(deal.status).closed:
             target = to_crm(deal.status, close_reason=deal.close_reason)

@@ -69,7 +69,7 @@ class SyncEngine:
         started = time.perf_counter()
         calls = 0
         for attempt in range(self.max_restarts + 1):
-            run = Run(job=job, dry_run=dry_run)
+            run = Run(job=job, dry_run=dry_run, attempt=attempt)
             try:
                 result = await self._sync_once(run)
             except (
@@ -122,9 +122,7 @@ class SyncEngine:
         if link.referral_etag == referral.e_tag and not related and run.job.reason != "manual":
             return SyncResult("no_change", referral_id, link.opportunity_id)
         assert link.opportunity_id is not None
-        opportunity = await self.crm.read(
-            run, link.opportunity_id, known_etag=link.opportunity_etag, base=_base(link)
-        )
+        opportunity = await self.crm.read(run, link.opportunity_id)
         if opportunity is None:
             return SyncResult("skipped", referral_id, link.opportunity_id, notes=[
                 "the linked opportunity no longer exists"

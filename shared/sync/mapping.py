@@ -72,6 +72,11 @@ class Columns:
         return f"{self.prefix}solutions"
 
     @property
+    def solutions_relationship(self) -> str:
+        """The opportunity's collection of solution rows (created by ``cosell schema apply``)."""
+        return f"{self.prefix}opportunity_{self.prefix}solutions"
+
+    @property
     def opportunity_select(self) -> list[str]:
         custom = [
             "helpneeded",

@@ -41,6 +41,7 @@ class Run:
 
     job: SyncJob
     dry_run: bool
+    attempt: int = 0  # restarts so far: a later attempt knows someone else was busy here
     calls: int = 0
     notes: list[str] = field(default_factory=list)
 

@@ -164,6 +164,9 @@ class World:
             for side, routes in (await self._api_requests()).items()
         }
 
+    async def dataverse_requests(self) -> int:
+        return sum((await self._api_requests())["dv"].values())
+
     async def requests(self) -> int:
         """API requests (reads and writes) seen so far by both emulators."""
         return sum(sum(routes.values()) for routes in (await self._api_requests()).values())

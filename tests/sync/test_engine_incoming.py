@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.sync.conftest import World
+from tests.sync.conftest import World, incoming_cosell
 
 
 async def test_incoming_referral_creates_account_contact_opportunity_and_solution(
@@ -37,3 +37,19 @@ async def test_second_sync_after_creation_makes_no_write(world: World) -> None:
 
     assert again.outcome == "no_change"
     assert await world.writes() == before
+
+
+async def test_a_new_referral_costs_two_dataverse_requests(world: World) -> None:
+    # Warm the currency cache (one lookup per process and currency).
+    await world.sync_referral(await world.incoming())
+    referrals = [
+        await world.incoming(customerProfile={**incoming_cosell()["customerProfile"],
+                                              "name": f"Customer {n}"})
+        for n in range(5)
+    ]  # fmt: skip
+    before = await world.dataverse_requests()
+
+    for referral_id in referrals:
+        assert (await world.sync_referral(referral_id, reason="backfill")).outcome == "created"
+
+    assert (await world.dataverse_requests() - before) / len(referrals) <= 2
