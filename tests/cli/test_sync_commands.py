@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 from typing import Any
 
 import httpx
 from azure.data.tables import TableClient
+from azure.storage.queue import QueueClient
 
+from shared.jobs import POISON_QUEUE, SYNC_JOBS_QUEUE, SyncJob
+from shared.runtime import Runtime
+from shared.settings import load_settings
 from shared.state import LINKS_TABLE
+from shared.triggers.worker import run_sync_job
 from tests.cli.conftest import AUTH, Sandbox, incoming_referral
 
 WRITES = ("POST ", "PATCH ", "PUT ", "DELETE ")
@@ -126,3 +133,32 @@ def test_backfill_inline_links_every_referral(
             assert links.get_entity("ref", referral_id).get("OpportunityId"), referral_id
     assert again.code == 0 and "outcome no_change" in again.out
     assert "sync [" in ran.err  # the progress bar
+
+
+def test_a_replayed_poison_job_then_syncs(
+    cli_env: Sandbox,
+    cosell: Any,
+    queues: dict[str, QueueClient],
+    storage_connection_string: str,
+) -> None:
+    referral_id = incoming_referral(cli_env.pc_url)
+    job = SyncJob.now("referral", referral_id, reason="webhook:referral-created")
+    # As the host leaves it after the last failed attempt: the base64 body, nothing else.
+    queues[POISON_QUEUE].send_message(base64.b64encode(job.to_json().encode()).decode())
+
+    replayed = cosell("poison", "replay", referral_id)
+    [message] = queues[SYNC_JOBS_QUEUE].receive_messages(max_messages=1)
+
+    async def work(body: str) -> None:  # what the sync_job function does with the message
+        runtime = Runtime.from_settings(load_settings())
+        try:
+            await run_sync_job(body, message_id=message.id, runtime=runtime)
+        finally:
+            await runtime.close()
+
+    asyncio.run(work(base64.b64decode(message.content).decode()))
+
+    assert replayed.code == 0, replayed.out + replayed.err
+    assert queues[POISON_QUEUE].peek_messages() == []
+    with TableClient.from_connection_string(storage_connection_string, LINKS_TABLE) as links:
+        assert links.get_entity("ref", referral_id).get("OpportunityId")
