@@ -7,7 +7,8 @@ API under ``/api/data/v9.2/`` (bearer token required): entity sets ``opportuniti
 row GET/PATCH/DELETE
 (``If-Match``, ``If-None-Match``, ``Prefer: return=representation``); ``DELETE .../<nav>/$ref``;
 ``WhoAmI``; ``WinOpportunity`` / ``LoseOpportunity``; ``EntityDefinitions`` (GET, POST,
-``(LogicalName='x')``, ``/Attributes`` GET/POST) and ``RelationshipDefinitions`` (POST).
+``(LogicalName='x')``, ``/Attributes`` GET/POST, ``/OneToManyRelationships`` GET) and
+``RelationshipDefinitions`` (POST).
 
 Control (no token): ``GET /_emulator/health``, ``POST /_emulator/reset`` (currencies stay),
 ``GET /_emulator/stats``, ``PUT|DELETE /_emulator/faults``, ``GET|PUT /_emulator/limits``.

@@ -17,7 +17,15 @@ from starlette.responses import Response
 
 from sandbox.dataverse.api import json_response, no_content, read_body
 from sandbox.dataverse.errors import DataverseFault, duplicate_record, query_error
-from sandbox.dataverse.schema import ACTIVE_STATES, Column, Kind, Table, add_system_columns
+from sandbox.dataverse.schema import (
+    ACTIVE_STATES,
+    Column,
+    Kind,
+    OneToMany,
+    Schema,
+    Table,
+    add_system_columns,
+)
 
 if TYPE_CHECKING:
     from sandbox.dataverse.app import Emulator
@@ -27,6 +35,9 @@ ENTITY = re.compile(r"^EntityDefinitions(?:\(LogicalName='(?P<name>[a-z0-9_]+)'\
 ATTRIBUTES = re.compile(
     r"^EntityDefinitions\(LogicalName='(?P<name>[a-z0-9_]+)'\)/Attributes"
     r"(?:\(LogicalName='(?P<attribute>[a-z0-9_]+)'\))?$"
+)
+RELATIONSHIPS = re.compile(
+    r"^EntityDefinitions\(LogicalName='(?P<name>[a-z0-9_]+)'\)/OneToManyRelationships$"
 )
 _FILTER = re.compile(r"^(LogicalName|EntitySetName|SchemaName) eq '([^']*)'$")
 _CUSTOM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{1,7}_[A-Za-z0-9_]+$")
@@ -81,6 +92,25 @@ def attribute_json(table: Table, column: Column) -> dict[str, Any]:
     if column.options is not None:
         body["OptionSet"] = {"Options": [{"Value": v} for v in sorted(column.options)]}
     return body
+
+
+def relationship_json(schema: Schema, relation: OneToMany) -> dict[str, Any]:
+    """A ``OneToManyRelationshipMetadata``: how a caller reads a collection-valued navigation
+    property's name instead of guessing it (reference 4.5)."""
+    referenced = schema.table(relation.referenced_set)
+    referencing = schema.table(relation.entity_set)
+    assert referenced is not None and referencing is not None
+    return {
+        "@odata.type": "#Microsoft.Dynamics.CRM.OneToManyRelationshipMetadata",
+        "MetadataId": metadata_id("relationship", relation.schema_name),
+        "SchemaName": relation.schema_name,
+        "ReferencedEntity": referenced.logical_name,
+        "ReferencedAttribute": referenced.primary_key,
+        "ReferencingEntity": referencing.logical_name,
+        "ReferencingAttribute": relation.column.name,
+        "ReferencedEntityNavigationPropertyName": relation.name,
+        "ReferencingEntityNavigationPropertyName": relation.navigation,
+    }
 
 
 def entity_json(table: Table, *, attributes: bool) -> dict[str, Any]:
@@ -154,6 +184,11 @@ class MetadataApi:
     async def handle(self, request: Request, path: str) -> Response | None:
         if path == "RelationshipDefinitions" and request.method == "POST":
             return await self.create_lookup(request)
+        if (match := RELATIONSHIPS.match(path)) and request.method == "GET":
+            table = self._table(match.group("name"))
+            schema = self.emulator.store.schema
+            relations = sorted(schema.one_to_many(table).values(), key=lambda r: r.name)
+            return json_response({"value": [relationship_json(schema, r) for r in relations]})
         if match := ATTRIBUTES.match(path):
             table = self._table(match.group("name"))
             if request.method == "GET" and match.group("attribute"):
@@ -276,6 +311,7 @@ class MetadataApi:
         collection = str(body.get("ReferencedEntityNavigationPropertyName") or relationship)
         column = Column(name, Kind.LOOKUP, targets={nav: referenced.entity_set})
         column.collections[nav] = collection
+        column.relationships[nav] = relationship
         referencing.add(column)
         self.emulator.store.backfill_column(referencing, column)
         return no_content(

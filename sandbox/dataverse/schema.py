@@ -79,6 +79,9 @@ class Column:
     # the relationship gives the target table (ReferencedEntityNavigationPropertyName, 4.5);
     # unnamed ones follow ``collection_name``'s rule
     collections: dict[str, str] = field(default_factory=dict)
+    # single-valued navigation property -> the relationship's SchemaName, when it differs from
+    # the collection-valued navigation property's name
+    relationships: dict[str, str] = field(default_factory=dict)
 
     @property
     def wire_name(self) -> str:
@@ -126,6 +129,11 @@ class OneToMany:
     entity_set: str
     column: Column
     navigation: str
+
+    @property
+    def schema_name(self) -> str:
+        """The relationship's SchemaName (the collection's name unless one was given)."""
+        return self.column.relationships.get(self.navigation, self.name)
 
 
 def collection_name(referencing: Table, column: Column, navigation: str) -> str:

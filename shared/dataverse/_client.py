@@ -35,6 +35,7 @@ from shared.dataverse._models import (
     Currency,
     LookupDefinition,
     OpportunityStatus,
+    RelationshipMetadata,
     Row,
     TableDefinition,
     TableMetadata,
@@ -503,6 +504,22 @@ class DataverseClient:
         )
         values = self._json(response).get("value") or []
         return [ColumnMetadata.model_validate(v) for v in values]
+
+    async def list_one_to_many(self, logical_name: str) -> list[RelationshipMetadata]:
+        """The one-to-many relationships where ``logical_name`` is the "one" side, e.g. for
+        ``opportunity`` the one to ``cosell_solution`` whose collection-valued navigation
+        property the engine expands (``OPPORTUNITY_SOLUTIONS``); lets `schema check` confirm
+        that name instead of assuming it (reference 4.5)."""
+        response = await self._send(
+            "GET",
+            f"EntityDefinitions(LogicalName='{check_name(logical_name)}')/OneToManyRelationships",
+            params={
+                "$select": "SchemaName,ReferencedEntity,ReferencingEntity,ReferencingAttribute,"
+                "ReferencedEntityNavigationPropertyName,ReferencingEntityNavigationPropertyName"
+            },
+        )
+        values = self._json(response).get("value") or []
+        return [RelationshipMetadata.model_validate(v) for v in values]
 
     async def create_table(self, definition: TableDefinition) -> None:
         """Create a custom table with its primary name column (``AlreadyExists`` if present)."""

@@ -90,6 +90,21 @@ class TableMetadata(_Wire):
         return next((c for c in self.columns if c.logical_name == logical_name), None)
 
 
+class RelationshipMetadata(_Wire):
+    """A ``OneToManyRelationshipMetadata`` of ``EntityDefinitions(...)/OneToManyRelationships``:
+    ``referenced_navigation_property_name`` is the collection-valued navigation property on the
+    "one" side (``$expand`` and deep insert use it; reference 4.5 says read it, don't guess)."""
+
+    schema_name: str = Field(alias="SchemaName")
+    referenced_entity: str = Field(alias="ReferencedEntity")
+    referencing_entity: str = Field(alias="ReferencingEntity")
+    referencing_attribute: str | None = Field(default=None, alias="ReferencingAttribute")
+    referenced_navigation_property_name: str = Field(alias="ReferencedEntityNavigationPropertyName")
+    referencing_navigation_property_name: str | None = Field(
+        default=None, alias="ReferencingEntityNavigationPropertyName"
+    )
+
+
 def label(text: str) -> dict[str, Any]:
     """A metadata ``Label`` in one language."""
     return {

@@ -316,6 +316,28 @@ async def test_a_relationship_created_through_metadata_is_expandable_by_its_name
         "Call back"
     ]
     assert [n["cosell_name"] for n in account["cosell_account_notes"]] == ["Call back"]
+    # ... and metadata names both, so `schema check` can read them (reference 4.5).
+    names = {
+        r.schema_name: r.referenced_navigation_property_name
+        for r in await client.list_one_to_many("account")
+    }
+    assert names["cosell_account_cosell_note"] == "cosell_account_notes"
+
+
+async def test_metadata_lists_the_solutions_relationship_under_the_engine_name(
+    client: DataverseClient,
+) -> None:
+    relationships = await client.list_one_to_many("opportunity")
+
+    [solutions] = [r for r in relationships if r.referencing_entity == "cosell_solution"]
+    assert solutions.schema_name == OPPORTUNITY_SOLUTIONS
+    assert solutions.referenced_navigation_property_name == OPPORTUNITY_SOLUTIONS
+    assert solutions.referencing_attribute == "cosell_opportunityid"
+    assert solutions.referencing_navigation_property_name == "cosell_opportunityid"
+    # Standard lookups appear under the emulator's rule name.
+    assert "lead_qualifyingopportunityid" in {
+        r.referenced_navigation_property_name for r in relationships
+    }
 
 
 @pytest.mark.parametrize(
