@@ -1,4 +1,5 @@
-"""``cosell status``: the ``/api/health`` report as tables, plus links counted by sync status."""
+"""``cosell status``: the ``/api/health`` report as tables, plus links counted by sync status
+and the newest sync errors (from the links' last results)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core.exceptions import AzureError
 
 from shared.cli._context import Context
 from shared.cli._parser import add_command
@@ -14,12 +15,15 @@ from shared.health import check_health
 from shared.runtime import Runtime
 from shared.state import LINKS_TABLE
 
+LAST_ERRORS = 5
+
 
 def add_parser(commands: Any) -> None:
     add_command(
         commands,
         "status",
-        help="show health: queue and poison depth, cursor ages, problems, links by sync status",
+        help="show health: queue and poison depth, cursor ages, problems, links by sync "
+        "status and the last sync errors",
         examples=("cosell status", "cosell status --json | jq .queues"),
         notes="Exit status 0 when healthy, 1 when degraded (the problems say why).",
         handler=run,
@@ -32,9 +36,10 @@ async def run(ctx: Context) -> int:
         report = await check_health(runtime)
     finally:
         await runtime.close()
-    links = await _links_by_status(ctx)
+    links, errors = await _links_by_status(ctx)
     document = report.model_dump(mode="json")
     document["links"] = links
+    document["last_errors"] = errors
     out = ctx.out
     if out.json_mode:
         out.json(document)
@@ -66,7 +71,7 @@ async def run(ctx: Context) -> int:
     )
     # Fields the health report may gain later are shown too, rather than silently dropped.
     shown = {"status", "version", "checked_at", "queues", "cursors", "problems"}
-    extra = [(key, value) for key, value in document.items() if key not in shown | {"links"}]
+    extra = [(k, v) for k, v in document.items() if k not in shown | {"links", "last_errors"}]
     if extra:
         out.line()
         out.pairs([(k, json.dumps(v) if isinstance(v, dict | list) else v) for k, v in extra])
@@ -76,6 +81,12 @@ async def run(ctx: Context) -> int:
         ("last sync", "links"),
         title="Links by sync status",
         empty="(no links yet)",
+    )
+    out.line()
+    out.table(
+        [(e["at"], e["referral_id"], e["message"]) for e in errors],
+        ("at", "referral", "last error"),
+        title="Last sync errors",
     )
     out.line()
     out.table([(p,) for p in report.problems], ("problem",), title="Problems")
@@ -92,29 +103,39 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
-async def _links_by_status(ctx: Context) -> dict[str, int]:
-    """How many links ended their last sync synced / error / pending (one partition scan of
-    one small column; no personal data is read)."""
+async def _links_by_status(ctx: Context) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """How many links ended their last sync synced / error / pending, and the newest errors
+    (one scan of the link partition, reading only the last-result column)."""
     counts: Counter[str] = Counter()
+    errors: list[dict[str, Any]] = []
     table = ctx.tables().get_table_client(LINKS_TABLE)
     try:
         async with table:
             async for entity in table.query_entities(
-                "PartitionKey eq @pk", parameters={"pk": "ref"}, select=["LastResult"]
+                "PartitionKey eq @pk", parameters={"pk": "ref"}, select=["RowKey", "LastResult"]
             ):
-                counts[_last_status(entity.get("LastResult"))] += 1
-    except ResourceNotFoundError:
-        return {}
-    except AzureError:
-        return {}  # check_health already reported that storage did not answer
-    return dict(sorted(counts.items()))
+                result = _last_result(entity.get("LastResult")) or {"status": "never synced"}
+                status = str(result.get("status", "unknown"))
+                counts[status] += 1
+                if status == "error":
+                    errors.append(
+                        {
+                            "referral_id": entity.get("RowKey"),
+                            "at": result.get("at"),
+                            "message": result.get("message", ""),
+                        }
+                    )
+    except AzureError:  # no table yet, or storage down (check_health reports that)
+        return {}, []
+    errors.sort(key=lambda e: str(e["at"] or ""), reverse=True)
+    return dict(sorted(counts.items())), errors[:LAST_ERRORS]
 
 
-def _last_status(raw: object) -> str:
+def _last_result(raw: object) -> dict[str, Any] | None:
     if not raw:
-        return "never synced"
+        return None
     try:
         value = json.loads(str(raw))
     except ValueError:
-        return "unknown"
-    return str(value.get("status", "unknown")) if isinstance(value, dict) else "unknown"
+        return {"status": "unknown"}
+    return value if isinstance(value, dict) else {"status": "unknown"}

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+from azure.data.tables.aio import TableClient
 
+from shared.state import LINKS_TABLE, LinkResult, LinkStore, SyncLink
 from tests.cli.conftest import Sandbox
 
 COMMANDS = [
@@ -94,16 +99,34 @@ def test_a_wrong_setting_is_reported_with_its_name(
     assert cosell("status", "--json").json()["ok"] is False
 
 
-def test_status_shows_queues_and_exits_by_health(
-    cli_env: Sandbox, cosell: Any, queues: Any
+def _link_with_error(connection: str, referral_id: str, message: str) -> None:
+    async def seed() -> None:
+        table = TableClient.from_connection_string(connection, LINKS_TABLE)
+        async with LinkStore(table) as links:
+            await links.create_table()
+            at = datetime.now(UTC) + timedelta(days=1)  # the newest error of this shared table
+            result = LinkResult(status="error", message=message, at=at)
+            await links.create_link(SyncLink(referral_id=referral_id, last_result=result))
+
+    asyncio.run(seed())
+
+
+def test_status_shows_queues_links_and_last_errors(
+    cli_env: Sandbox, cosell: Any, queues: Any, storage_connection_string: str
 ) -> None:
+    referral_id = str(uuid.uuid4())
+    _link_with_error(storage_connection_string, referral_id, "no country on the account")
+
     ran = cosell("status")
     document = cosell("--json", "status").json()
 
     assert ran.code == 0, ran.out + ran.err
     assert "sync-jobs-poison" in ran.out and "Links by sync status" in ran.out
+    assert "no country on the account" in ran.out
     assert document["status"] == "healthy"
     assert document["queues"] == {"sync-jobs": 0, "sync-jobs-poison": 0}
+    assert document["links"]["error"] >= 1
+    assert document["last_errors"][0]["referral_id"] == referral_id
 
 
 # -- webhook ------------------------------------------------------------------------------------
