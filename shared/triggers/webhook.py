@@ -122,9 +122,11 @@ async def _verify(
     except SignatureError as exc:
         return WebhookAnswer(401, f"signature not verified: {exc}", "bad_signature")
     except SettingsError as exc:
-        logger.error("webhook: signature verification is not configured: %s", exc)
+        # Fail closed, as for any signature that cannot be verified (SPEC 8: 401); without
+        # trusted roots only reconcile_partner_center brings Partner Center changes in.
+        logger.warning("webhook: signature verification is not configured: %s", exc)
         return WebhookAnswer(
-            503, "signature verification is not configured; retry later", "not_configured"
+            401, "signature not verified: verification is not configured", "not_configured"
         )
     except httpx.HTTPError as exc:
         # The certificate host did not answer: a 5xx makes Partner Center deliver again.

@@ -270,11 +270,13 @@ async def test_verify_mode_refuses_a_certificate_from_an_untrusted_root(
     assert await app.jobs() == []
 
 
-async def test_verify_mode_without_trusted_roots_answers_503_and_enqueues_nothing(
-    verify_without_roots: None, app: App
+async def test_verify_mode_without_trusted_roots_refuses_every_event(
+    verify_without_roots: None, app: App, deliveries: list[httpx.Request]
 ) -> None:
-    status, answer = await deliver(event())
+    delivery = await signed_delivery(app, deliveries)
 
-    assert status == 503
+    status, answer = await deliver(delivery.content, delivery.headers)
+
+    assert status == 401
     assert "not configured" in answer["message"]
     assert await app.jobs() == []
