@@ -49,7 +49,8 @@ async def up() -> int:
             _say("Webhook              not registered (function_app has no partner_center_webhook)")
         else:
             _say("Webhook              registered with the Partner Center emulator")
-        _say("ready")
+        if not stop.is_set():  # Ctrl-C during start-up: stop without claiming to be ready
+            _say("ready")
         await stop.wait()
         logging.getLogger("sandbox").info("Stopping the sandbox")
     return 0
@@ -69,9 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("azure").setLevel(logging.WARNING)
     # httpx logs each request URL at INFO, and those carry the function key (?code=).
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    if arguments.command == "up":
+    if arguments.command != "up":
+        return 2
+    try:
         return asyncio.run(up())
-    return 2
+    except (OSError, RuntimeError, ValueError) as exc:
+        # A busy port, Azurite missing, a wrong SANDBOX_* value: say it in one line.
+        print(f"sandbox: could not start: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

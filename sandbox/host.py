@@ -33,6 +33,7 @@ import logging
 import os
 import random
 import re
+import socket
 import sys
 import time
 import uuid
@@ -944,8 +945,21 @@ class _QuietServer(uvicorn.Server):
 
 
 async def serve_in_background(server: uvicorn.Server, *, within_s: float = 15.0) -> int:
-    """Start ``server`` on the running loop; return the port it really listens on."""
-    task = asyncio.ensure_future(server.serve())
+    """Start ``server`` on the running loop; return the port it really listens on.
+
+    The socket is bound here, not by uvicorn, so a busy port is an ``OSError`` naming the
+    address (uvicorn would log and call ``sys.exit``) and port 0 yields the port picked.
+    """
+    host, port = server.config.host, server.config.port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    task = asyncio.ensure_future(server.serve(sockets=[listener]))
     if isinstance(server, _QuietServer):
         server.task = task
     deadline = time.monotonic() + within_s

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -23,15 +24,23 @@ class Seen:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     ticks: list[tuple[datetime, bool]] = field(default_factory=list)
-    messages: list[tuple[str, int | None, bytes]] = field(default_factory=list)
+    # (message id, dequeue count, body, time.monotonic() at the call)
+    messages: list[tuple[str, int | None, bytes, float]] = field(default_factory=list)
     running: int = 0
     most_running: int = 0
+    tick_seconds: float = 0.0  # how long each timer run takes
+    ticks_running: int = 0
+    most_ticks_running: int = 0
+    startups: int = 0
 
     def reset(self) -> None:
         with self.lock:
             self.ticks.clear()
             self.messages.clear()
             self.running = self.most_running = 0
+            self.tick_seconds = 0.0
+            self.ticks_running = self.most_ticks_running = 0
+            self.startups = 0
 
 
 SEEN = Seen()
@@ -71,6 +80,21 @@ async def enqueue(req: func.HttpRequest, out: func.Out[str]) -> func.HttpRespons
 async def tick(timer: func.TimerRequest) -> None:
     with SEEN.lock:
         SEEN.ticks.append((datetime.now(UTC), timer.past_due))
+        SEEN.ticks_running += 1
+        SEEN.most_ticks_running = max(SEEN.most_ticks_running, SEEN.ticks_running)
+    try:
+        if SEEN.tick_seconds:
+            await asyncio.sleep(SEEN.tick_seconds)
+    finally:
+        with SEEN.lock:
+            SEEN.ticks_running -= 1
+
+
+@app.timer_trigger(arg_name="timer", schedule="0 0 0 1 1 *", run_on_startup=True)
+async def on_startup(timer: func.TimerRequest) -> None:
+    """Scheduled once a year; runs at host start because of run_on_startup."""
+    with SEEN.lock:
+        SEEN.startups += 1
 
 
 @app.queue_trigger(arg_name="msg", queue_name="%TEST_QUEUE%", connection="TEST_STORAGE")
@@ -78,7 +102,8 @@ async def work(msg: func.QueueMessage) -> None:
     """Bodies starting with ``fail`` always raise; ``slow`` ones take half a second."""
     body = msg.get_body()
     with SEEN.lock:
-        SEEN.messages.append((msg.id or "", getattr(msg, "dequeue_count", None), body))
+        count = getattr(msg, "dequeue_count", None)
+        SEEN.messages.append((msg.id or "", count, body, time.monotonic()))
         SEEN.running += 1
         SEEN.most_running = max(SEEN.most_running, SEEN.running)
     try:

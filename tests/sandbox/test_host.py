@@ -52,7 +52,7 @@ async def host(environ: dict[str, str]) -> AsyncIterator[FunctionHost]:
         host_json=ROOT / "host.json",
         environ=environ,
         function_key="k3y",
-        visibility_timeout=0.0,
+        visibility_timeout=1.0,
         max_dequeue_count=MAX_DEQUEUE,
         max_polling_interval=0.2,
         shutdown_timeout=5,
@@ -196,6 +196,29 @@ async def test_timer_fires_every_second_on_its_schedule(host: FunctionHost) -> N
     assert not any(past_due for _, past_due in SEEN.ticks)
 
 
+async def test_timer_runs_never_overlap_and_a_late_run_is_past_due(host: FunctionHost) -> None:
+    SEEN.tick_seconds = 2.5  # longer than the 1 s period: the next run starts late
+    await eventually(lambda: len(SEEN.ticks) >= 2, within_s=8)
+    assert SEEN.most_ticks_running == 1  # one run at a time, like the host's singleton lock
+    assert SEEN.ticks[1][1] is True  # started more than a second after it was due
+    SEEN.tick_seconds = 0.0
+
+
+async def test_run_on_startup_fires_once_at_start(host: FunctionHost) -> None:
+    await eventually(lambda: SEEN.startups >= 1, within_s=3)
+    await asyncio.sleep(0.3)
+    assert SEEN.startups == 1
+
+
+async def test_stop_lets_running_invocations_finish(host: FunctionHost, queue: QueueClient) -> None:
+    await send(queue, f"slow-{uuid.uuid4()}")
+    await eventually(lambda: SEEN.running == 1)
+    await host.stop()
+    assert SEEN.running == 0
+    assert host.invocations["work"] == 1
+    assert await stored(queue) == []  # finished and deleted, not left to reappear
+
+
 async def test_queue_message_is_decoded_and_deleted_after_success(
     host: FunctionHost, queue: QueueClient
 ) -> None:
@@ -215,8 +238,10 @@ async def test_failing_message_is_retried_then_moved_to_poison(
     await send(queue, body)
     found = await poisoned(storage_connection_string, queue_name)
     assert found == [base64.b64encode(body.encode()).decode()]
-    attempts = [m[1] for m in SEEN.messages if m[2] == body.encode()]
-    assert attempts == list(range(1, MAX_DEQUEUE + 1))
+    attempts = [m for m in SEEN.messages if m[2] == body.encode()]
+    assert [m[1] for m in attempts] == list(range(1, MAX_DEQUEUE + 1))
+    # Released with visibilityTimeout (1 s here) after each failure, not retried at once.
+    assert all(b[3] - a[3] > 0.9 for a, b in itertools.pairwise(attempts))
     assert await stored(queue) == []
 
 
