@@ -312,6 +312,10 @@ class Store:
         version, stamp = self._stamp()
         record.values.update({"versionnumber": version, "createdon": stamp, "modifiedon": stamp})
         self._derive(table, record)
+        if row_id in self.tables[table.entity_set]:
+            # A related row of this very request took the id (e.g. an account nesting an account
+            # with the same accountid): a duplicate, not an overwrite.
+            raise duplicate_record()
         self.tables[table.entity_set][row_id] = record
         if self._journal is not None:
             self._journal.append((table.entity_set, row_id))

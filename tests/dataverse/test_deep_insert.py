@@ -154,6 +154,23 @@ async def test_a_failing_solution_after_the_parent_was_stored_removes_every_row(
     assert counts(emulator) == NOTHING
 
 
+async def test_a_nested_row_reusing_the_parents_id_is_a_duplicate_not_an_overwrite(
+    http: httpx.AsyncClient, emulator: Emulator
+) -> None:
+    response = await http.post(
+        "accounts",
+        json={
+            "accountid": str(ACCOUNT),
+            "name": "Parent",
+            "parentaccountid": {"accountid": str(ACCOUNT), "name": "Child"},
+        },
+    )
+
+    assert response.status_code == 412
+    assert response.json()["error"]["code"] == "0x80040237"
+    assert emulator.store.count("accounts") == 0
+
+
 @pytest.mark.parametrize(
     ("change", "status"),
     [
