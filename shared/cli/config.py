@@ -39,7 +39,7 @@ from shared.partner_center import (
     TokenProvider,
 )
 from shared.retry import RetryPolicy
-from shared.settings import Settings
+from shared.settings import Settings, is_loopback_url
 from shared.state import TABLE_NAMES
 from shared.storage import queue_client
 
@@ -166,24 +166,29 @@ async def _tables(ctx: Context) -> Check:
 
 
 def _pc_tokens(settings: Settings) -> TokenProvider:
-    if settings.sandbox:
+    # The client's own rule: a loopback Partner Center URL is the emulator (static token).
+    if is_loopback_url(settings.partner_center_api_url):
         return StaticTokenProvider("sandbox")
     secret, refresh = settings.partner_center_client_secret, settings.partner_center_refresh_token
-    # Settings validation guarantees these for a real Partner Center URL.
-    assert settings.partner_center_tenant_id and settings.partner_center_client_id
-    assert secret is not None and refresh is not None
+    tenant, client = settings.partner_center_tenant_id, settings.partner_center_client_id
+    if not (tenant and client and secret and refresh):  # settings validation requires them
+        raise PartnerCenterAuthError("the PARTNER_CENTER_* credentials are not all set")
     # A rotated refresh token is kept in memory only: the stored one stays valid (Entra does
     # not revoke it on redemption), and the app itself persists rotations.
     return RefreshTokenProvider(
-        tenant_id=settings.partner_center_tenant_id,
-        client_id=settings.partner_center_client_id,
+        tenant_id=tenant,
+        client_id=client,
         client_secret=secret.get_secret_value(),
         refresh_token=refresh.get_secret_value(),
     )
 
 
 async def _partner_center(settings: Settings) -> list[Check]:
-    tokens = _pc_tokens(settings)
+    try:
+        tokens = _pc_tokens(settings)
+    except PartnerCenterAuthError as exc:
+        fix = "set the PARTNER_CENTER_* settings"
+        return [Check("Partner Center token", "fail", str(exc), fix)]
     sign_in_fix = (
         "a Referrals admin signs in again and the new refresh token goes to "
         "PARTNER_CENTER_REFRESH_TOKEN; check PARTNER_CENTER_TENANT_ID, PARTNER_CENTER_CLIENT_ID "

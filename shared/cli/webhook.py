@@ -175,6 +175,11 @@ async def test_webhook(ctx: Context) -> int:
     if registration is None or not registration.webhook_url:
         out.error("no webhook is registered; run `cosell webhook register` first")
         return 1
+    events = {str(getattr(e, "value", e)) for e in registration.webhook_events}
+    if WebhookEventName.TEST_CREATED.value not in events:
+        # Partner Center refuses test events unless test-created is registered (§4.1).
+        out.error("the registration lacks the test-created event; run `cosell webhook register`")
+        return 1
     event = await pc.send_test_event()
     out.note(f"test event {event.correlation_id} sent; waiting for its delivery...")
     deadline = time.monotonic() + max(0.0, args.timeout)
