@@ -102,6 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"storage: {type(exc).__name__}: {_first_line(str(exc))} (check AzureWebJobsStorage)"
         )
         return EXIT_FAILED
+    except Exception as exc:  # one line for the operator; --debug shows the traceback
+        if args.debug:
+            raise
+        out.error(f"unexpected {type(exc).__name__}: {_first_line(str(exc))} (rerun with --debug)")
+        return EXIT_FAILED
 
 
 async def _run(handler: Handler, ctx: Context) -> int:
