@@ -75,10 +75,11 @@ async def reconcile_partner_center(
             referral_id = _guid(referral.id)
             if referral_id is None:
                 continue
-            at = referral.updated_date_time or moment
             found[referral_id] = referral
-            updated[referral_id] = at
-            last = at if last is None else max(last, at)
+            updated[referral_id] = referral.updated_date_time or moment
+            if referral.updated_date_time is not None:  # only the service's own times move it
+                at = referral.updated_date_time
+                last = at if last is None else max(last, at)
     finally:
         await cursor_run.close_pager(referrals)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import statistics
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -61,6 +63,21 @@ async def test_valid_event_is_accepted_and_enqueues_one_referral_job(app: App) -
     assert str(job.id) == REFERRAL_ID
     assert job.reason == "webhook:referral-updated"
     assert job.observed_at == datetime(2026, 11, 27, 10, 0, 39, 548548, tzinfo=UTC)
+
+
+async def test_webhook_never_calls_partner_center_and_answers_in_milliseconds(app: App) -> None:
+    await deliver(event())  # the first call of a process creates the storage clients
+    timings = []
+    for n in range(10):
+        started = time.perf_counter()
+        status, _ = await deliver(event(ResourceChangeUtcDate=f"2026-11-27T10:00:{n:02d}Z"))
+        timings.append(time.perf_counter() - started)
+        assert status == 202
+
+    assert statistics.median(timings) < 0.1  # one queue write; Azurite answers in ~ms
+    async with app.control() as control:
+        stats = (await control.get("/_emulator/stats")).json()
+    assert set(stats["requests"]) == {"GET /_emulator/stats"}  # no API call, only ours
 
 
 async def test_event_without_change_date_is_observed_now(app: App) -> None:
