@@ -35,6 +35,7 @@ import random
 import re
 import socket
 import sys
+import threading
 import time
 import uuid
 import weakref
@@ -50,6 +51,7 @@ from typing import Any, Generic, TypeVar
 import azure.functions as func
 import uvicorn
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.functions._abc import RetryContext, TraceContext
 from azure.functions.queue import QueueMessage as HostQueueMessage
 from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueMessage as StorageQueueMessage
@@ -195,6 +197,21 @@ class FunctionSpec:
         return inspect.iscoroutinefunction(self.user_function)
 
     @property
+    def wants_context(self) -> bool:
+        return "context" in inspect.signature(self.user_function).parameters
+
+    def check_signature(self) -> None:
+        """The worker's indexing rule (reference §0.3, §3.2): the parameters are exactly the
+        binding names (``$return`` aside), plus an optional ``context``."""
+        parameters = set(inspect.signature(self.user_function).parameters) - {"context"}
+        bindings = {str(b["name"]) for b in self.bindings} - {"$return"}
+        if parameters != bindings:
+            raise HostError(
+                f"function {self.name}: parameters {sorted(parameters)} do not match its "
+                f"binding names {sorted(bindings)}"
+            )
+
+    @property
     def outputs(self) -> list[dict[str, Any]]:
         return [
             b
@@ -217,7 +234,7 @@ def load_functions(module_name: str, *, attribute: str = "app") -> tuple[ModuleT
     module = importlib.import_module(module_name)
     app = getattr(module, attribute, None)
     if not isinstance(app, func.FunctionApp):
-        raise RuntimeError(f"{module_name}.{attribute} is not an azure.functions.FunctionApp")
+        raise HostError(f"{module_name}.{attribute} is not an azure.functions.FunctionApp")
     return module, index_app(app)
 
 
@@ -227,7 +244,7 @@ def resolve_settings(text: str, environ: Mapping[str, str]) -> str:
     def setting(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in environ:
-            raise KeyError(f"app setting {name!r} (used as %{name}%) is not set")
+            raise HostError(f"app setting {name!r} (used as %{name}%) is not set")
         return environ[name]
 
     return _SETTING.sub(setting, text)
@@ -302,7 +319,80 @@ class _Out(func.Out[T], Generic[T]):
         return self._value  # type: ignore[return-value]
 
 
+# -- invocation context ------------------------------------------------------------------------
+
+
+class _TraceContext(TraceContext):
+    def __init__(self) -> None:
+        # A fresh W3C traceparent per invocation, as the host sends one.
+        self._parent = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+
+    @property
+    def trace_state(self) -> str:
+        return ""
+
+    @property
+    def trace_parent(self) -> str:
+        return self._parent
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        return {}
+
+
+class _RetryContext(RetryContext):
+    @property
+    def retry_count(self) -> int:
+        return 0  # function-level retry policies are not run locally
+
+    @property
+    def max_retry_count(self) -> int:
+        return 0
+
+    @property
+    def exception(self) -> Any:
+        return None
+
+
+class _Context(func.Context):
+    """What the worker passes to a ``context`` parameter (``func.Context``)."""
+
+    def __init__(self, invocation_id: str, function_name: str, directory: str) -> None:
+        self._invocation_id = invocation_id
+        self._function_name = function_name
+        self._directory = directory
+        self._local = threading.local
+
+    @property
+    def invocation_id(self) -> str:
+        return self._invocation_id
+
+    @property
+    def thread_local_storage(self) -> type[threading.local]:
+        return self._local
+
+    @property
+    def function_name(self) -> str:
+        return self._function_name
+
+    @property
+    def function_directory(self) -> str:
+        return self._directory
+
+    @property
+    def trace_context(self) -> TraceContext:
+        return _TraceContext()
+
+    @property
+    def retry_context(self) -> RetryContext:
+        return _RetryContext()
+
+
 # -- the host ----------------------------------------------------------------------------------
+
+
+class HostError(RuntimeError):
+    """The app or its settings cannot be hosted (a missing setting, a signature mismatch)."""
 
 
 @dataclass
@@ -314,7 +404,7 @@ class _Lease:
 
 
 class InvocationError(Exception):
-    """Raised inside the host when a function fails; carries nothing of the payload."""
+    """Raised inside the host when a trigger cannot be bound; carries nothing of the payload."""
 
 
 class FunctionHost:
@@ -389,7 +479,8 @@ class FunctionHost:
         self._clients: list[QueueClient] = []
         self._server: _QuietServer | None = None
         self._server_task: asyncio.Task[None] | None = None
-        self.invocations: dict[str, int] = {}
+        self.invocations: dict[str, int] = {}  # completed invocations per function
+        self._directory = "."
 
     # -- lifecycle
 
@@ -415,7 +506,7 @@ class FunctionHost:
         module, functions = load_functions(self.module_name)
         host_json = self.host_json
         if host_json is None:
-            folder = self.app_dir or Path(module.__file__ or ".").parent
+            folder = self.app_dir or Path(getattr(module, "__file__", None) or ".").parent
             host_json = folder / "host.json"
         config = HostConfig.load(host_json)
         queues = replace(config.queues, **self._overrides)
@@ -428,6 +519,9 @@ class FunctionHost:
             )
         self.config = replace(config, queues=queues)
         self.functions = {spec.name: spec for spec in map(FunctionSpec.of, functions)}
+        for spec in self.functions.values():
+            spec.check_signature()
+        self._directory = str(Path(getattr(module, "__file__", None) or ".").parent)
         self.routes = [self._route_of(s) for s in self.functions.values() if _is_http(s)]
         try:
             for spec in self.functions.values():
@@ -512,7 +606,8 @@ class FunctionHost:
         Exceptions are logged by type only: their messages may echo payload data (SPEC 8).
         """
         invocation_id = str(uuid.uuid4())
-        self.invocations[spec.name] = self.invocations.get(spec.name, 0) + 1
+        if spec.wants_context:
+            kwargs = {**kwargs, "context": _Context(invocation_id, spec.name, self._directory)}
         started = time.perf_counter()
         outcome = "Failed"
         try:
@@ -537,6 +632,7 @@ class FunctionHost:
             logger.debug("Function %s traceback", spec.name, exc_info=True)
             raise
         finally:
+            self.invocations[spec.name] = self.invocations.get(spec.name, 0) + 1
             logger.info(
                 "Executed 'Functions.%s' (%s, Id=%s, Duration=%dms)",
                 spec.name,
@@ -751,7 +847,7 @@ class FunctionHost:
         setting = str(binding.get("connection") or DEFAULT_CONNECTION)
         connection = self.environ.get(setting)
         if not connection:
-            raise RuntimeError(
+            raise HostError(
                 f"queue binding {binding.get('name')!r}: app setting {setting!r} "
                 "(a storage connection string) is not set"
             )
@@ -789,7 +885,9 @@ class FunctionHost:
                 continue
             interval = MIN_POLLING_INTERVAL_S
             for message in batch:
-                task = asyncio.ensure_future(self._process(spec, client, poison_client, message))
+                task = asyncio.ensure_future(
+                    self._process_safely(spec, client, poison_client, message)
+                )
                 running.add(task)
                 self._inflight.add(task)
 
@@ -810,6 +908,23 @@ class FunctionHost:
         except ResourceNotFoundError:
             return []  # the queue does not exist yet: the host polls on, as for an empty queue
         return []
+
+    async def _process_safely(
+        self,
+        spec: FunctionSpec,
+        client: QueueClient,
+        poison_client: QueueClient | None,
+        message: StorageQueueMessage,
+    ) -> None:
+        try:
+            await self._process(spec, client, poison_client, message)
+        except Exception as exc:  # noqa: BLE001 - e.g. a lost lease; the message comes back
+            logger.warning(
+                "Queue %s: settling message %s failed: %s",
+                client.queue_name,
+                message.id,
+                type(exc).__name__,
+            )
 
     async def _process(
         self,

@@ -60,8 +60,8 @@ def item(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @app.route(route="open", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
-async def open_door(req: func.HttpRequest) -> func.HttpResponse:
-    return func.HttpResponse("open", status_code=200)
+async def open_door(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    return func.HttpResponse(f"open {context.function_name}", status_code=200)
 
 
 @app.route(route="boom", methods=["GET"])

@@ -10,17 +10,20 @@ import asyncio
 import base64
 import contextlib
 import itertools
+import sys
 import time
+import types
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import azure.functions as func
 import httpx
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient
 
-from sandbox.host import FunctionHost, HostConfig, compile_route, parse_timespan
+from sandbox.host import FunctionHost, HostConfig, HostError, compile_route, parse_timespan
 from tests.sandbox import sample_app
 from tests.sandbox.sample_app import SEEN
 
@@ -136,7 +139,7 @@ async def test_http_function_needs_the_function_key(http: httpx.AsyncClient) -> 
 async def test_anonymous_function_needs_no_key(http: httpx.AsyncClient) -> None:
     answer = await http.get("/api/open")
     assert answer.status_code == 200
-    assert answer.text == "open"
+    assert answer.text == "open open_door"  # a `context` parameter gets func.Context
 
 
 async def test_request_reaches_the_function_with_route_params_query_headers_and_body(
@@ -301,3 +304,19 @@ async def test_admin_api_runs_a_timer_function_now(
 
 def test_sample_app_is_importable_once() -> None:
     assert sample_app.app is not None
+
+
+async def test_parameters_that_do_not_match_the_bindings_stop_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bad = func.FunctionApp()
+
+    @bad.route(route="x")
+    def handler(request: func.HttpRequest) -> func.HttpResponse:  # binding is named "req"
+        return func.HttpResponse("")
+
+    module = types.ModuleType("mismatched_app")
+    module.app = bad  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mismatched_app", module)
+    with pytest.raises(HostError, match="do not match"):
+        await FunctionHost("mismatched_app", serve_http=False).start()
