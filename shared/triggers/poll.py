@@ -2,7 +2,8 @@
 
 Dataverse change tracking cannot be combined with ``$filter`` (reference: dataverse-web-api
 §3.2), so this uses the ``modifiedon`` watermark of §3.7: opportunities with the sync flag on,
-and ``<prefix>solutions`` rows (which lead to their opportunity), changed at or after the
+and ``<prefix>solutions`` rows of such opportunities (which lead to their opportunity), changed
+at or after the
 watermark minus an overlap, ordered by ``modifiedon`` and paged.
 
 A row is not enqueued when it is an echo of the engine's own write (its ``modifiedon`` is no
@@ -98,7 +99,11 @@ async def poll_dataverse(
             dataverse.list_rows(
                 f"{prefix}solutions",
                 select=[f"{prefix}solutionid", f"_{prefix}opportunityid_value", "modifiedon"],
-                filter=ge("modifiedon", since),
+                # Through the lookup (reference §2.2): only solutions of flagged opportunities.
+                filter=all_of(
+                    ge("modifiedon", since),
+                    eq(f"{prefix}opportunityid/{prefix}syncwithpartnercenter", True),
+                ),
                 orderby=["modifiedon asc", f"{prefix}solutionid asc"],
                 page_size=PAGE_SIZE,
             ),

@@ -108,12 +108,8 @@ async def test_echo_of_our_own_write_is_not_enqueued(app: App) -> None:
     assert [str(j.id) for j in await app.jobs()] == [edited["opportunityid"]]
 
 
-async def test_solution_row_change_enqueues_its_opportunity(app: App) -> None:
-    opportunity = await create_opportunity(app, "Deal with a solution")
-    await run_poll()
-    await app.jobs_queue.clear_messages()
-
-    solution = await app.runtime.dataverse().create(
+async def add_solution(app: App, opportunity: dict[str, Any]) -> dict[str, Any]:
+    return await app.runtime.dataverse().create(
         "cosell_solutions",
         {
             "cosell_name": "Data platform",
@@ -121,6 +117,16 @@ async def test_solution_row_change_enqueues_its_opportunity(app: App) -> None:
             "cosell_opportunityid@odata.bind": bind("opportunities", opportunity["opportunityid"]),
         },
     )
+
+
+async def test_solution_row_change_enqueues_its_opportunity(app: App) -> None:
+    opportunity = await create_opportunity(app, "Deal with a solution")
+    unflagged = await create_opportunity(app, "Not for co-sell", flagged=False)
+    await run_poll()
+    await app.jobs_queue.clear_messages()
+
+    solution = await add_solution(app, opportunity)
+    await add_solution(app, unflagged)
     await run_poll()
 
     [job] = await app.jobs()
