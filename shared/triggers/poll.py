@@ -2,9 +2,9 @@
 
 Dataverse change tracking cannot be combined with ``$filter`` (reference: dataverse-web-api
 §3.2), so this uses the ``modifiedon`` watermark of §3.7: opportunities with the sync flag on,
-and ``<prefix>solutions`` rows of such opportunities (which lead to their opportunity), changed
-at or after the
-watermark minus an overlap, ordered by ``modifiedon`` and paged.
+and the ``<prefix>solutions`` rows of such opportunities (each a change of its opportunity),
+changed at or after the watermark minus an overlap, ordered by ``modifiedon`` and paged.
+Deleted solution rows leave no ``modifiedon`` behind: the opportunity's next edit carries them.
 
 A row is not enqueued when it is an echo of the engine's own write (its ``modifiedon`` is no
 newer than the one the link, or without a link the opportunity's index row, recorded), or when
