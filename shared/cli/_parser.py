@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -10,11 +11,19 @@ if TYPE_CHECKING:
     from shared.cli._context import Context
 
 Handler = Callable[["Context"], Awaitable[int]]
+WIDTH = 78
+
+
+def _wrap(text: str) -> str:
+    # Raw formatting keeps the examples as written; prose lines are wrapped here instead.
+    return "\n".join(
+        line if line.startswith(" ") else textwrap.fill(line, WIDTH) for line in text.splitlines()
+    )
 
 
 def _epilog(examples: Sequence[str], notes: str | None) -> str:
     text = "examples:\n" + "\n".join(f"  {e}" for e in examples)
-    return f"{notes.strip()}\n\n{text}" if notes else text
+    return f"{_wrap(notes.strip())}\n\n{text}" if notes else text
 
 
 def new_parser(
@@ -27,7 +36,7 @@ def new_parser(
 ) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description=description,
+        description=_wrap(description),
         epilog=_epilog(examples, notes),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -61,7 +70,7 @@ def add_command(
         name,
         help=help,
         description=description or help,
-        epilog=_epilog(examples, notes) if examples else notes,
+        epilog=_epilog(examples, notes) if examples else notes and _wrap(notes),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_json(parser, top_level=False)

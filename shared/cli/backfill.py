@@ -53,7 +53,10 @@ def add_parser(commands: Any) -> None:
         handler=run,
     )
     parser.add_argument(
-        "--since", type=since, help="only records updated since this date (UTC), e.g. 2026-11-01"
+        "--since",
+        type=since,
+        metavar="DATE",
+        help="only records updated since this date (UTC), e.g. 2026-11-01",
     )
     parser.add_argument(
         "--direction",
