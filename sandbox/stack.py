@@ -88,7 +88,8 @@ class SandboxStack:
     ``max_polling_interval`` caps host.json's queue polling interval for latency.
     ``host_options`` go to ``FunctionHost`` (e.g. ``visibility_timeout`` for tests).
     ``storage_connection_string``: use this storage (e.g. the test session's Azurite) instead of
-    starting Azurite.
+    starting Azurite. ``partner_center_app`` / ``dataverse_app``: emulators built with other
+    options (their ``create_app``); by default fresh ones accepting the token ``sandbox``.
 
     After ``start()`` / ``async with``: ``host_url``, ``partner_center_url``, ``dataverse_url``,
     ``connection_string``, ``queue_port``, ``table_port``, ``function_key``, ``settings`` (what
@@ -114,6 +115,8 @@ class SandboxStack:
         register_webhook: bool = True,
         host_options: Mapping[str, Any] | None = None,
         storage_connection_string: str | None = None,
+        partner_center_app: Starlette | None = None,
+        dataverse_app: Starlette | None = None,
     ) -> None:
         self.bind = bind
         self.function_key = function_key
@@ -128,8 +131,10 @@ class SandboxStack:
         self.dataverse_port = dataverse_port
         self.azurite = Azurite(queue_port=queue_port, table_port=table_port, host=bind)
         self._given_storage = storage_connection_string
-        self.partner_center_app: Starlette = partner_center.create_app(token=EMULATOR_TOKEN)
-        self.dataverse_app: Starlette = dataverse.create_app(token=EMULATOR_TOKEN)
+        self.partner_center_app: Starlette = partner_center_app or partner_center.create_app(
+            token=EMULATOR_TOKEN
+        )
+        self.dataverse_app: Starlette = dataverse_app or dataverse.create_app(token=EMULATOR_TOKEN)
         self.host: FunctionHost | None = None
         self.settings: dict[str, str] = {}
         self.webhook_url: str | None = None

@@ -273,8 +273,7 @@ async def test_message_past_max_dequeue_count_goes_straight_to_poison(
 async def test_several_messages_run_at_once(host: FunctionHost, queue: QueueClient) -> None:
     bodies = [f"slow-{n}-{uuid.uuid4()}" for n in range(8)]
     started = time.monotonic()
-    for body in bodies:
-        await send(queue, body)
+    await asyncio.gather(*(send(queue, body) for body in bodies))
     await eventually(lambda: host.invocations.get("work", 0) >= len(bodies), within_s=10)
     elapsed = time.monotonic() - started
     # batchSize 4 + newBatchThreshold 2 (host.json): up to 6 at once, never one by one.
