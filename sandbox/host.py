@@ -291,6 +291,25 @@ def compile_route(template: str) -> re.Pattern[str]:
     return re.compile(pattern, re.IGNORECASE)
 
 
+def route_precedence(template: str) -> tuple[int, ...]:
+    """Sort key: literal segments win over parameters, constrained over free, optional and
+    catch-all last, as in ASP.NET Core routing (``items/new`` before ``items/{id}``)."""
+    ranks = []
+    for segment in template.strip("/").split("/"):
+        whole = _PARAMETER.fullmatch(segment)
+        if not _PARAMETER.search(segment):
+            ranks.append(0)
+        elif whole is None:
+            ranks.append(1)  # a literal with a parameter inside it
+        elif whole.group(1):
+            ranks.append(5)
+        elif whole.group(4):
+            ranks.append(4)
+        else:
+            ranks.append(2 if whole.group(3) else 3)
+    return tuple(ranks)
+
+
 def _value_regex(match: re.Match[str]) -> str:
     return _CONSTRAINTS.get((match.group(3) or "").lower(), r"[^/]+")
 
@@ -298,6 +317,7 @@ def _value_regex(match: re.Match[str]) -> str:
 @dataclass(frozen=True)
 class HttpRoute:
     spec: FunctionSpec
+    template: str
     pattern: re.Pattern[str]
     methods: frozenset[str] | None  # None: every method
     auth_level: str
@@ -477,6 +497,7 @@ class FunctionHost:
         self._inflight: set[asyncio.Task[Any]] = set()
         self._timer_locks: dict[str, asyncio.Lock] = {}
         self._clients: list[QueueClient] = []
+        self._output_clients: dict[tuple[str, str], QueueClient] = {}
         self._server: _QuietServer | None = None
         self._server_task: asyncio.Task[None] | None = None
         self.invocations: dict[str, int] = {}  # completed invocations per function
@@ -522,7 +543,8 @@ class FunctionHost:
         for spec in self.functions.values():
             spec.check_signature()
         self._directory = str(Path(getattr(module, "__file__", None) or ".").parent)
-        self.routes = [self._route_of(s) for s in self.functions.values() if _is_http(s)]
+        routes = [self._route_of(s) for s in self.functions.values() if _is_http(s)]
+        self.routes = sorted(routes, key=lambda route: route_precedence(route.template))
         try:
             for spec in self.functions.values():
                 if spec.trigger_type == "timerTrigger":
@@ -583,6 +605,7 @@ class FunctionHost:
         for client in self._clients:
             await client.close()
         self._clients.clear()
+        self._output_clients.clear()
         # Sync functions still running in a thread cannot be interrupted; do not wait for them.
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -657,11 +680,20 @@ class FunctionHost:
                     binding.get("type"),
                 )
                 continue
+            client = await self._output_client(binding)
+            for item in value if isinstance(value, list) else [value]:
+                await client.send_message(self._encode(item))
+
+    async def _output_client(self, binding: Mapping[str, Any]) -> QueueClient:
+        """One client per output queue, created with its queue on first use (like the host)."""
+        key = (str(binding.get("connection")), str(binding["queueName"]))
+        client = self._output_clients.get(key)
+        if client is None:
             client = self._queue_client(binding, str(binding["queueName"]))
             with contextlib.suppress(ResourceExistsError):
                 await client.create_queue()
-            for item in value if isinstance(value, list) else [value]:
-                await client.send_message(self._encode(item))
+            self._output_clients[key] = client
+        return client
 
     def _encode(self, value: str | bytes) -> str:
         data = value.encode("utf-8") if isinstance(value, str) else value
@@ -687,6 +719,7 @@ class FunctionHost:
         route = str(trigger.get("route") or spec.name)
         return HttpRoute(
             spec=spec,
+            template=route,
             pattern=compile_route(route),
             methods=frozenset(m.upper() for m in methods) if methods else None,
             auth_level=str(trigger.get("authLevel", "FUNCTION")).upper(),
@@ -770,7 +803,11 @@ class FunctionHost:
         )
         if http_out is not None:
             result = outputs.pop(str(http_out["name"])).get()
-        await self._flush_outputs(spec, outputs)
+        try:
+            await self._flush_outputs(spec, outputs)
+        except Exception as exc:  # noqa: BLE001 - an output the host cannot write fails the call
+            logger.error("Function %s: writing outputs failed: %s", spec.name, type(exc).__name__)
+            return Response(status_code=500)
         return to_starlette(result)
 
     async def _admin(self, request: Request) -> Response:
@@ -785,7 +822,10 @@ class FunctionHost:
             if spec is None or _is_http(spec):
                 return Response(status_code=404)
             raw = await request.body()
-            payload = json.loads(raw) if raw.strip() else {}
+            try:
+                payload = json.loads(raw) if raw.strip() else {}
+            except ValueError:
+                return JSONResponse({"error": 'the body must be JSON like {"input": "..."}'}, 400)
             text = str(payload.get("input", "")) if isinstance(payload, dict) else ""
             self._spawn(self._run_manually(spec, text), f"manual {spec.name}")
             return Response(status_code=202)

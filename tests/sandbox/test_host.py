@@ -23,7 +23,14 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient
 
-from sandbox.host import FunctionHost, HostConfig, HostError, compile_route, parse_timespan
+from sandbox.host import (
+    FunctionHost,
+    HostConfig,
+    HostError,
+    compile_route,
+    parse_timespan,
+    route_precedence,
+)
 from tests.sandbox import sample_app
 from tests.sandbox.sample_app import SEEN
 
@@ -126,6 +133,9 @@ def test_route_templates_follow_the_host_routing_rules() -> None:
     assert pattern.fullmatch("items/x") is None
     rest = compile_route("files/{*path}").fullmatch("files/a/b/c")
     assert rest is not None and rest.group("path") == "a/b/c"
+    assert route_precedence("items/new") < route_precedence("items/{id:int}")
+    assert route_precedence("items/{id:int}") < route_precedence("items/{id}")
+    assert route_precedence("items/{id}") < route_precedence("items/{*rest}")
 
 
 async def test_http_function_needs_the_function_key(http: httpx.AsyncClient) -> None:
