@@ -314,10 +314,11 @@ class DataverseClient:
         *,
         select: Sequence[str] | None,
         headers: dict[str, str],
+        expand: Sequence[str | Expand] | None = None,
     ) -> httpx.Response:
         # Prefer: return=representation gives the new etag in the same request (reference 1.2).
         headers = {**headers, "Prefer": "return=representation"}
-        params = query_params(select=list(select) if select else ["modifiedon"])
+        params = query_params(select=list(select) if select else ["modifiedon"], expand=expand)
         return await self._send(method, url, params=params, json=dict(data), headers=headers)
 
     async def create(
@@ -327,16 +328,18 @@ class DataverseClient:
         *,
         row_id: UUID | str | None = None,
         select: Sequence[str] | None = None,
+        expand: Sequence[str | Expand] | None = None,
     ) -> Row:
         """Create a row and return it (primary key, ``@odata.etag``, ``modifiedon`` and
-        ``select``). With ``row_id`` the client chooses the primary key, so a repeated create
-        raises ``AlreadyExists`` instead of making a second row. ``shared.retry`` never repeats
-        a POST after a 5xx or timeout (it may have landed); the caller repeats it by id."""
+        ``select``; ``expand`` returns rows made by a deep insert too). With ``row_id`` the
+        client chooses the primary key, so a repeated create raises ``AlreadyExists`` instead
+        of making a second row. ``shared.retry`` never repeats a POST after a 5xx or timeout
+        (it may have landed); the caller repeats it by id."""
         body = dict(data)
         if row_id is not None:
             body[await self.primary_key(entity_set)] = str(UUID(str(row_id)))
         response = await self._representation(
-            "POST", check_name(entity_set), body, select=select, headers={}
+            "POST", check_name(entity_set), body, select=select, headers={}, expand=expand
         )
         return await self._written(entity_set, response)
 

@@ -324,9 +324,21 @@ class CrmSide:
         ]
         run.count()
         written = await self.dataverse.create(
-            "opportunities", body, row_id=opportunity_id, select=["modifiedon"]
+            "opportunities",
+            body,
+            row_id=opportunity_id,
+            select=["modifiedon"],
+            # The solution rows are stamped too: the link must cover their modifiedon, or the
+            # next poll would take our own insert for a seller's change.
+            expand=[Expand(self.columns.solutions_relationship, ["modifiedon"])],
         )
-        etag, modified_on = etag_of(written), _modified_on(written)
+        etag = etag_of(written)
+        stamps = [
+            _modified_on(row) for row in written.get(self.columns.solutions_relationship) or []
+        ]
+        modified_on = max(
+            [m for m in (_modified_on(written), *stamps) if m is not None], default=None
+        )
         if deal.status is not None and to_crm(deal.status).closed:
             target = to_crm(deal.status, close_reason=deal.close_reason)
             run.count()

@@ -21,6 +21,7 @@ import pytest
 import function_app
 from shared.health import check_health
 from shared.jobs import POISON_QUEUE, SYNC_JOBS_QUEUE, JobQueue, SyncJob
+from shared.runtime import close_runtime
 from shared.settings import get_settings, setting_names
 from shared.state import CURSORS_TABLE, Cursor, CursorStore
 from shared.storage import queue_client, table_service_client
@@ -137,6 +138,7 @@ async def empty_queues(app_settings: None) -> AsyncIterator[tuple[JobQueue, JobQ
             await queue.create_queue()
             await queue._client.clear_messages()
         yield jobs, poison
+        await close_runtime()  # the health function opened this loop's runtime
 
 
 async def call_health() -> tuple[int, dict[str, Any]]:
@@ -206,6 +208,7 @@ async def test_wrong_settings_make_health_degraded_with_the_reason(
     get_settings.cache_clear()
 
     status, body = await call_health()
+    await close_runtime()
 
     assert status == 503
     assert "CONFLICT_POLICY" in body["problems"][0]

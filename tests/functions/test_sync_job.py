@@ -120,12 +120,6 @@ async def test_engine_failure_propagates_so_the_host_retries(app: App) -> None:
     assert await app.poison() == []
 
 
-@pytest.mark.xfail(
-    reason="engine: the solution rows it creates are stamped after the opportunity, and the "
-    "link records only the opportunity's modifiedon, so poll sees them as a newer change "
-    "(the job then finds nothing to do); see the report to the lead",
-    strict=False,
-)
 async def test_webhook_to_engine_to_poll_makes_no_echo(app: App) -> None:
     """Microsoft's referral → webhook → job → opportunity; the next poll sees the engine's own
     write of that opportunity and enqueues nothing."""
