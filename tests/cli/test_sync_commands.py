@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 from typing import Any
 
 import httpx
+import pytest
 from azure.data.tables import TableClient
 from azure.storage.queue import QueueClient
 
@@ -162,3 +164,30 @@ def test_a_replayed_poison_job_then_syncs(
     assert queues[POISON_QUEUE].peek_messages() == []
     with TableClient.from_connection_string(storage_connection_string, LINKS_TABLE) as links:
         assert links.get_entity("ref", referral_id).get("OpportunityId")
+
+
+@pytest.mark.skipif(
+    not os.environ.get("COSELL_SLOW_TESTS"), reason="about a minute; set COSELL_SLOW_TESTS=1"
+)
+def test_backfill_inline_of_500_referrals_links_them_all(
+    cli_env: Sandbox, cosell: Any, storage_connection_string: str
+) -> None:
+    async def seed() -> list[str]:
+        limit = asyncio.Semaphore(16)
+
+        async def one(n: int) -> str:
+            async with limit:
+                return await asyncio.to_thread(incoming_referral, cli_env.pc_url, name=f"L{n}")
+
+        return list(await asyncio.gather(*(one(n) for n in range(500))))
+
+    referrals = asyncio.run(seed())
+
+    ran = cosell("backfill", "--direction", "pc-to-crm", "--inline", "--concurrency", "16")
+
+    assert ran.code == 0, ran.err[-2000:]
+    summary = " ".join(ran.out.split())
+    assert "found referrals 500" in summary and "outcome created 500" in summary
+    with TableClient.from_connection_string(storage_connection_string, LINKS_TABLE) as links:
+        linked = [links.get_entity("ref", r).get("OpportunityId") for r in referrals]
+    assert all(linked) and len(set(linked)) == 500
