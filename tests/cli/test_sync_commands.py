@@ -167,7 +167,7 @@ def test_a_replayed_poison_job_then_syncs(
 
 
 @pytest.mark.skipif(
-    not os.environ.get("COSELL_SLOW_TESTS"), reason="about a minute; set COSELL_SLOW_TESTS=1"
+    not os.environ.get("COSELL_SLOW_TESTS"), reason="slow (1-2 min); set COSELL_SLOW_TESTS=1"
 )
 def test_backfill_inline_of_500_referrals_links_them_all(
     cli_env: Sandbox, cosell: Any, storage_connection_string: str
