@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from shared.dataverse import all_of, eq, ge
+from shared.dataverse import all_of, eq, ge, ne
 from shared.jobs import SyncJob
 from shared.runtime import Runtime, get_runtime
 from shared.state import LinkStore
@@ -111,6 +111,23 @@ async def poll_dataverse(
             max_rows,
         ),
     )
+    leads = _Changes()
+    if not runtime.settings.sync_cosell_only:
+        # Qualified or disqualified leads made from referrals: the engine then links the new
+        # opportunity and accepts (or declines) the referral (SPEC 4.5).
+        leads = await _read(
+            dataverse.list_rows(
+                "leads",
+                select=["leadid", f"{prefix}referralid", "modifiedon"],
+                filter=all_of(
+                    ge("modifiedon", since), ne("statecode", 0), ne(f"{prefix}referralid", None)
+                ),
+                orderby=["modifiedon asc", "leadid asc"],
+                page_size=PAGE_SIZE,
+            ),
+            f"{prefix}referralid",
+            max_rows,
+        )
     changed = dict(opportunities.by_id)
     for opportunity_id, at in solutions.by_id.items():
         # A solution added or edited is a change of its opportunity (SPEC 4.1, CRM → PC).
@@ -129,11 +146,17 @@ async def poll_dataverse(
         if not echo
     ]
     report.echoes = len(fresh) - len(jobs)
+    fresh_leads = {i: at for i, at in leads.by_id.items() if previous.get(i) != cursor_run.iso(at)}
+    jobs += [
+        SyncJob(kind="referral", id=UUID(i), reason="poll", observed_at=at)
+        for i, at in fresh_leads.items()
+    ]
     report.enqueued = await runtime.jobs.enqueue_many(jobs)
 
-    new_watermark = _next_watermark(watermark, opportunities, solutions)
+    new_watermark = _next_watermark(watermark, opportunities, solutions, leads)
     seen = cursor_run.to_remember(
-        {i: (at, cursor_run.iso(at)) for i, at in changed.items()}, since=new_watermark - overlap
+        {i: (at, cursor_run.iso(at)) for i, at in {**changed, **leads.by_id}.items()},
+        since=new_watermark - overlap,
     )
     report.watermark = new_watermark
     report.cursor_saved = await cursor_run.save(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 from azure.functions.timer import TimerRequest
 
 import function_app
@@ -157,3 +158,35 @@ async def test_a_run_that_lost_the_race_for_the_cursor_leaves_it(app: App) -> No
 
     assert saved is False
     assert (await cursor(app)).etag == moved.etag
+
+
+async def test_a_qualified_lead_from_a_referral_enqueues_its_referral(app: App) -> None:
+    from shared.runtime import Runtime, Transports
+    from shared.triggers.poll import poll_dataverse
+
+    leads_on = app.runtime.settings.model_copy(update={"sync_cosell_only": False})
+    runtime = Runtime.from_settings(
+        leads_on,
+        transports=Transports(dataverse=httpx.ASGITransport(app=app.dataverse_app)),
+    )
+    dataverse = runtime.dataverse()
+    await dataverse.create("leads", {"lastname": "Open", "cosell_referralid": REFERRAL_ID})
+    qualified_referral = REFERRAL_ID.replace("0b", "1b", 1)
+    await dataverse.create(
+        "leads",
+        {"lastname": "Qualified", "cosell_referralid": qualified_referral,
+         "statecode": 1, "statuscode": 3},
+    )  # fmt: skip
+    await dataverse.create("leads", {"lastname": "Not ours", "statecode": 1, "statuscode": 3})
+    try:
+        report = await poll_dataverse(runtime)
+    finally:
+        await runtime.close()
+
+    assert report.enqueued == 1
+    [job] = await app.jobs()
+    assert (job.kind, str(job.id), job.reason) == (
+        "referral",
+        qualified_referral,
+        "poll",
+    )
