@@ -130,7 +130,10 @@ def wanted_schema(prefix: str) -> list[Wanted]:
         referenced_table="opportunity",
         referenced_key="opportunityid",
         referencing_table=solution.logical_name,
-        relationship_schema_name=f"{prefix}opportunity_{prefix}solution",
+        # The engine reads an opportunity's solutions through this collection in one request
+        # (Columns.solutions_relationship); Dataverse names it after the relationship.
+        relationship_schema_name=f"{prefix}opportunity_{prefix}solutions",
+        referenced_navigation_property_name=f"{prefix}opportunity_{prefix}solutions",
     )
     items: list[Wanted] = [_wanted_column("opportunity", c) for c in opportunity]
     for table, columns in (
