@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: test lint typecheck pytest install clean demo
+.PHONY: test lint typecheck pytest install clean demo up
 
 install: $(PY_STAMP) $(NODE_STAMP)
 
@@ -36,10 +36,14 @@ pytest: install
 
 test: install lint typecheck pytest
 
-# The sandbox stack (local Functions host + emulators) that `make demo` runs lands with issue 6.
+# The whole product on this machine (Azurite, both emulators, the local Functions host running
+# function_app.py) playing a scripted co-sell story; prints each step with its latency.
 demo: install
-	@echo "make demo is not available yet: the local Functions host and scripted story land with issue 6." >&2
-	@exit 1
+	$(BIN)/python -m sandbox demo
+
+# The same stack, left running until Ctrl-C (ports from SANDBOX_* variables).
+up: install
+	$(BIN)/python -m sandbox up
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

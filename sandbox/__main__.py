@@ -56,10 +56,20 @@ async def up() -> int:
     return 0
 
 
+async def run_demo() -> int:
+    from sandbox.demo import demo
+
+    # Any free ports unless SANDBOX_* say otherwise: the demo must run on a busy machine too.
+    ports = ("HOST", "PC", "DATAVERSE", "QUEUE", "TABLE")
+    environ = {**{f"SANDBOX_{name}_PORT": "0" for name in ports}, **os.environ}
+    return await demo(SandboxStack.from_environ(environ))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="start Azurite, both emulators and the local Functions host")
+    commands.add_parser("demo", help="start the sandbox, play a scripted co-sell story, print it")
     arguments = parser.parse_args(argv)
     logging.basicConfig(
         level=os.environ.get("SANDBOX_LOG_LEVEL", "INFO").upper(),
@@ -70,9 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("azure").setLevel(logging.WARNING)
     # httpx logs each request URL at INFO, and those carry the function key (?code=).
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    if arguments.command != "up":
-        return 2
+    if arguments.command == "demo":
+        # The story's table is the output; the host's per-invocation logs would drown it.
+        logging.getLogger().setLevel(os.environ.get("SANDBOX_LOG_LEVEL", "WARNING").upper())
     try:
+        if arguments.command == "demo":
+            return asyncio.run(run_demo())
         return asyncio.run(up())
     except (OSError, RuntimeError, ValueError) as exc:
         # A busy port, Azurite missing, a wrong SANDBOX_* value: say it in one line.
