@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from sandbox.partner_center.samples import cosell_referral_from_microsoft
 from sandbox.stack import SandboxStack
 from shared.dataverse import DataverseClient, eq
 from shared.partner_center import PartnerCenterClient, Referral, StaticTokenProvider
@@ -97,7 +98,9 @@ async def incoming_referral(story: Story, microsoft: httpx.AsyncClient) -> None:
     ids: dict[str, str] = {}
 
     async def send() -> None:
-        response = await microsoft.post("/_emulator/microsoft/referrals", json=_incoming())
+        response = await microsoft.post(
+            "/_emulator/microsoft/referrals", json=cosell_referral_from_microsoft()
+        )
         response.raise_for_status()
         ids["referral"] = response.json()["id"]
 
@@ -227,30 +230,6 @@ async def outgoing_referral(story: Story) -> None:
         fix_country,
         referral_created,
     )
-
-
-def _incoming() -> dict[str, Any]:
-    return {
-        "name": "Contoso - Azure migration",
-        "type": "Shared",
-        "qualification": "SalesQualified",
-        "customerProfile": {
-            "name": "Contoso Ltd",
-            "address": {"addressLine1": "1 Example Way", "city": "Berlin",
-                        "postalCode": "10115", "country": "DE"},
-            "team": [{"firstName": "Ana", "lastName": "Example", "email": "ana@example.com",
-                      "phoneNumber": "+10000000001"}],
-        },
-        "consent": {"consentToShareReferralWithMicrosoftSellers": True},
-        "details": {
-            "notes": "Customer wants to move 40 VMs.",
-            "dealValue": 120000,
-            "currency": "EUR",
-            "closingDateTime": "2027-03-31T00:00:00Z",
-            "requirements": {"solutions": [{"type": "Name", "id": "SOL-12345-ABC"}]},
-        },
-        "inviteContext": {"assistanceRequestCode": "CustomerTechnicalArchitecture"},
-    }  # fmt: skip
 
 
 def table(steps: list[Step]) -> str:

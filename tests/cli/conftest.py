@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from sandbox import dataverse as dataverse_emulator
 from sandbox import partner_center as pc_emulator
+from sandbox.partner_center.samples import cosell_referral_from_microsoft
 from shared.cli import main
 from shared.jobs import POISON_QUEUE, SYNC_JOBS_QUEUE
 from shared.settings import get_settings, setting_names
@@ -174,42 +175,7 @@ def jobs_in(client: QueueClient) -> list[dict[str, Any]]:
 
 def incoming_referral(pc_url: str, **fields: Any) -> str:
     """Microsoft sends the partner a co-sell referral (fictitious example data); its id."""
-    body: dict[str, Any] = {
-        "name": "Contoso - Azure migration",
-        "type": "Shared",
-        "qualification": "SalesQualified",
-        "customerProfile": {
-            "name": "Contoso Ltd",
-            "address": {
-                "addressLine1": "1 Example Way",
-                "city": "Berlin",
-                "postalCode": "10115",
-                "country": "DE",
-            },
-            "team": [
-                {
-                    "firstName": "Ana",
-                    "lastName": "Example",
-                    "email": "ana@example.com",
-                    "phoneNumber": "+10000000001",
-                }
-            ],
-        },
-        "consent": {
-            "consentToToShareInfoWithOthers": True,
-            "consentToContact": True,
-            "consentToShareReferralWithMicrosoftSellers": True,
-        },
-        "details": {
-            "notes": "Customer wants to move 40 VMs.",
-            "dealValue": 120000,
-            "currency": "EUR",
-            "closingDateTime": "2027-03-31T00:00:00Z",
-            "requirements": {"solutions": [{"type": "Name", "id": "SOL-12345-ABC"}]},
-        },
-        "inviteContext": {"assistanceRequestCode": "CustomerTechnicalArchitecture"},
-        **fields,
-    }
+    body = cosell_referral_from_microsoft(**fields)
     response = httpx.post(f"{pc_url}/_emulator/microsoft/referrals", json=body, timeout=10)
     assert response.status_code == 201, response.text
     return str(response.json()["id"])

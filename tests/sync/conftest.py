@@ -15,6 +15,7 @@ from azure.data.tables.aio import TableClient
 from sandbox.dataverse import create_app as create_dataverse
 from sandbox.partner_center import DEFAULT_TOKEN
 from sandbox.partner_center import create_app as create_partner_center
+from sandbox.partner_center.samples import cosell_referral_from_microsoft
 from shared.dataverse import DataverseClient, eq
 from shared.jobs import SyncJob
 from shared.partner_center import PartnerCenterClient, Referral, StaticTokenProvider
@@ -172,45 +173,8 @@ class World:
         return sum(sum(routes.values()) for routes in (await self._api_requests()).values())
 
 
-def incoming_cosell(**fields: Any) -> dict[str, Any]:
-    """A co-sell referral from Microsoft (shared, help asked, with contact and solution)."""
-    body: dict[str, Any] = {
-        "name": "Contoso - Azure migration",
-        "type": "Shared",
-        "qualification": "SalesQualified",
-        "customerProfile": {
-            "name": "Contoso Ltd",
-            "address": {
-                "addressLine1": "1 Example Way",
-                "city": "Berlin",
-                "postalCode": "10115",
-                "country": "DE",
-            },
-            "team": [
-                {
-                    "firstName": "Ana",
-                    "lastName": "Example",
-                    "email": "ana@example.com",
-                    "phoneNumber": "+10000000001",
-                }
-            ],
-        },
-        "consent": {
-            "consentToToShareInfoWithOthers": True,
-            "consentToContact": True,
-            "consentToShareReferralWithMicrosoftSellers": True,
-        },
-        "details": {
-            "notes": "Customer wants to move 40 VMs.",
-            "dealValue": 120000,
-            "currency": "EUR",
-            "closingDateTime": "2027-03-31T00:00:00Z",
-            "requirements": {"solutions": [{"type": "Name", "id": "SOL-12345-ABC"}]},
-        },
-        "inviteContext": {"assistanceRequestCode": "CustomerTechnicalArchitecture"},
-    }
-    body.update(fields)
-    return body
+# The sample Microsoft co-sell referral (shared with the demo and the CLI tests).
+incoming_cosell = cosell_referral_from_microsoft
 
 
 @asynccontextmanager
