@@ -35,6 +35,7 @@ from shared.sync.mapping import (
     SYNC_STATUS,
     SYNCED_MARK,
     Columns,
+    account_customer,
     contact_columns,
     new_account,
     new_opportunity,
@@ -255,19 +256,7 @@ class CrmSide:
             "accounts", select=self.columns.account_select, filter=all_of(*conditions)
         )
         if found is not None:
-            return (
-                str(found["accountid"]),
-                Customer(
-                    name=found.get("name"),
-                    address_line1=found.get("address1_line1"),
-                    address_line2=found.get("address1_line2"),
-                    city=found.get("address1_city"),
-                    state=found.get("address1_stateorprovince"),
-                    postal_code=found.get("address1_postalcode"),
-                    country=found.get(self.columns.country),
-                ),
-                None,
-            )
+            return str(found["accountid"]), account_customer(found, columns=self.columns), None
         account_id = record_id("account", f"{customer.name}|{customer.postal_code or ''}")
         body = {k: v for k, v in new_account(customer, columns=self.columns).items() if v}
         return account_id, customer, body

@@ -263,22 +263,25 @@ def opportunity_to_deal(
         )
         if contact
         else None,
-        customer=Customer(
-            name=account.get("name"),
-            address_line1=account.get("address1_line1"),
-            address_line2=account.get("address1_line2"),
-            city=account.get("address1_city"),
-            state=account.get("address1_stateorprovince"),
-            postal_code=account.get("address1_postalcode"),
-            country=account.get(columns.country),
-        )
-        if account
-        else None,
+        customer=account_customer(account, columns=columns) if account else None,
         referral_id=opportunity.get(columns.referralid),
         referral_link=opportunity.get(columns.referrallink),
         microsoft_crm_id=opportunity.get(columns.microsoftcrmid),
         external_reference_id=opportunity.get("opportunityid"),
         program=opportunity.get(columns.referralprogram),
+    )
+
+
+def account_customer(account: Mapping[str, Any], *, columns: Columns) -> Customer:
+    """The customer an account row describes (country from ``CRM_COUNTRY_FIELD``)."""
+    return Customer(
+        name=account.get("name"),
+        address_line1=account.get("address1_line1"),
+        address_line2=account.get("address1_line2"),
+        city=account.get("address1_city"),
+        state=account.get("address1_stateorprovince"),
+        postal_code=account.get("address1_postalcode"),
+        country=account.get(columns.country),
     )
 
 
