@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.state import FieldChange
-from shared.sync.merge import Change, Plan
+from shared.sync.merge import Change, Plan, to_json_value
 
 MAX_AUDIT_CHARS = 8000
 _LABELS = {
@@ -83,17 +83,9 @@ def history_changes(plan: Plan | None) -> list[FieldChange]:
     if plan is None:
         return []
     return [
-        FieldChange(field=c.field, direction=direction, old=_json(c.old), new=_json(c.new))
+        FieldChange(
+            field=c.field, direction=direction, old=to_json_value(c.old), new=to_json_value(c.new)
+        )
         for direction, changes in (("pc_to_crm", plan.to_crm), ("crm_to_pc", plan.to_pc))
         for c in changes.values()
     ]
-
-
-def _json(value: Any) -> Any:
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if isinstance(value, tuple):
-        return list(value)
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value

@@ -92,7 +92,8 @@ class Plan:
         return SyncBase(deal=self.merged, blocked=self.blocked)
 
 
-def _json(value: Any) -> Any:
+def to_json_value(value: Any) -> Any:
+    """A Deal field's value as JSON data (for the stored base and the history)."""
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if isinstance(value, tuple):
@@ -126,7 +127,7 @@ def merge(
     for name, flow in OWNERSHIP.items():
         p, c = getattr(pc, name), getattr(crm, name)
         b = getattr(base.deal, name) if base else None
-        if name in old_blocked and _json(c) == old_blocked[name]:
+        if name in old_blocked and to_json_value(c) == old_blocked[name]:
             c = b  # the CRM value PC refused earlier: already reported, treat as unchanged
 
         value, conflict = _decide(name, flow, p, c, b, base is not None, policy, crm_newer)
@@ -139,7 +140,7 @@ def merge(
             reason = _refused_by_partner_center(name, value, pc_closed, pc_status)
             if reason:
                 # PC keeps its value and the base follows PC; CRM keeps the user's edit.
-                blocked[name] = _json(getattr(crm, name))
+                blocked[name] = to_json_value(getattr(crm, name))
                 if old_blocked.get(name) != blocked[name]:
                     newly_blocked.append(reason)
                 value, send_pc, send_crm = p, False, False
