@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -294,6 +294,28 @@ class Settings(BaseSettings):
         ):
             raise ValueError("expected a GUID such as 00000000-0000-0000-0000-000000000000")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolved(cls, data: Any) -> Any:
+        # App Service hands the literal reference text to the app when it cannot read the
+        # secret; failing here names the setting instead of failing later at Partner Center.
+        if isinstance(data, dict):
+            unresolved = sorted(
+                name
+                for name, value in data.items()
+                if isinstance(value, str) and value.lstrip().startswith("@Microsoft.KeyVault(")
+            )
+            if unresolved:
+                raise ValueError(
+                    "; ".join(
+                        f"{name}: the Key Vault reference was not resolved; check that the "
+                        "secret exists and the app's identity has 'Key Vault Secrets User' "
+                        "(and keyVaultReferenceIdentity points at it)"
+                        for name in unresolved
+                    )
+                )
+        return data
 
     @model_validator(mode="after")
     def _complete(self) -> Settings:

@@ -220,3 +220,16 @@ def _self_signed_pem() -> str:
         .sign(key, hashes.SHA256())
     )
     return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def test_an_unresolved_key_vault_reference_names_the_setting() -> None:
+    environ = {
+        **PRODUCTION,
+        "PARTNER_CENTER_CLIENT_SECRET": "@Microsoft.KeyVault(VaultName=kv;SecretName=secret)",
+    }
+    with pytest.raises(SettingsError) as caught:
+        load_settings(environ)
+
+    assert "PARTNER_CENTER_CLIENT_SECRET: the Key Vault reference was not resolved" in str(
+        caught.value
+    )
