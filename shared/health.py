@@ -7,6 +7,8 @@ cursor has stalled; degraded (503) otherwise, with every problem named in ``prob
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 from datetime import UTC, datetime
 from typing import Literal
@@ -23,6 +25,7 @@ from shared.settings import Settings
 
 # A cursor that has not moved for this many timer periods means its timer stopped or fails.
 STALL_PERIODS = 3
+MAX_ATTEMPTS = 5  # host.json maxDequeueCount
 CURSOR_SCHEDULES = {
     "poll_dataverse": "dataverse_poll_schedule",
     "reconcile_partner_center": "partner_center_reconcile_schedule",
@@ -40,6 +43,8 @@ class HealthReport(BaseModel):
     checked_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     cursors: dict[str, CursorHealth] = Field(default_factory=dict)
     queues: dict[str, int] = Field(default_factory=dict)
+    tokens: dict[str, str] = Field(default_factory=dict)
+    last_error: str | None = None
     problems: list[str] = Field(default_factory=list)
 
     @property
@@ -70,16 +75,52 @@ async def check_health(
             cursors = await _cursors(runtime, problems, now or datetime.now(UTC))
     except (AzureError, TimeoutError) as exc:
         problems.append(f"storage did not answer: {type(exc).__name__}")
+    last_error = None
     if queues.get(POISON_QUEUE):
         problems.append(
             f"{queues[POISON_QUEUE]} job(s) in {POISON_QUEUE}: see `cosell poison list`"
         )
+        last_error = await _poison_reason(runtime)
+    tokens = await _tokens(runtime, problems)
     return HealthReport(
         status="degraded" if problems else "healthy",
         cursors=cursors,
         queues=queues,
+        tokens=tokens,
+        last_error=last_error,
         problems=problems,
     )
+
+
+async def _tokens(runtime: Runtime, problems: list[str]) -> dict[str, str]:
+    """Whether each SaaS token can be had now (cached tokens answer at once)."""
+    status: dict[str, str] = {}
+    checks = (("partner_center", runtime.partner_center), ("dataverse", runtime.dataverse))
+    for name, client in checks:
+        try:
+            async with asyncio.timeout(10):
+                await client().check_token()
+            status[name] = "ok"
+        except Exception as exc:  # noqa: BLE001 - any auth failure is reported, not raised
+            status[name] = f"failed: {type(exc).__name__}"
+            problems.append(f"{name} token: {exc}"[:300])
+    return status
+
+
+async def _poison_reason(runtime: Runtime) -> str | None:
+    """The reason of the oldest poisoned message, when the worker recorded one (a malformed
+    message's envelope); a job the host poisoned after its retries carries none."""
+    text = await runtime.poison.peek_first()
+    if text is None:
+        return None
+    try:
+        body = json.loads(base64.b64decode(text))
+    except (binascii.Error, ValueError):
+        return None
+    if not isinstance(body, dict) or "body" not in body:
+        return f"a job failed {MAX_ATTEMPTS} times; see `cosell poison list` and `cosell history`"
+    reason = body.get("reason")
+    return str(reason)[:300] if isinstance(reason, str) else None
 
 
 async def _cursors(runtime: Runtime, problems: list[str], now: datetime) -> dict[str, CursorHealth]:

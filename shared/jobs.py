@@ -152,6 +152,14 @@ class JobQueue:
         await asyncio.gather(*(self.enqueue(job) for job in unique.values()))
         return len(unique)
 
+    async def peek_first(self) -> str | None:
+        """The text of the oldest waiting message without taking it (None if empty)."""
+        try:
+            messages = await self._client.peek_messages(max_messages=1)
+        except ResourceNotFoundError:
+            return None
+        return str(messages[0].content) if messages else None
+
     async def get_depth(self) -> int:
         """Approximate number of messages waiting (0 if the queue does not exist yet)."""
         try:

@@ -112,6 +112,7 @@ class DataverseClient:
                 else StaticTokenProvider(str(token))
             )
         self._credential = credential if owns_credential else None
+        self._token_provider = token_provider
         if throttle is None:
             # Service protection's documented budget per user (reference 6); None turns it off
             # and leaves pacing to Retry-After alone.
@@ -166,6 +167,10 @@ class DataverseClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    async def check_token(self) -> None:
+        """Get (or reuse the cached) token for ``<url>/.default``; raises what auth raises."""
+        await self._token_provider.get_token()
 
     async def aclose(self) -> None:
         await self._http.aclose()

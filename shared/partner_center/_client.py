@@ -125,6 +125,10 @@ class PartnerCenterClient:
     ) -> None:
         await self._http.__aexit__(exc_type, exc, tb)
 
+    async def check_token(self) -> None:
+        """Get (or reuse the cached) token for the Referrals API; raises what auth raises."""
+        await self._tokens.get_token(self._referrals_resource)
+
     async def aclose(self) -> None:
         await self._http.aclose()
 

@@ -163,6 +163,8 @@ async def test_health_reports_version_and_queue_depths(
     assert body["status"] == "healthy"
     assert body["version"] == "0.1.0"
     assert body["queues"] == {SYNC_JOBS_QUEUE: 3, POISON_QUEUE: 0}
+    assert body["tokens"] == {"partner_center": "ok", "dataverse": "ok"}  # sandbox tokens
+    assert body["last_error"] is None
 
 
 async def test_poison_messages_make_health_degraded(
@@ -177,6 +179,7 @@ async def test_poison_messages_make_health_degraded(
     assert status == 503
     assert body["queues"][POISON_QUEUE] == 1
     assert any("sync-jobs-poison" in p for p in body["problems"])
+    assert "failed 5 times" in body["last_error"]
 
 
 async def test_health_shows_cursor_ages_and_flags_a_stalled_cursor(
