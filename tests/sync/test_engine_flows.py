@@ -327,3 +327,35 @@ async def test_each_sync_leaves_a_history_row_with_its_changes_and_calls(world: 
     assert [(c.field, c.old, c.new) for c in newest.changes] == [("deal_value", 120000.0, 64000.0)]
     assert newest.remote_calls >= 3
     assert newest.duration_ms >= 0
+
+
+async def test_microsoft_accepting_the_co_sell_brings_its_crm_id_into_the_opportunity(
+    world: World,
+) -> None:
+    opportunity_id = await world.flagged_opportunity()
+    created = await world.sync_opportunity(opportunity_id, reason="poll")
+    assert created.outcome == "created" and created.referral_id is not None
+    ours = await world.referral(created.referral_id)
+    assert ours.engagement_id is not None
+    related = [r async for r in world.pc.list_related_referrals(ours.engagement_id)]
+    microsoft = next(r for r in related if r.id != ours.id)
+    assert microsoft.id is not None
+    response = await world.pc_http.post(
+        f"/_emulator/microsoft/referrals/{microsoft.id}/patch",
+        json=[
+            {"op": "replace", "path": "/status", "value": "Active"},
+            {"op": "replace", "path": "/substatus", "value": "Accepted"},
+            {"op": "add", "path": "/trackingInfo", "value": {"microsoftMsxId": "7-MSXID0001"}},
+        ],
+    )
+    assert response.status_code == 200
+
+    result = await world.sync_referral(microsoft.id, reason="webhook:related-referral-updated")
+
+    assert result.referral_id == created.referral_id
+    opportunity = await world.opportunity(opportunity_id)
+    assert opportunity["cosell_microsoftcrmid"] == "7-MSXID0001"
+    assert (
+        "Microsoft's referral of this engagement is now Active/Accepted"
+        in (opportunity["cosell_audit"])
+    )
