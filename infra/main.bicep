@@ -193,6 +193,7 @@ module appRoles 'modules/role-assignments.bicep' = {
     storageAccountName: storage.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     keyVaultName: keyVault.outputs.name
+    refreshTokenSecretName: secretNames.refreshToken
   }
 }
 
@@ -229,6 +230,8 @@ var appSettings = {
   PARTNER_CENTER_CLIENT_ID: '@Microsoft.KeyVault(VaultName=${keyVault.outputs.name};SecretName=${secretNames.clientId})'
   PARTNER_CENTER_CLIENT_SECRET: '@Microsoft.KeyVault(VaultName=${keyVault.outputs.name};SecretName=${secretNames.clientSecret})'
   PARTNER_CENTER_REFRESH_TOKEN: '@Microsoft.KeyVault(VaultName=${keyVault.outputs.name};SecretName=${secretNames.refreshToken})'
+  // Where the app saves each rotated refresh token (a new version of the same secret).
+  PARTNER_CENTER_REFRESH_TOKEN_SECRET_URI: '${keyVault.outputs.uri}secrets/${secretNames.refreshToken}'
   DATAVERSE_URL: dataverseUrl
   DATAVERSE_POLL_SCHEDULE: dataversePollSchedule
   PARTNER_CENTER_RECONCILE_SCHEDULE: partnerCenterReconcileSchedule

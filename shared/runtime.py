@@ -41,6 +41,7 @@ from shared.dataverse import DataverseClient
 from shared.errors import SettingsError
 from shared.jobs import POISON_QUEUE, SYNC_JOBS_QUEUE, JobQueue
 from shared.partner_center import PartnerCenterClient, SignatureError, WebhookSignatureVerifier
+from shared.secrets import KeyVaultSecretWriter
 from shared.settings import Settings, get_settings
 from shared.state import (
     CURSORS_TABLE,
@@ -51,7 +52,7 @@ from shared.state import (
     HistoryStore,
     LinkStore,
 )
-from shared.storage import queue_client, table_service_client
+from shared.storage import azure_credential, queue_client, table_service_client
 
 if TYPE_CHECKING:
     from shared.sync import SyncEngine
@@ -128,6 +129,7 @@ class Runtime:
     transports: Transports = field(default_factory=Transports)
     recent_events: RecentKeys = field(default_factory=RecentKeys)
     _pc: PartnerCenterClient | None = field(default=None, init=False, repr=False)
+    _secret_writer: KeyVaultSecretWriter | None = field(default=None, init=False, repr=False)
     _dataverse: DataverseClient | None = field(default=None, init=False, repr=False)
     _cursors: CursorStore | None = field(default=None, init=False, repr=False)
     _links: LinkStore | None = field(default=None, init=False, repr=False)
@@ -200,8 +202,16 @@ class Runtime:
 
     def partner_center(self) -> PartnerCenterClient:
         if self._pc is None:
+            uri = self.settings.partner_center_refresh_token_secret_uri
+            if uri is not None and not self.settings.sandbox:
+                # Each rotated refresh token becomes the secret's new version (SPEC 6).
+                self._secret_writer = KeyVaultSecretWriter(
+                    uri, credential=azure_credential(self.settings)
+                )
             self._pc = PartnerCenterClient.from_settings(
-                self.settings, transport=self.transports.partner_center
+                self.settings,
+                transport=self.transports.partner_center,
+                on_refresh_token=self._secret_writer,
             )
         return self._pc
 
@@ -279,6 +289,8 @@ class Runtime:
     async def close(self) -> None:
         if self._pc is not None:
             await self._pc.aclose()
+        if self._secret_writer is not None:
+            await self._secret_writer.aclose()
         if self._dataverse is not None:
             await self._dataverse.aclose()
         if self._certificate_http is not None:

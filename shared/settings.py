@@ -144,6 +144,13 @@ class Settings(BaseSettings):
         description="the app+user refresh token (a Key Vault reference in Azure)",
     )
 
+    partner_center_refresh_token_secret_uri: str | None = Field(
+        default=None,
+        alias="PARTNER_CENTER_REFRESH_TOKEN_SECRET_URI",
+        description="the Key Vault secret the rotated refresh token is saved to, "
+        "e.g. https://<vault>.vault.azure.net/secrets/partner-center-refresh-token",
+    )
+
     dataverse_url: str = Field(
         alias="DATAVERSE_URL",
         description="the https URL of the Dataverse environment, "
@@ -217,6 +224,17 @@ class Settings(BaseSettings):
     @classmethod
     def _service_url(cls, value: str) -> str:
         return _check_service_url(value)
+
+    @field_validator("partner_center_refresh_token_secret_uri")
+    @classmethod
+    def _secret_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        checked = _check_service_url(value)
+        path = urlsplit(checked).path.strip("/").split("/")
+        if len(path) != 2 or path[0] != "secrets" or not path[1]:
+            raise ValueError("expected https://<vault>.vault.azure.net/secrets/<name> (no version)")
+        return checked
 
     @field_validator("storage_queue_service_uri", "storage_table_service_uri")
     @classmethod

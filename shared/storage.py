@@ -17,7 +17,8 @@ from azure.storage.queue.aio import QueueClient
 from shared.settings import Settings
 
 
-def _credential(settings: Settings) -> AsyncTokenCredential:
+def azure_credential(settings: Settings) -> AsyncTokenCredential:
+    """The app's Azure identity: the managed identity in Azure, else the developer's login."""
     if settings.storage_credential == "managedidentity":
         return ManagedIdentityCredential(client_id=settings.storage_client_id)
     # Identity URIs without `__credential` (a developer pointing at a real account): az login.
@@ -31,7 +32,9 @@ def table_service_client(settings: Settings) -> TableServiceClient:
             settings.storage_connection_string.get_secret_value()
         )
     assert settings.storage_table_service_uri is not None  # guaranteed by Settings validation
-    return TableServiceClient(settings.storage_table_service_uri, credential=_credential(settings))
+    return TableServiceClient(
+        settings.storage_table_service_uri, credential=azure_credential(settings)
+    )
 
 
 def queue_client(settings: Settings, queue_name: str) -> QueueClient:
@@ -47,6 +50,6 @@ def queue_client(settings: Settings, queue_name: str) -> QueueClient:
     return QueueClient(
         settings.storage_queue_service_uri,
         queue_name,
-        credential=_credential(settings),
+        credential=azure_credential(settings),
         message_encode_policy=encode,
     )

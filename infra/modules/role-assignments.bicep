@@ -8,6 +8,9 @@ param storageAccountName string
 param applicationInsightsName string
 param keyVaultName string
 
+@description('Name of the Key Vault secret holding the Partner Center refresh token.')
+param refreshTokenSecretName string
+
 // Built-in role definition ids (the same in every tenant).
 var roleIds = {
   // Host storage: timer singleton locks, function keys and the Flex deployment package.
@@ -20,6 +23,8 @@ var roleIds = {
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
   // Key Vault references in app settings (read-only: get secret).
   keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
+  // Saving the rotated Partner Center refresh token (SPEC 6), on that one secret only.
+  keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -32,6 +37,11 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
+}
+
+resource refreshTokenSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = {
+  parent: vault
+  name: refreshTokenSecretName
 }
 
 resource blobDataOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
@@ -81,5 +91,15 @@ resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.keyVaultSecretsUser)
+  }
+}
+
+resource refreshTokenWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(refreshTokenSecret.id, principalId, roleIds.keyVaultSecretsOfficer)
+  scope: refreshTokenSecret
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleIds.keyVaultSecretsOfficer)
   }
 }

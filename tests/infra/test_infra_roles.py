@@ -28,6 +28,8 @@ EXPECTED = {
     (STORAGE, "Storage Table Data Contributor", PRINCIPAL),
     (APP_INSIGHTS, "Monitoring Metrics Publisher", PRINCIPAL),
     (KEY_VAULT, "Key Vault Secrets User", PRINCIPAL),
+    # Saving the rotated refresh token (SPEC 6): scoped to that one secret, not the vault.
+    (KEY_VAULT + "/secrets", "Key Vault Secrets Officer", PRINCIPAL),
 }
 
 
