@@ -192,6 +192,12 @@ class SyncEngine:
         related: list[Referral] | None = None,
     ) -> SyncResult:
         """Steps 3-7 for a linked pair."""
+        if not opportunity.sync_enabled:
+            # The seller switched "Sync with Partner Center" off: the pair stays linked (switching
+            # it on again resumes) but nothing flows either way meanwhile.
+            return SyncResult("skipped", link.referral_id, link.opportunity_id, notes=[
+                "sync with Partner Center is off for this opportunity"
+            ])  # fmt: skip
         if related is None:
             related = await self._related(run, referral)
         pc = self.pc_deal(referral, related)

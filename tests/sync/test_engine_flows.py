@@ -359,3 +359,20 @@ async def test_microsoft_accepting_the_co_sell_brings_its_crm_id_into_the_opport
         "Microsoft's referral of this engagement is now Active/Accepted"
         in (opportunity["cosell_audit"])
     )
+
+
+async def test_switching_the_sync_flag_off_stops_the_pair_and_on_resumes_it(world: World) -> None:
+    referral_id, opportunity_id = await linked_pair(world)
+    await world.edit_opportunity(opportunity_id, cosell_syncwithpartnercenter=False)
+    await world.edit_referral(referral_id, replace("/details/notes", "While paused"))
+
+    paused = await world.sync_referral(referral_id)
+
+    assert paused.outcome == "skipped"
+    assert (await world.opportunity(opportunity_id))["description"] != "While paused"
+
+    await world.edit_opportunity(opportunity_id, cosell_syncwithpartnercenter=True)
+    resumed = await world.sync_opportunity(opportunity_id)
+
+    assert resumed.outcome == "synced"
+    assert (await world.opportunity(opportunity_id))["description"] == "While paused"
