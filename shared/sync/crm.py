@@ -164,10 +164,12 @@ class CrmSide:
         *,
         status: Literal["synced", "error"],
         audit: list[str],
+        audit_if_writing: list[str] | None = None,
     ) -> CrmOpportunity:
         """Apply CRM-bound changes plus audit/status/mark; returns the new version.
 
-        Writes nothing (and makes no call) when nothing differs from what the row holds.
+        Writes nothing (and makes no call) when nothing differs from what the row holds;
+        ``audit_if_writing`` lines go along only when something else is written anyway.
         """
         row = opportunity.row
         currency_ids: dict[str, str] = {}
@@ -186,6 +188,9 @@ class CrmSide:
             update[self.columns.audit] = append_audit(row.get(self.columns.audit), audit)
         if "contact" in changes and merged.contact is not None:
             update.update(await self._write_contact(run, opportunity, merged))
+        if audit_if_writing and (update or audit):
+            lines = [*audit_if_writing, *audit]
+            update[self.columns.audit] = append_audit(row.get(self.columns.audit), lines)
 
         target = None
         if "status" in changes and merged.status is not None:

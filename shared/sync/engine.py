@@ -41,6 +41,7 @@ from shared.sync.run import Outcome, Restart, Run, SyncResult, SyncRetry
 from shared.sync.validation import validate_for_partner_center
 
 log = logging.getLogger(__name__)
+MAX_PENDING_AUDIT = 20  # audit lines kept in the link until the next opportunity write
 
 
 class SyncEngine:
@@ -224,16 +225,24 @@ class SyncEngine:
 
         if plan.to_pc:
             referral = await self._write_referral(run, link.referral_id, plan, referral)
-        opportunity = await self.crm.write(
+        # A change that only went to Partner Center does not write the opportunity just for its
+        # audit line: the line waits in the link and goes with the next opportunity write.
+        urgent = bool(plan.to_crm or problems or plan.conflicts or plan.newly_blocked or run.notes)
+        waiting = [*(base.pending_audit if base else ()), *([] if urgent else lines)]
+        written = await self.crm.write(
             run,
             opportunity,
             plan.to_crm,
             plan.merged,
             status=result_status,
-            audit=lines if (plan.to_crm or problems or plan.conflicts or plan.newly_blocked
-                            or run.notes) else [],
-        )  # fmt: skip
-        await self._save_link(link, plan, referral, opportunity, result_status, problems)
+            audit=lines if urgent else [],
+            audit_if_writing=waiting,
+        )
+        wrote = written.etag != opportunity.etag
+        pending = () if wrote else tuple(waiting[-MAX_PENDING_AUDIT:])
+        await self._save_link(
+            link, plan, referral, written, result_status, problems, pending_audit=pending
+        )
         outcome = "error" if problems else ("no_change" if plan.empty else "synced")
         return SyncResult(outcome, link.referral_id, link.opportunity_id, plan, problems)
 
@@ -275,10 +284,12 @@ class SyncEngine:
         opportunity: CrmOpportunity,
         status: Literal["synced", "error"],
         problems: list[str],
+        *,
+        pending_audit: tuple[str, ...] = (),
     ) -> None:
         saved = link.model_copy(
             update={
-                "base": plan.base().model_dump(mode="json"),
+                "base": plan.base(pending_audit=pending_audit).model_dump(mode="json"),
                 "referral_etag": referral.e_tag,
                 "referral_updated_at": referral.updated_date_time,
                 "opportunity_etag": opportunity.etag,

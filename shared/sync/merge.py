@@ -62,6 +62,9 @@ class SyncBase(BaseModel):
 
     deal: Deal
     blocked: dict[str, Any] = Field(default_factory=dict)  # field → CRM value (JSON) refused
+    # Audit lines of CRM → Partner Center changes, written with the next opportunity write
+    # (a write of their own would cost a fourth remote call per change, SPEC 11).
+    pending_audit: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -88,8 +91,8 @@ class Plan:
     def empty(self) -> bool:
         return not self.to_pc and not self.to_crm
 
-    def base(self) -> SyncBase:
-        return SyncBase(deal=self.merged, blocked=self.blocked)
+    def base(self, *, pending_audit: tuple[str, ...] = ()) -> SyncBase:
+        return SyncBase(deal=self.merged, blocked=self.blocked, pending_audit=pending_audit)
 
 
 def to_json_value(value: Any) -> Any:

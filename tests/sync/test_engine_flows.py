@@ -376,3 +376,22 @@ async def test_switching_the_sync_flag_off_stops_the_pair_and_on_resumes_it(worl
 
     assert resumed.outcome == "synced"
     assert (await world.opportunity(opportunity_id))["description"] == "While paused"
+
+
+async def test_audit_of_a_change_sent_to_partner_center_goes_with_the_next_crm_write(
+    world: World,
+) -> None:
+    referral_id, opportunity_id = await linked_pair(world)
+    await world.edit_opportunity(opportunity_id, description="Seller's update")
+    first = await world.sync_opportunity(opportunity_id, reason="poll")
+    assert first.remote_calls <= 3  # no opportunity write just for the audit line
+    audit_before = (await world.opportunity(opportunity_id))["cosell_audit"] or ""
+    assert "to Partner Center: notes" not in audit_before
+
+    await world.edit_referral(referral_id, replace("/details/dealValue", 131000))
+    await world.sync_referral(referral_id)
+
+    audit = (await world.opportunity(opportunity_id))["cosell_audit"]
+    assert "to Partner Center: notes" in audit
+    assert "from Partner Center: deal value" in audit
+    assert audit.index("to Partner Center: notes") < audit.index("from Partner Center: deal")
