@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: test lint typecheck pytest install clean demo up
+.PHONY: test lint typecheck pytest install clean demo up fuzz
 
 install: $(PY_STAMP) $(NODE_STAMP)
 
@@ -44,6 +44,10 @@ demo: install
 # The same stack, left running until Ctrl-C (ports from SANDBOX_* variables).
 up: install
 	$(BIN)/python -m sandbox up
+
+# The webhook fuzz test with 10,000 generated bodies and headers (make test runs 1,000).
+fuzz: install
+	COSELL_FUZZ_EXAMPLES=10000 $(BIN)/pytest tests/functions/test_webhook_fuzz.py
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
