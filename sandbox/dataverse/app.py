@@ -49,10 +49,14 @@ class Emulator:
         clock: Callable[[], float],
         wall_clock: Callable[[], float],
         seed: int | None,
+        custom_schema: bool = True,
     ) -> None:
         self.token = token
+        self.custom_schema = custom_schema
         self._wall_clock = wall_clock
-        self.store = Store(Schema(), caller=Caller(), wall_clock=wall_clock)
+        self.store = Store(
+            Schema(custom_schema=custom_schema), caller=Caller(), wall_clock=wall_clock
+        )
         self.protection = ServiceProtection(limits, clock=clock)
         self.faults = Faults()
         self.rng = random.Random(seed)
@@ -63,8 +67,13 @@ class Emulator:
         self.metadata = MetadataApi(self)
 
     def reset(self) -> None:
-        """Empty all data and custom schema; currencies stay (SPEC 9); faults and limits stay."""
-        self.store = Store(Schema(), caller=self.store.caller, wall_clock=self._wall_clock)
+        """Empty all data and drop what the metadata API created, back to the schema the emulator
+        started with (bare or not); currencies stay (SPEC 9); faults and limits stay."""
+        self.store = Store(
+            Schema(custom_schema=self.custom_schema),
+            caller=self.store.caller,
+            wall_clock=self._wall_clock,
+        )
         self.requests.clear()
         self.statuses.clear()
         self.faults_injected = 0
@@ -134,10 +143,20 @@ def create_app(
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
     seed: int | None = None,
+    custom_schema: bool = True,
 ) -> Starlette:
     """A fresh emulator. ``clock`` drives the service-protection window (inject a fake one to
-    run long windows in virtual time); ``wall_clock`` stamps ``createdon``/``modifiedon``."""
-    emulator = Emulator(token=token, limits=limits, clock=clock, wall_clock=wall_clock, seed=seed)
+    run long windows in virtual time); ``wall_clock`` stamps ``createdon``/``modifiedon``.
+    ``custom_schema=False`` starts from an org without this app's columns and tables (standard
+    tables only), as ``cosell schema apply`` finds a new environment."""
+    emulator = Emulator(
+        token=token,
+        limits=limits,
+        clock=clock,
+        wall_clock=wall_clock,
+        seed=seed,
+        custom_schema=custom_schema,
+    )
 
     async def serve(request: Request) -> Response:
         return await emulator.serve(request)

@@ -1,9 +1,21 @@
-"""The metadata endpoints ``cosell schema apply`` needs: read tables and columns, create a
-column, a table, or a lookup (a one-to-many relationship).
+"""The metadata endpoints ``cosell schema check|apply`` need: read tables and columns, read a
+choice column's options, create a column, a table, or a lookup (a one-to-many relationship).
 
-UNCERTAIN: the reference documents no metadata request bodies; these follow the public
-``EntityMetadata`` / ``AttributeMetadata`` / ``OneToManyRelationshipMetadata`` shapes, and answer a
-duplicate name like a duplicate row (412, DuplicateRecord).
+UNCERTAIN: the reference documents no metadata request or response bodies beyond the
+``EntityDefinitions`` query of its section 3.1; these follow the public ``EntityMetadata`` /
+``AttributeMetadata`` / ``PicklistAttributeMetadata`` / ``OneToManyRelationshipMetadata`` shapes,
+and answer a duplicate name like a duplicate row (412, DuplicateRecord).
+
+A choice column's options are a navigation property (``OptionSet``) of the derived attribute
+types, so, as in Dataverse, they are not in ``/Attributes`` listings: they are read through a cast
+to the attribute's type with ``$expand``::
+
+    GET EntityDefinitions(LogicalName='opportunity')/Attributes(LogicalName='cosell_helpneeded')
+        /Microsoft.Dynamics.CRM.PicklistAttributeMetadata
+        ?$select=LogicalName&$expand=OptionSet($select=Options)
+
+Each option carries ``Value`` and ``Label`` (``LocalizedLabels`` and ``UserLocalizedLabel``, the
+label in the caller's language: 1033 here); status reasons also carry ``State``.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ from starlette.responses import Response
 
 from sandbox.dataverse.api import json_response, no_content, read_body
 from sandbox.dataverse.errors import DataverseFault, duplicate_record, query_error
+from sandbox.dataverse.odata import split_top_level
 from sandbox.dataverse.schema import (
     ACTIVE_STATES,
     Column,
@@ -34,8 +47,15 @@ _NAMESPACE = uuid.UUID("0c5e3f0e-6a4b-4f65-9a51-8d0f3f6a7b21")
 ENTITY = re.compile(r"^EntityDefinitions(?:\(LogicalName='(?P<name>[a-z0-9_]+)'\))?$")
 ATTRIBUTES = re.compile(
     r"^EntityDefinitions\(LogicalName='(?P<name>[a-z0-9_]+)'\)/Attributes"
-    r"(?:\(LogicalName='(?P<attribute>[a-z0-9_]+)'\))?$"
+    r"(?:\(LogicalName='(?P<attribute>[a-z0-9_]+)'\)"
+    r"(?:/Microsoft\.Dynamics\.CRM\.(?P<cast>[A-Za-z]+AttributeMetadata))?)?$"
 )
+_EXPAND_ITEM = re.compile(r"^(?P<name>[A-Za-z]+)(?:\((?P<options>.*)\))?$")
+LANGUAGE_CODE = 1033  # the emulator's one language (English, US)
+# Dataverse numbers an option created without a Value from the publisher's option-value prefix
+# + 4 digits; the default prefix 10000 gives 100000000 (reference 4.6; UNCERTAIN for others).
+FIRST_CUSTOM_OPTION = 100_000_000
+_OPTION_SET_TYPES = {Kind.PICKLIST: "Picklist", Kind.STATE: "State", Kind.STATUS: "Status"}
 RELATIONSHIPS = re.compile(
     r"^EntityDefinitions\(LogicalName='(?P<name>[a-z0-9_]+)'\)/OneToManyRelationships$"
 )
@@ -89,8 +109,107 @@ def attribute_json(table: Table, column: Column) -> dict[str, Any]:
         body["Format"] = "DateOnly" if kind is Kind.DATEONLY else "DateAndTime"
     if kind is Kind.LOOKUP:
         body["Targets"] = sorted(set(column.targets.values()))
-    if column.options is not None:
-        body["OptionSet"] = {"Options": [{"Value": v} for v in sorted(column.options)]}
+    # No OptionSet here: it is a navigation property of the choice types, read with a cast and
+    # $expand (module docstring), as in Dataverse.
+    return body
+
+
+def label_json(text: str, *ids: str) -> dict[str, Any]:
+    """A metadata ``Label``: its translations and ``UserLocalizedLabel``, the caller's one."""
+    if not text:
+        return {"LocalizedLabels": [], "UserLocalizedLabel": None}
+    localized = {
+        "Label": text,
+        "LanguageCode": LANGUAGE_CODE,
+        "IsManaged": False,
+        "MetadataId": metadata_id("label", *ids),
+        "HasChanged": None,
+    }
+    return {"LocalizedLabels": [localized], "UserLocalizedLabel": dict(localized)}
+
+
+def option_set_json(table: Table, column: Column) -> dict[str, Any]:
+    """The local ``OptionSetMetadata`` of a choice, state or status column."""
+    options: list[dict[str, Any]] = []
+    for value, text in sorted((column.options or {}).items()):
+        ids = (table.logical_name, column.name, str(value))
+        option: dict[str, Any] = {
+            "Value": value,
+            "Label": label_json(text, *ids),
+            "Description": label_json("", *ids),
+            "Color": None,
+            "IsManaged": False,
+            "ExternalValue": None,
+            "MetadataId": None,
+            "HasChanged": None,
+        }
+        if column.kind is Kind.STATUS:
+            option["@odata.type"] = "#Microsoft.Dynamics.CRM.StatusOptionMetadata"
+            option["State"] = table.status_states.get(value)
+        options.append(option)
+    return {
+        "MetadataId": metadata_id(table.logical_name, column.name, "optionset"),
+        "Name": f"{table.logical_name}_{column.name}",
+        "IsGlobal": False,
+        "OptionSetType": _OPTION_SET_TYPES[column.kind],
+        "Options": options,
+    }
+
+
+def _select(body: dict[str, Any], text: str | None) -> dict[str, Any]:
+    """``$select`` on a metadata entity: the named properties and ``MetadataId``, which Dataverse
+    always returns. Names the emulator does not model are left out rather than refused, since
+    Dataverse has many more metadata properties than the emulator fills in."""
+    if text is None:
+        return body
+    names = set(split_top_level(text)) | {"MetadataId"}
+    return {k: v for k, v in body.items() if k in names or k.startswith("@odata.")}
+
+
+def cast_attribute_json(
+    table: Table, column: Column, cast: str, select: str | None, expand: str | None
+) -> dict[str, Any]:
+    """``Attributes(LogicalName='x')/Microsoft.Dynamics.CRM.<cast>`` with ``$select`` and
+    ``$expand`` of ``OptionSet`` / ``GlobalOptionSet`` (nested ``$select`` only)."""
+    actual = _TYPE_NAMES[column.kind]
+    if cast not in (actual, "AttributeMetadata", "EnumAttributeMetadata"):
+        # UNCERTAIN: OData answers a cast to a type the entity is not with 404; the reference
+        # does not say what Dataverse's message is.
+        raise DataverseFault(
+            404,
+            "0x80040217",
+            f"The attribute {column.name} of {table.logical_name} is a {actual}, not a {cast}.",
+        )
+    if cast == "EnumAttributeMetadata" and column.kind not in _OPTION_SET_TYPES:
+        raise DataverseFault(
+            404, "0x80040217", f"The attribute {column.name} is a {actual}, not a {cast}."
+        )
+    body = _select(attribute_json(table, column), select)
+    for item in split_top_level(expand or ""):
+        match = _EXPAND_ITEM.match(item)
+        name = match.group("name") if match else item
+        if (
+            match is None
+            or name not in ("OptionSet", "GlobalOptionSet")
+            or (column.kind not in _OPTION_SET_TYPES or cast == "AttributeMetadata")
+        ):
+            raise query_error(
+                f"Could not find a navigation property named '{name}' on type "
+                f"'Microsoft.Dynamics.CRM.{cast}'."
+            )
+        nested: str | None = None
+        for option in split_top_level(match.group("options") or "", ";"):
+            key, _, value = option.partition("=")
+            if key.strip() != "$select":
+                raise query_error(
+                    f"The emulator takes only $select inside $expand={name}(...), not {key}."
+                )
+            nested = value
+        # Every option set of the emulator is local: GlobalOptionSet is null (a choice made from
+        # a global choice would have it, and OptionSet too).
+        body[name] = (
+            _select(option_set_json(table, column), nested) if name == "OptionSet" else None
+        )
     return body
 
 
@@ -131,8 +250,40 @@ def entity_json(table: Table, *, attributes: bool) -> dict[str, Any]:
 
 
 def _label(body: dict[str, Any], key: str) -> str | None:
-    labels = (body.get(key) or {}).get("LocalizedLabels") or []
-    return labels[0].get("Label") if labels and isinstance(labels[0], dict) else None
+    """The text of a ``Label`` sent in a create request: its 1033 translation, else the first."""
+    labels = [x for x in (body.get(key) or {}).get("LocalizedLabels") or [] if isinstance(x, dict)]
+    english = [x for x in labels if x.get("LanguageCode") == LANGUAGE_CODE]
+    text = (english or labels or [{}])[0].get("Label")
+    return text if isinstance(text, str) else None
+
+
+def _options_from(body: dict[str, Any], entity_set: str) -> dict[int, str]:
+    """A new choice column's options with their labels, as ``option_set_json`` reads them back."""
+
+    def refuse(detail: str) -> DataverseFault:
+        return DataverseFault(
+            400, "0x80048d19", f"Cannot create the choice column on '{entity_set}': {detail}"
+        )
+
+    option_set = body.get("OptionSet")
+    if not isinstance(option_set, dict):
+        raise refuse(
+            "a PicklistAttributeMetadata needs an OptionSet with its Options (global choices, "
+            "GlobalOptionSet@odata.bind, are not emulated)."
+        )
+    options: dict[int, str] = {}
+    for option in option_set.get("Options") or []:
+        if not isinstance(option, dict):
+            raise refuse("each option must be an OptionMetadata object.")
+        value = option.get("Value")
+        if value is None:
+            value = max([FIRST_CUSTOM_OPTION - 1, *options]) + 1
+        if isinstance(value, bool) or not isinstance(value, int) or not -(2**31) <= value < 2**31:
+            raise refuse(f"the option value {value!r} is not an Edm.Int32.")
+        if value in options:
+            raise refuse(f"the option value {value} is used twice.")
+        options[value] = _label(option, "Label") or ""
+    return options
 
 
 def _column_from(body: dict[str, Any], entity_set: str) -> Column:
@@ -156,8 +307,7 @@ def _column_from(body: dict[str, Any], entity_set: str) -> Column:
     if kind in (Kind.STRING, Kind.MEMO):
         column.max_length = int(body.get("MaxLength") or (100 if kind is Kind.STRING else 2000))
     if kind is Kind.PICKLIST:
-        options = (body.get("OptionSet") or {}).get("Options") or []
-        column.options = frozenset(int(o["Value"]) for o in options if "Value" in o)
+        column.options = _options_from(body, entity_set)
     for bound in ("MinValue", "MaxValue"):
         if isinstance(body.get(bound), int | float):
             setattr(column, "minimum" if bound == "MinValue" else "maximum", body[bound])
@@ -197,12 +347,24 @@ class MetadataApi:
                     raise DataverseFault(
                         404, "0x80040217", f"Could not find attribute {match.group('attribute')}."
                     )
+                cast = match.group("cast")
+                if cast:
+                    params = request.query_params
+                    return json_response(
+                        cast_attribute_json(
+                            table, column, cast, params.get("$select"), params.get("$expand")
+                        )
+                    )
                 return json_response(attribute_json(table, column))
             if request.method == "GET":
                 return json_response(
                     {"value": [attribute_json(table, c) for c in table.columns.values()]}
                 )
-            if request.method == "POST" and not match.group("attribute"):
+            if (
+                request.method == "POST"
+                and not match.group("attribute")
+                and not match.group("cast")
+            ):
                 return await self.create_column(request, table)
             return None
         if match := ENTITY.match(path):

@@ -70,7 +70,9 @@ class Column:
     max_length: int | None = None
     minimum: float | None = None
     maximum: float | None = None
-    options: frozenset[int] | None = None
+    # choice value -> label (UserLocalizedLabel, read through the PicklistAttributeMetadata cast
+    # in metadata.py); writes are checked against the values
+    options: dict[int, str] | None = None
     read_only: bool = False
     # navigation property -> target entity set; several entries for polymorphic lookups
     # (customerid_account / customerid_contact, reference section 4.5)
@@ -99,6 +101,7 @@ class Table:
     primary_name: str
     columns: dict[str, Column] = field(default_factory=dict)
     custom: bool = False
+    status_states: dict[int, int] = field(default_factory=dict)  # statuscode -> its statecode
 
     def add(self, column: Column) -> None:
         self.columns[column.name] = column
@@ -164,15 +167,20 @@ def _money(name: str, *, read_only: bool = False) -> Column:
     return Column(name, Kind.MONEY, minimum=-1e12, maximum=1e12, read_only=read_only)
 
 
-def _choice(name: str, *values: int) -> Column:
-    return Column(name, Kind.PICKLIST, options=frozenset(values))
+def _choice(name: str, options: dict[int, str]) -> Column:
+    return Column(name, Kind.PICKLIST, options=dict(options))
 
 
 def _lookup(name: str, **targets: str) -> Column:
     return Column(name, Kind.LOOKUP, targets=targets or {name: ""})
 
 
-def add_system_columns(table: Table, states: dict[int, tuple[int, ...]]) -> None:
+Labels = tuple[dict[int, str], dict[int, str]]  # statecode labels, statuscode labels
+
+
+def add_system_columns(
+    table: Table, states: dict[int, tuple[int, ...]], labels: Labels | None = None
+) -> None:
     table.add(Column(table.primary_key, Kind.UNIQUEIDENTIFIER))
     table.add(Column("createdon", Kind.DATETIME, read_only=True))
     table.add(Column("modifiedon", Kind.DATETIME, read_only=True))
@@ -184,19 +192,48 @@ def add_system_columns(table: Table, states: dict[int, tuple[int, ...]]) -> None
     table.add(
         Column("modifiedby", Kind.LOOKUP, read_only=True, targets={"modifiedby": "systemusers"})
     )
-    table.add(Column("statecode", Kind.STATE, options=frozenset(states)))
+    state_labels, status_labels = labels or ACTIVE_LABELS
     table.add(
-        Column("statuscode", Kind.STATUS, options=frozenset(s for v in states.values() for s in v))
+        Column("statecode", Kind.STATE, options={v: state_labels.get(v, str(v)) for v in states})
     )
+    statuses = {s: status_labels.get(s, str(s)) for reasons in states.values() for s in reasons}
+    table.add(Column("statuscode", Kind.STATUS, options=statuses))
+    # StatusOptionMetadata.State: the statecode each status reason belongs to
+    table.status_states = {s: state for state, reasons in states.items() for s in reasons}
 
 
 # statecode -> its status reasons, the first being the default (reference section 8).
 OPPORTUNITY_STATES: dict[int, tuple[int, ...]] = {0: (1, 2), 1: (3,), 2: (4, 5)}
 LEAD_STATES: dict[int, tuple[int, ...]] = {0: (1, 2), 1: (3,), 2: (4, 5, 6, 7)}
 ACTIVE_STATES: dict[int, tuple[int, ...]] = {0: (1,), 1: (2,)}
+# The labels of those statecode and statuscode values (reference 8.1, 8.3, 8.4, 8.5).
+OPPORTUNITY_LABELS: Labels = (
+    {0: "Open", 1: "Won", 2: "Lost"},
+    {1: "In Progress", 2: "On Hold", 3: "Won", 4: "Canceled", 5: "Out-Sold"},
+)
+LEAD_LABELS: Labels = (
+    {0: "Open", 1: "Qualified", 2: "Disqualified"},
+    {
+        1: "New",
+        2: "Contacted",
+        3: "Qualified",
+        4: "Lost",
+        5: "Cannot Contact",
+        6: "No Longer Interested",
+        7: "Canceled",
+    },
+)
+ACTIVE_LABELS: Labels = ({0: "Active", 1: "Inactive"}, {1: "Active", 2: "Inactive"})
 
-HELP_NEEDED = (100000000, 100000001, 100000002, 100000003, 100000004, 100000005)  # SPEC 4.2
-SYNC_STATUS = (1, 2, 3)  # SPEC 4.1: Synced, Error, Pending
+HELP_NEEDED = {  # SPEC 4.2
+    100000000: "WorkloadSpecificValueProposition",
+    100000001: "CustomerTechnicalArchitecture",
+    100000002: "ProofOfConceptOrDemo",
+    100000003: "QuotesOrLicensing",
+    100000004: "PostSalesCustomerSuccess",
+    100000005: "GeneralOrOther",
+}
+SYNC_STATUS = {1: "Synced", 2: "Error", 3: "Pending"}  # SPEC 4.1
 
 
 def _address(table: Table) -> None:
@@ -211,9 +248,9 @@ def _address(table: Table) -> None:
         table.add(_string(f"address1_{part}", length))
 
 
-def _opportunity() -> Table:
+def _opportunity(custom_schema: bool) -> Table:
     t = Table("opportunity", "opportunities", "opportunityid", "name")
-    add_system_columns(t, OPPORTUNITY_STATES)
+    add_system_columns(t, OPPORTUNITY_STATES, OPPORTUNITY_LABELS)
     for column in (
         _string("name", 300),
         _memo("description", 2000),
@@ -225,28 +262,46 @@ def _opportunity() -> Table:
         _money("budgetamount"),
         Column("closeprobability", Kind.INTEGER, minimum=0, maximum=100),
         _string("stepname", 200),
-        _choice("salesstage", 0, 1, 2, 3),
-        _choice("msdyn_forecastcategory", *range(100000001, 100000007)),
-        _choice("opportunityratingcode", 1, 2, 3),
-        _choice("purchasetimeframe", 0, 1, 2, 3, 4),
+        _choice("salesstage", {0: "Qualify", 1: "Develop", 2: "Propose", 3: "Close"}),
+        _choice(
+            "msdyn_forecastcategory",
+            {
+                100000001: "Pipeline",
+                100000002: "Best case",
+                100000003: "Committed",
+                100000004: "Omitted",
+                100000005: "Won",
+                100000006: "Lost",
+            },
+        ),
+        _choice("opportunityratingcode", {1: "Hot", 2: "Warm", 3: "Cold"}),
+        # The reference names only 0 and 4; 1-3 are the standard labels of the column.
+        _choice(
+            "purchasetimeframe",
+            {0: "Immediate", 1: "This Quarter", 2: "Next Quarter", 3: "This Year", 4: "Unknown"},
+        ),
         Column("exchangerate", Kind.DECIMAL, read_only=True),
         _lookup("customerid", customerid_account="accounts", customerid_contact="contacts"),
         _lookup("parentaccountid", parentaccountid="accounts"),
         _lookup("parentcontactid", parentcontactid="contacts"),
         _lookup("transactioncurrencyid", transactioncurrencyid="transactioncurrencies"),
         _lookup("originatingleadid", originatingleadid="leads"),
-        # SPEC 4.1 custom columns
-        _choice("cosell_helpneeded", *HELP_NEEDED),
-        Column("cosell_visibletomicrosoft", Kind.BOOLEAN),
-        _string("cosell_referralid", 100),
-        _string("cosell_referrallink", 500),
-        _string("cosell_microsoftcrmid", 100),
-        _string("cosell_referralprogram", 100),
-        Column("cosell_syncwithpartnercenter", Kind.BOOLEAN),
-        _choice("cosell_syncstatus", *SYNC_STATUS),
-        _memo("cosell_audit", 1048576),
     ):
         t.add(column)
+    if custom_schema:
+        for column in (
+            # SPEC 4.1 custom columns
+            _choice("cosell_helpneeded", HELP_NEEDED),
+            Column("cosell_visibletomicrosoft", Kind.BOOLEAN),
+            _string("cosell_referralid", 100),
+            _string("cosell_referrallink", 500),
+            _string("cosell_microsoftcrmid", 100),
+            _string("cosell_referralprogram", 100),
+            Column("cosell_syncwithpartnercenter", Kind.BOOLEAN),
+            _choice("cosell_syncstatus", SYNC_STATUS),
+            _memo("cosell_audit", 1048576),
+        ):
+            t.add(column)
     return t
 
 
@@ -293,9 +348,9 @@ def _contact() -> Table:
     return t
 
 
-def _lead() -> Table:
+def _lead(custom_schema: bool) -> Table:
     t = Table("lead", "leads", "leadid", "fullname")
-    add_system_columns(t, LEAD_STATES)
+    add_system_columns(t, LEAD_STATES, LEAD_LABELS)
     for column in (
         _string("subject", 300),
         _string("firstname", 50),
@@ -313,10 +368,11 @@ def _lead() -> Table:
         _lookup("parentcontactid", parentcontactid="contacts"),
         _lookup("qualifyingopportunityid", qualifyingopportunityid="opportunities"),
         _lookup("transactioncurrencyid", transactioncurrencyid="transactioncurrencies"),
-        _string("cosell_referralid", 100),
-        _string("cosell_referrallink", 500),
     ):
         t.add(column)
+    if custom_schema:
+        t.add(_string("cosell_referralid", 100))
+        t.add(_string("cosell_referrallink", 500))
     _address(t)
     return t
 
@@ -378,26 +434,28 @@ def _systemuser() -> Table:
     return t
 
 
-_BASE = {
-    t.entity_set: t
-    for t in (
-        _opportunity(),
-        _account(),
-        _contact(),
-        _lead(),
-        _currency(),
-        _solutions(),
-        _solution_details(),
-        _systemuser(),
-    )
-}
+def _base(custom_schema: bool) -> dict[str, Table]:
+    standard = [_opportunity(custom_schema), _account(), _contact(), _lead(custom_schema)]
+    standard += [_currency(), _systemuser()]
+    custom = [_solutions(), _solution_details()] if custom_schema else []
+    return {t.entity_set: t for t in standard + custom}
+
+
+# Built once; each emulator deep-copies one (the metadata API mutates its copy).
+_BASE = {custom_schema: _base(custom_schema) for custom_schema in (True, False)}
 
 
 class Schema:
-    """All tables by entity set name; a fresh copy per emulator (the metadata API mutates it)."""
+    """All tables by entity set name; a fresh copy per emulator (the metadata API mutates it).
 
-    def __init__(self) -> None:
-        self.tables: dict[str, Table] = copy.deepcopy(_BASE)
+    ``custom_schema=False`` is an org without this app's solution: the standard tables only, no
+    ``cosell_*`` columns on opportunity and lead and no ``cosell_solutions`` /
+    ``cosell_solutiondetails`` tables, so ``cosell schema apply`` can be run against it with the
+    default prefix."""
+
+    def __init__(self, *, custom_schema: bool = True) -> None:
+        self.custom_schema = custom_schema
+        self.tables: dict[str, Table] = copy.deepcopy(_BASE[custom_schema])
 
     def table(self, entity_set: str) -> Table | None:
         return self.tables.get(entity_set)
