@@ -1,0 +1,564 @@
+"""``python -m bench chaos``: the whole sandbox under faults and host kills, then a full check.
+
+1. The sandbox stack (Azurite, both emulators, the local host running ``function_app.py``)
+   with the Dataverse poll every second, reconcile every 15 s, a 1 s queue visibility timeout
+   and a 6 s message lease (so the jobs of a killed host come back after 6 s).
+2. Both emulators fail 10 % of API requests (429, 500, 503 and 504 standing for a timeout);
+   Partner Center drops 10 % of webhooks.
+3. Microsoft sends ``referrals`` co-sell referrals (two per customer, so accounts must be
+   shared, one contact each). While they are created and edited, the host is killed at random
+   moments (``FunctionHost.stop`` with no grace: running invocations are cancelled wherever
+   they are) and a new host is started on the same storage and port.
+4. ``rounds`` rounds of edits: in each, every pair gets one edit of one field (name, deal
+   value or notes) on one side (Partner Center or Dataverse), chosen at random. A round lasts
+   at least ``ROUND_S`` seconds, so two edits of one pair are always more than a second apart.
+5. Faults off, webhooks delivered again; the queue drains; ``cosell backfill --inline`` runs
+   until a round changes nothing (at most ``MAX_BACKFILLS``).
+6. Checks. The expected value of each field of each pair is the value of its *last* edit (by
+   the time the edit was acknowledged), or the original one when it was never edited. This is
+   exactly what ``CONFLICT_POLICY=newest`` decides when both sides changed one field between
+   two syncs (the later record timestamp wins), and plain last-writer-wins otherwise; the
+   one-second spacing keeps the edits of one pair ordered. Checked: one opportunity per
+   referral and one referral per opportunity; one account per customer (name + postal code);
+   one contact per referral; every pair equal field by field (name without the sync mark, deal
+   value, notes, status ↔ state/status reason, account name, contact e-mail) and equal to the
+   expected values (no edit lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from azure.storage.queue.aio import QueueClient
+
+from bench.common import dataverse_client, partner_center_client, set_faults, without_mark
+from sandbox import partner_center
+from sandbox.host import FunctionHost
+from sandbox.partner_center.samples import cosell_referral_from_microsoft
+from sandbox.stack import EMULATOR_TOKEN, SandboxStack, _close_app_runtime
+from shared.dataverse import DataverseClient
+from shared.errors import CosellError
+from shared.jobs import POISON_QUEUE, SYNC_JOBS_QUEUE
+from shared.partner_center import PartnerCenterClient
+
+log = logging.getLogger("bench.chaos")
+
+FAULTS = {"error_rate": 0.1, "statuses": [429, 500, 503, 504], "retry_after_s": 1,
+          "drop_webhook_rate": 0.1}  # fmt: skip
+FIELDS = ("name", "deal_value", "notes")
+SIDES = ("pc", "crm")
+ROUND_S = 2.0
+EDIT_CONCURRENCY = 8
+MAX_BACKFILLS = 5
+KILL_EVERY_S = (2.0, 6.0)
+DOWN_FOR_S = (0.2, 1.5)
+HOST_OPTIONS: dict[str, Any] = {"visibility_timeout": 1, "lease_s": 6.0}
+SETTINGS = {
+    "DATAVERSE_POLL_SCHEDULE": "*/1 * * * * *",
+    "PARTNER_CENTER_RECONCILE_SCHEDULE": "*/15 * * * * *",
+}
+ORIGINAL_VALUE = 120000
+ORIGINAL_NOTES = "Customer wants to move 40 VMs."
+
+
+@dataclass
+class Edit:
+    side: str
+    field: str
+    value: Any
+    at: float
+
+
+@dataclass
+class Pair:
+    number: int
+    referral_id: str
+    opportunity_id: str | None = None
+    edits: list[Edit] = field(default_factory=list)
+
+    def expected(self, name: str) -> Any:
+        done = [e for e in self.edits if e.field == name]
+        if done:
+            return max(done, key=lambda e: e.at).value
+        return {"name": f"Chaos deal {self.number}", "deal_value": ORIGINAL_VALUE,
+                "notes": ORIGINAL_NOTES}[name]  # fmt: skip
+
+
+@dataclass
+class ChaosReport:
+    referrals: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    edits: Counter[str] = field(default_factory=Counter)
+    kills: int = 0
+    kills_mid_sync: int = 0
+    invocations_cancelled: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+    webhooks_dropped: int = 0
+    invocations: int = 0
+    poison: int = 0
+    backfills: list[dict[str, int]] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    unequal: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    converged: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.converged
+            and not self.duplicates
+            and not self.unequal
+            and not self.lost
+            and not self.missing
+        )
+
+    def lines(self) -> list[str]:
+        total = sum(self.seconds.values())
+        out = [
+            f"referrals                 {self.referrals}",
+            f"edits                     {sum(self.edits.values())} "
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.edits.items())),
+            f"host kills                {self.kills} ({self.kills_mid_sync} mid-sync, "
+            f"{self.invocations_cancelled} invocations cancelled)",
+            "faults injected           "
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())),
+            f"webhooks dropped          {self.webhooks_dropped}",
+            f"function invocations      {self.invocations}",
+            f"poison messages           {self.poison}",
+            f"backfill rounds           {len(self.backfills)}: "
+            + "; ".join(
+                ", ".join(f"{k} {v}" for k, v in sorted(b.items())) for b in self.backfills
+            ),
+            f"converged                 {'yes' if self.converged else 'NO'}",
+            f"missing records           {len(self.missing)}",
+            f"duplicates                {len(self.duplicates)}",
+            f"pairs unequal             {len(self.unequal)}",
+            f"lost edits                {len(self.lost)}",
+            "time                      "
+            + ", ".join(f"{k} {v:.0f} s" for k, v in self.seconds.items())
+            + f" (total {total:.0f} s)",
+        ]
+        for title, problems in (("missing", self.missing), ("duplicate", self.duplicates),
+                                ("unequal", self.unequal), ("lost", self.lost)):  # fmt: skip
+            out += [f"  {title}: {p}" for p in problems[:20]]
+            if len(problems) > 20:
+                out.append(f"  … and {len(problems) - 20} more {title}")
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "referrals": self.referrals,
+            "ok": self.ok,
+            "converged": self.converged,
+            "edits": dict(self.edits),
+            "kills": self.kills,
+            "kills_mid_sync": self.kills_mid_sync,
+            "faults": self.faults,
+            "webhooks_dropped": self.webhooks_dropped,
+            "poison": self.poison,
+            "duplicates": len(self.duplicates),
+            "unequal": len(self.unequal),
+            "lost": len(self.lost),
+            "missing": len(self.missing),
+            "seconds": self.seconds,
+        }
+
+
+class StatusCounter:
+    """ASGI middleware: counts the statuses of API answers (the emulator counts no faults)."""
+
+    def __init__(self, app: Any, counts: Counter[int]) -> None:
+        self.app = app
+        self.counts = counts
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http" or "/_emulator/" in scope.get("path", ""):
+            await self.app(scope, receive, send)
+            return
+
+        async def counted(message: Any) -> None:
+            if message.get("type") == "http.response.start":
+                self.counts[int(message["status"])] += 1
+            await send(message)
+
+        await self.app(scope, receive, counted)
+
+
+class Killer:
+    """Kills the stack's host at random moments and starts a new one on the same port."""
+
+    def __init__(self, stack: SandboxStack, rng: random.Random, report: ChaosReport) -> None:
+        self.stack = stack
+        self.rng = rng
+        self.report = report
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.rng.uniform(*KILL_EVERY_S))
+                return
+            except TimeoutError:
+                pass
+            await self.kill_and_restart()
+
+    async def kill_and_restart(self) -> None:
+        stack, host = self.stack, self.stack.host
+        assert host is not None
+        port = host.port
+        running = len(host._inflight)
+        host.shutdown_timeout = 0.0  # no grace: cancel what runs, wherever it is
+        await host.stop()
+        self.report.kills += 1
+        self.report.kills_mid_sync += running > 0
+        self.report.invocations_cancelled += running
+        self.report.invocations += sum(host.invocations.values())
+        await asyncio.sleep(self.rng.uniform(*DOWN_FOR_S))
+        for attempt in range(50):
+            fresh = FunctionHost(
+                stack.module,
+                app_dir=stack.app_dir,
+                host=stack.bind,
+                port=port,
+                function_key=stack.function_key,
+                max_polling_interval=stack.max_polling_interval,
+                on_stop=[_close_app_runtime],
+                **stack.host_options,
+            )
+            try:
+                await fresh.start()
+            except (OSError, SystemExit, RuntimeError):
+                if attempt == 49:
+                    raise
+                await asyncio.sleep(0.2)
+                continue
+            stack.host = fresh
+            return
+
+
+async def _with_retries(action: Any, attempts: int = 8) -> Any:
+    """The harness's own edits: retried on 412 (the product wrote in between) and on faults
+    that outlasted the client's retries (the emulators fail before doing anything)."""
+    for attempt in range(attempts):
+        try:
+            return await action()
+        except (CosellError, httpx.HTTPError) as exc:
+            if attempt == attempts - 1:
+                raise
+            log.debug("edit retried after %s", type(exc).__name__)
+            await asyncio.sleep(0.2 * (attempt + 1))
+    return None
+
+
+async def _edit(
+    pair: Pair, side: str, name: str, value: Any, pc: PartnerCenterClient, crm: DataverseClient
+) -> None:
+    if side == "pc":
+        path = {"name": "/name", "deal_value": "/details/dealValue", "notes": "/details/notes"}
+
+        async def patch() -> None:
+            current = await pc.get_referral(pair.referral_id)
+            operation = [{"op": "replace", "path": path[name], "value": value}]
+            await pc.patch_referral(pair.referral_id, operation, etag=current.e_tag)
+
+        await _with_retries(patch)
+    else:
+        column = {"name": "name", "deal_value": "estimatedvalue", "notes": "description"}
+        assert pair.opportunity_id is not None
+        opportunity_id = pair.opportunity_id
+
+        async def update() -> None:
+            await crm.update("opportunities", opportunity_id, {column[name]: value})
+
+        await _with_retries(update)
+    pair.edits.append(Edit(side, name, value, time.monotonic()))
+
+
+async def run_chaos(referrals: int, *, rounds: int = 3, seed: int = 2026) -> ChaosReport:
+    rng = random.Random(seed)
+    report = ChaosReport(referrals=referrals)
+    pc_statuses: Counter[int] = Counter()
+    pc_app = partner_center.create_app(token=EMULATOR_TOKEN)
+    pc_app.add_middleware(StatusCounter, counts=pc_statuses)
+    stack = SandboxStack(settings=SETTINGS, host_options=HOST_OPTIONS, partner_center_app=pc_app)
+    async with (
+        stack,
+        httpx.AsyncClient(base_url=stack.partner_center_url, timeout=30) as pc_control,
+        httpx.AsyncClient(base_url=stack.dataverse_url, timeout=30) as dv_control,
+        partner_center_client(stack.settings["PARTNER_CENTER_API_URL"]) as pc,
+        dataverse_client(stack.dataverse_url) as crm,
+    ):
+        killer = Killer(stack, rng, report)
+        try:
+            await _chaos(stack, rng, report, referrals, rounds, pc_control, dv_control,
+                         pc, crm, killer, pc_statuses)  # fmt: skip
+        finally:
+            await killer.stop()
+        assert stack.host is not None
+        report.invocations += sum(stack.host.invocations.values())
+    return report
+
+
+async def _chaos(
+    stack: SandboxStack,
+    rng: random.Random,
+    report: ChaosReport,
+    referrals: int,
+    rounds: int,
+    pc_control: httpx.AsyncClient,
+    dv_control: httpx.AsyncClient,
+    pc: PartnerCenterClient,
+    crm: DataverseClient,
+    killer: Killer,
+    pc_statuses: Counter[int],
+) -> None:
+    clock = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        report.seconds[name] = now - clock
+        clock = now
+
+    for control in (pc_control, dv_control):
+        await set_faults(control, FAULTS)
+    killer.start()
+
+    # -- creation
+    pairs: list[Pair] = []
+    limit = asyncio.Semaphore(8)
+
+    async def send(number: int) -> None:
+        body = cosell_referral_from_microsoft(name=f"Chaos deal {number}")
+        body["customerProfile"] = {
+            **body["customerProfile"],
+            "name": f"Chaos customer {number // 2} Ltd",
+            "team": [{**body["customerProfile"]["team"][0],
+                      "email": f"buyer{number}@example.com"}],
+        }  # fmt: skip
+        async with limit:
+            answer = await pc_control.post("/_emulator/microsoft/referrals", json=body)
+            answer.raise_for_status()
+        pairs.append(Pair(number, str(answer.json()["id"])))
+
+    await asyncio.gather(*(send(n) for n in range(referrals)))
+    pairs.sort(key=lambda p: p.number)
+    by_referral = {p.referral_id: p for p in pairs}
+    deadline = time.monotonic() + 60 + referrals * 0.5
+    while time.monotonic() < deadline:
+        async for row in crm.list_rows(
+            "opportunities", select=["opportunityid", "cosell_referralid"]
+        ):
+            pair = by_referral.get(str(row.get("cosell_referralid") or "").lower())
+            if pair is not None and pair.opportunity_id is None:
+                pair.opportunity_id = str(row["opportunityid"])
+        if all(p.opportunity_id for p in pairs):
+            break
+        await asyncio.sleep(1.0)
+    lap("creation")
+    ready = [p for p in pairs if p.opportunity_id]
+
+    # -- edits
+    counter = 0
+    edit_slots = asyncio.Semaphore(EDIT_CONCURRENCY)
+    for round_number in range(rounds):
+        started = time.monotonic()
+
+        async def one(pair: Pair, side: str, name: str, value: Any) -> None:
+            async with edit_slots:
+                await _edit(pair, side, name, value, pc, crm)
+            report.edits[f"{side}:{name}"] += 1
+
+        work = []
+        for pair in rng.sample(ready, len(ready)):
+            side, name = rng.choice(SIDES), rng.choice(FIELDS)
+            counter += 1
+            value: Any = {
+                "name": f"Chaos deal {pair.number} r{round_number} {side}",
+                "deal_value": rng.randint(1000, 999999),
+                "notes": f"notes {pair.number} round {round_number} from {side} #{counter}",
+            }[name]
+            work.append(one(pair, side, name, value))
+        await asyncio.gather(*work)
+        rest = ROUND_S - (time.monotonic() - started)
+        if rest > 0:
+            await asyncio.sleep(rest)
+    lap("edits")
+
+    # -- converge
+    await killer.stop()
+    for control in (pc_control, dv_control):
+        await set_faults(control, None)
+    stats_pc = (await pc_control.get("/_emulator/stats")).json()
+    stats_dv = (await dv_control.get("/_emulator/stats")).json()
+    report.webhooks_dropped = int(stats_pc["webhooks"].get("dropped", 0))
+    report.faults["dataverse"] = int(stats_dv.get("faults_injected", 0))
+    report.faults["partner center"] = sum(
+        n for status, n in pc_statuses.items() if status in FAULTS["statuses"]
+    )
+    await _drain(stack)
+    for _ in range(MAX_BACKFILLS):
+        outcomes = await _backfill(stack)
+        report.backfills.append(outcomes)
+        if not any(outcomes.get(k, 0) for k in ("synced", "created", "error")) and outcomes:
+            report.converged = True
+            break
+        await _drain(stack)
+    report.poison = await _depth(stack, POISON_QUEUE)
+    lap("converge")
+
+    await _check(report, pairs, pc, crm)
+    lap("check")
+
+
+async def _depth(stack: SandboxStack, queue: str) -> int:
+    async with QueueClient.from_connection_string(stack.connection_string, queue) as client:
+        try:
+            return int((await client.get_queue_properties()).approximate_message_count or 0)
+        except Exception:  # noqa: BLE001 - no such queue yet: empty
+            return 0
+
+
+async def _drain(stack: SandboxStack, *, within_s: float = 300.0) -> None:
+    """Wait until ``sync-jobs`` stays empty and the host runs nothing for two seconds."""
+    deadline = time.monotonic() + within_s
+    quiet_since: float | None = None
+    while time.monotonic() < deadline:
+        busy = await _depth(stack, SYNC_JOBS_QUEUE) > 0 or bool(stack.host and stack.host._inflight)
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > 2.0:
+            return
+        await asyncio.sleep(0.25)
+
+
+async def _backfill(stack: SandboxStack) -> dict[str, int]:
+    """``cosell backfill --inline`` in a child process; its outcome counts."""
+    with tempfile.TemporaryDirectory() as folder:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.backfill_child", str(Path(folder) / "usage.json"),
+            "backfill", "--inline", "--json",
+            env={**os.environ, **stack.settings},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=600)
+    try:
+        document = json.loads(output or b"{}")
+    except ValueError:
+        return {"unreadable": 1}
+    return {str(k): int(v) for k, v in (document.get("outcomes") or {}).items()}
+
+
+STATUS_OF = {("New", 0, 2), ("Active", 0, 1)}
+
+
+async def _check(
+    report: ChaosReport, pairs: list[Pair], pc: PartnerCenterClient, crm: DataverseClient
+) -> None:
+    referrals = {}
+    async for referral in pc.list_referrals():
+        if referral.id:
+            referrals[referral.id.lower()] = referral
+    opportunities: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    async for row in crm.list_rows(
+        "opportunities",
+        select=["opportunityid", "name", "estimatedvalue", "description", "statecode",
+                "statuscode", "cosell_referralid", "_parentaccountid_value",
+                "_parentcontactid_value"],
+    ):  # fmt: skip
+        opportunities[str(row.get("cosell_referralid") or "").lower()].append(row)
+    accounts: dict[str, dict[str, Any]] = {}
+    per_customer: Counter[tuple[str, str]] = Counter()
+    async for row in crm.list_rows("accounts", select=["accountid", "name", "address1_postalcode"]):
+        accounts[str(row["accountid"]).lower()] = row
+        per_customer[(str(row.get("name")), str(row.get("address1_postalcode")))] += 1
+    contacts: dict[str, dict[str, Any]] = {}
+    per_email: Counter[str] = Counter()
+    async for row in crm.list_rows("contacts", select=["contactid", "emailaddress1"]):
+        contacts[str(row["contactid"]).lower()] = row
+        per_email[str(row.get("emailaddress1"))] += 1
+
+    if len(referrals) != len(pairs):
+        report.duplicates.append(f"{len(referrals)} referrals in Partner Center, {len(pairs)} sent")
+    orphans = [k for k in opportunities if k not in referrals]
+    report.duplicates += [f"opportunity for no known referral ({k or 'no id'})" for k in orphans]
+    report.duplicates += [
+        f"{n} accounts for customer {c}" for c, n in per_customer.items() if n > 1
+    ]
+    report.duplicates += [f"{n} contacts with e-mail {e}" for e, n in per_email.items() if n > 1]
+
+    for pair in pairs:
+        label = f"pair {pair.number} (referral {pair.referral_id})"
+        rows = opportunities.get(pair.referral_id, [])
+        referral = referrals.get(pair.referral_id)
+        if len(rows) > 1:
+            report.duplicates.append(f"{label}: {len(rows)} opportunities")
+        if not rows or referral is None:
+            report.missing.append(
+                f"{label}: referral {referral is not None}, opportunities {len(rows)}"
+            )
+            continue
+        row = rows[0]
+        details = referral.details
+        pc_side = {
+            "name": referral.name,
+            "deal_value": details.deal_value if details else None,
+            "notes": details.notes if details else None,
+        }
+        crm_side = {
+            "name": without_mark(row.get("name")),
+            "deal_value": row.get("estimatedvalue"),
+            "notes": row.get("description"),
+        }
+        for name in FIELDS:
+            left, right, want = pc_side[name], crm_side[name], pair.expected(name)
+            if name == "deal_value":
+                left = float(left) if left is not None else None
+                right = float(right) if right is not None else None
+                want = float(want)
+            if left != right:
+                report.unequal.append(f"{label}: {name} PC={left!r} CRM={right!r}")
+            if left != want and right != want:
+                report.lost.append(f"{label}: {name} expected {want!r}, PC={left!r} CRM={right!r}")
+            elif left != want or right != want:
+                report.lost.append(
+                    f"{label}: {name} expected {want!r} on both sides, PC={left!r} CRM={right!r}"
+                )
+        status = (str(referral.status), row.get("statecode"), row.get("statuscode"))
+        if status not in STATUS_OF:
+            report.unequal.append(f"{label}: status PC/CRM {status}")
+        account = accounts.get(str(row.get("_parentaccountid_value") or "").lower())
+        customer = referral.customer_profile.name if referral.customer_profile else None
+        if account is None or account.get("name") != customer:
+            report.unequal.append(
+                f"{label}: account {account and account.get('name')!r} vs {customer!r}"
+            )
+        contact = contacts.get(str(row.get("_parentcontactid_value") or "").lower())
+        team = referral.customer_profile.team if referral.customer_profile else None
+        email = team[0].email if team else None
+        if contact is None or contact.get("emailaddress1") != email:
+            report.unequal.append(f"{label}: contact e-mail differs")
