@@ -1,13 +1,16 @@
 """``cosell schema check|apply``: the custom columns and tables of SPEC 4.1 in Dataverse.
 
-``check`` reads the metadata (``EntityDefinitions`` with their attributes) and compares it with
-what the sync needs; ``apply`` prints the same plan, then creates only what is missing: tables,
-then columns, then the lookup. It never changes or drops an existing column, so a column with the
-right name and the wrong type is reported for an administrator to settle.
+``check`` reads the metadata (``EntityDefinitions`` with their attributes, and the options of the
+two choice columns) and compares it with what the sync needs; ``apply`` prints the same plan, then
+creates only what is missing: tables, then columns (choices with their options), then the lookup.
+It never changes or drops an existing column, so a column with the right name and the wrong type,
+or a choice whose options are missing or mean something else, is reported for an administrator to
+settle.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -56,14 +59,70 @@ class Wanted:
     definition: TableDefinition | ColumnDefinition | LookupDefinition | None = None
 
 
+@dataclass(frozen=True)
+class OptionDiff:
+    """How a choice column's options differ from the ones the sync needs (value → label)."""
+
+    missing: dict[int, str] = field(default_factory=dict)  # needed, not in Dataverse
+    relabelled: dict[int, tuple[str, str]] = field(default_factory=dict)  # value: (found, needed)
+    extra: dict[int, str] = field(default_factory=dict)  # in Dataverse, not needed
+
+    @property
+    def differs(self) -> bool:
+        return bool(self.missing or self.relabelled)
+
+    def describe(self) -> str:
+        parts = [f"missing option {v} {text}" for v, text in sorted(self.missing.items())]
+        parts += [
+            f"option {v} is labelled {found!r}, the sync needs {needed!r}"
+            for v, (found, needed) in sorted(self.relabelled.items())
+        ]
+        parts += [
+            f"extra option {v} {text!r} (not used by the sync)"
+            for v, text in sorted(self.extra.items())
+        ]
+        return "; ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "missing": {str(v): t for v, t in sorted(self.missing.items())},
+            "different": {
+                str(v): {"found": f, "needed": n} for v, (f, n) in sorted(self.relabelled.items())
+            },
+            "extra": {str(v): t for v, t in sorted(self.extra.items())},
+        }
+
+
+def _comparable(label: str) -> str:
+    # "Proof of concept or demo" and "ProofOfConceptOrDemo" name the same option: an
+    # administrator may have made the SPEC 4.2 names readable, which changes no value's meaning.
+    return re.sub(r"[^0-9a-z]", "", label.lower())
+
+
+def diff_options(found: dict[int, str], needed: dict[int, str]) -> OptionDiff:
+    """Compare by value, then by label: the sync writes and reads only the integers (reference
+    4.6), but a value whose label names another option would be picked by users meaning that
+    one, so a different label counts as a difference too."""
+    return OptionDiff(
+        missing={v: t for v, t in needed.items() if v not in found},
+        relabelled={
+            v: (found[v], t)
+            for v, t in needed.items()
+            if v in found and _comparable(found[v]) != _comparable(t)
+        },
+        extra={v: t for v, t in found.items() if v not in needed},
+    )
+
+
 @dataclass
 class Finding:
     wanted: Wanted
     status: Status
     detail: str = ""
+    options: OptionDiff | None = None  # choice columns whose options were compared
 
     def row(self) -> dict[str, Any]:
-        return {
+        row: dict[str, Any] = {
             "table": self.wanted.table,
             "kind": self.wanted.kind,
             "name": self.wanted.name,
@@ -71,6 +130,9 @@ class Finding:
             "status": self.status,
             "detail": self.detail,
         }
+        if self.options is not None:
+            row["options"] = self.options.to_json()
+        return row
 
 
 @dataclass
@@ -187,7 +249,18 @@ async def compare(dataverse: DataverseClient, prefix: str) -> Comparison:
         if column is None:
             result.findings.append(Finding(item, "missing", "column not found"))
             continue
-        result.findings.append(_compare_column(item, column))
+        finding = _compare_column(item, column)
+        definition = item.definition
+        if (
+            finding.status == "ok"
+            and isinstance(definition, ColumnDefinition)
+            and definition.options is not None
+        ):
+            # Attribute listings carry no options (OptionSet is a navigation property of the
+            # choice types), so each choice is read on its own: two requests in all.
+            found = await dataverse.get_choice_options(item.table, item.name)
+            finding = _compare_options(item, found, dict(definition.options))
+        result.findings.append(finding)
     return result
 
 
@@ -200,8 +273,14 @@ def _compare_column(item: Wanted, column: ColumnMetadata) -> Finding:
         # Dataverse lists target logical names; the sandbox emulator lists entity sets.
         if targets and not targets & {"opportunity", "opportunities"}:
             return Finding(item, "differs", f"targets {sorted(targets)}, not opportunity")
-    # Choice values are not compared: the client's ColumnMetadata does not carry the OptionSet.
     return Finding(item, "ok")
+
+
+def _compare_options(item: Wanted, found: dict[int, str], needed: dict[int, str]) -> Finding:
+    diff = diff_options(found, needed)
+    # Extra options alone do not fail the check: the sync never writes them and reads them as
+    # empty (no help requested / no status), but they are listed so nobody is surprised.
+    return Finding(item, "differs" if diff.differs else "ok", diff.describe(), options=diff)
 
 
 def add_parser(commands: Any) -> None:

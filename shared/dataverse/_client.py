@@ -12,7 +12,7 @@ import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import date
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 from uuid import UUID
 
 import httpx
@@ -30,6 +30,7 @@ from shared.dataverse._exceptions import (
     error_from_response,
 )
 from shared.dataverse._models import (
+    ChoiceColumnMetadata,
     ColumnDefinition,
     ColumnMetadata,
     Currency,
@@ -70,6 +71,13 @@ _PRIMARY_KEYS = {
     "transactioncurrencies": "transactioncurrencyid",
     "cosell_solutions": "cosell_solutionid",
     "cosell_solutiondetails": "cosell_solutiondetailid",
+}
+# The metadata type to cast an attribute to for its options, by kind of choice column.
+ChoiceKind = Literal["choice", "state", "status"]
+_CHOICE_TYPES: dict[str, str] = {
+    "choice": "PicklistAttributeMetadata",
+    "state": "StateAttributeMetadata",
+    "status": "StatusAttributeMetadata",
 }
 _ENTITY_ID = re.compile(r"\((?P<id>[0-9a-fA-F-]{36})\)$")
 
@@ -512,6 +520,37 @@ class DataverseClient:
         )
         values = self._json(response).get("value") or []
         return [ColumnMetadata.model_validate(v) for v in values]
+
+    async def get_choice_options(
+        self,
+        table_logical_name: str,
+        column_logical_name: str,
+        *,
+        kind: ChoiceKind = "choice",
+    ) -> dict[int, str]:
+        """A choice column's options: value → label (``UserLocalizedLabel``, the label in the
+        calling user's language), e.g. ``{1: "Synced", 2: "Error", 3: "Pending"}``.
+
+        ``OptionSet`` is a navigation property of the choice attribute types, not of
+        ``AttributeMetadata``, so it is read through a cast to the column's type with
+        ``$expand`` (one request). ``kind`` picks the type: ``"choice"`` (a picklist),
+        ``"state"`` (``statecode``) or ``"status"`` (``statuscode``). ``NotFound`` if the table
+        or column does not exist, or is not of that type (UNCERTAIN: the reference does not
+        cover metadata; a cast to the wrong type is a 404 in OData)."""
+        type_name = _CHOICE_TYPES[kind]
+        # A picklist made from a global choice may carry its options in GlobalOptionSet; state
+        # and status columns always have their own.
+        expand = "OptionSet($select=Options)"
+        if kind == "choice":
+            expand += ",GlobalOptionSet($select=Options)"
+        response = await self._send(
+            "GET",
+            f"EntityDefinitions(LogicalName='{check_name(table_logical_name)}')"
+            f"/Attributes(LogicalName='{check_name(column_logical_name)}')"
+            f"/Microsoft.Dynamics.CRM.{type_name}",
+            params={"$select": "LogicalName", "$expand": expand},
+        )
+        return ChoiceColumnMetadata.model_validate(self._json(response)).options()
 
     async def list_one_to_many(self, logical_name: str) -> list[RelationshipMetadata]:
         """The one-to-many relationships where ``logical_name`` is the "one" side, e.g. for

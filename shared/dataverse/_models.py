@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import IntEnum
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, Self, TypeAlias
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 Row: TypeAlias = dict[str, Any]
 """A row as the Web API returns it: column names (lookups as ``_x_value``), ``@odata.etag``."""
@@ -105,6 +105,60 @@ class RelationshipMetadata(_Wire):
     )
 
 
+class LocalizedLabel(_Wire):
+    """One translation of a metadata ``Label``."""
+
+    label: str = Field(alias="Label")
+    language_code: int | None = Field(default=None, alias="LanguageCode")
+
+
+class MetadataLabel(_Wire):
+    """A metadata ``Label``: every translation, and ``UserLocalizedLabel``, the one in the
+    calling user's language."""
+
+    localized_labels: list[LocalizedLabel] = Field(default_factory=list, alias="LocalizedLabels")
+    user_localized_label: LocalizedLabel | None = Field(default=None, alias="UserLocalizedLabel")
+
+    @property
+    def text(self) -> str:
+        """The user's label, else the English (1033) one, else the first, else ``""``."""
+        if self.user_localized_label is not None:
+            return self.user_localized_label.label
+        english = [x for x in self.localized_labels if x.language_code == LANGUAGE_CODE]
+        found = english or self.localized_labels
+        return found[0].label if found else ""
+
+
+class OptionMetadata(_Wire):
+    """One option of a choice column: the integer written to rows and its label."""
+
+    value: StrictInt = Field(alias="Value")
+    label: MetadataLabel | None = Field(default=None, alias="Label")
+
+
+class OptionSetMetadata(_Wire):
+    options: list[OptionMetadata] = Field(default_factory=list, alias="Options")
+
+    def as_dict(self) -> dict[int, str]:
+        return {o.value: o.label.text if o.label else "" for o in self.options}
+
+
+class ChoiceColumnMetadata(_Wire):
+    """A ``PicklistAttributeMetadata`` (or state / status attribute) read with
+    ``$expand=OptionSet($select=Options)``. ``OptionSet`` is a navigation property, so plain
+    ``/Attributes`` listings never carry it."""
+
+    logical_name: str = Field(alias="LogicalName")
+    option_set: OptionSetMetadata | None = Field(default=None, alias="OptionSet")
+    global_option_set: OptionSetMetadata | None = Field(default=None, alias="GlobalOptionSet")
+
+    def options(self) -> dict[int, str]:
+        """Value → label. A choice made from a global choice may come with only
+        ``GlobalOptionSet`` (UNCERTAIN: the reference does not cover metadata), so both count."""
+        found = self.option_set or self.global_option_set
+        return found.as_dict() if found is not None else {}
+
+
 def label(text: str) -> dict[str, Any]:
     """A metadata ``Label`` in one language."""
     return {
@@ -147,6 +201,23 @@ class ColumnDefinition(BaseModel):
     max_length: int | None = None
     options: Mapping[int, str] | None = None  # choice values and labels (SPEC 4.2)
     required: bool = False
+
+    @model_validator(mode="after")
+    def _options_fit_the_kind(self) -> Self:
+        # A choice column is created with its options (Dataverse would number options sent
+        # without values, and a choice without any cannot hold a value), and only a choice has
+        # them: catch both here rather than as a 400 from the metadata API.
+        if self.kind == "choice":
+            if not self.options:
+                raise ValueError("a choice column needs its options (value → label)")
+            for value, text in self.options.items():
+                if isinstance(value, bool) or not -(2**31) <= value < 2**31:
+                    raise ValueError(f"choice value {value!r} is not a 32-bit integer")
+                if not text.strip():
+                    raise ValueError(f"choice value {value} needs a label")
+        elif self.options is not None:
+            raise ValueError(f"only choice columns take options, not {self.kind} columns")
+        return self
 
     @property
     def logical_name(self) -> str:
