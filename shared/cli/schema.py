@@ -330,6 +330,11 @@ async def check(ctx: Context) -> int:
         ctx.out.json({"prefix": prefix, "ok": ok, "items": [f.row() for f in comparison.findings]})
         return 0 if ok else 1
     _print_findings(ctx, comparison, title=f"Dataverse schema (prefix {prefix}):")
+    # The table cuts long details; option differences are spelled out in full below it.
+    for finding in comparison.findings:
+        if finding.options is not None and finding.detail:
+            mark = "!" if finding.status == "differs" else "note:"
+            ctx.out.line(f"  {mark} {finding.wanted.table}.{finding.wanted.name} {finding.detail}")
     ctx.out.line()
     if ok:
         ctx.out.line("schema check: everything the sync needs is there")

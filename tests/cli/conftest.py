@@ -129,6 +129,37 @@ def cli_env(
 
 
 @dataclass
+class BareDataverse:
+    """A Dataverse emulator without the app's custom schema (``create_app(custom_schema=False)``):
+    a new org as ``cosell schema apply`` finds it."""
+
+    url: str
+    app: Starlette
+
+
+@pytest.fixture(scope="session")
+def bare_dataverse() -> Iterator[BareDataverse]:
+    app = dataverse_emulator.create_app(seed=13, custom_schema=False)
+    server = ServerThread(app)
+    url = server.start()
+    try:
+        yield BareDataverse(url, app)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def bare_env(
+    cli_env: Sandbox, bare_dataverse: BareDataverse, monkeypatch: pytest.MonkeyPatch
+) -> BareDataverse:
+    """``cli_env`` with ``DATAVERSE_URL`` on the bare emulator, reset to its bare schema."""
+    monkeypatch.setenv("DATAVERSE_URL", bare_dataverse.url)
+    get_settings.cache_clear()
+    httpx.post(f"{bare_dataverse.url}/_emulator/reset", timeout=10).raise_for_status()
+    return bare_dataverse
+
+
+@dataclass
 class Ran:
     code: int
     out: str
