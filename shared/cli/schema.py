@@ -251,6 +251,8 @@ async def compare(dataverse: DataverseClient, prefix: str) -> Comparison:
             continue
         finding = _compare_column(item, column)
         definition = item.definition
+        if finding.status == "ok" and isinstance(definition, LookupDefinition):
+            finding = await _compare_navigation(dataverse, item, definition)
         if (
             finding.status == "ok"
             and isinstance(definition, ColumnDefinition)
@@ -274,6 +276,39 @@ def _compare_column(item: Wanted, column: ColumnMetadata) -> Finding:
         if targets and not targets & {"opportunity", "opportunities"}:
             return Finding(item, "differs", f"targets {sorted(targets)}, not opportunity")
     return Finding(item, "ok")
+
+
+async def _compare_navigation(
+    dataverse: DataverseClient, item: Wanted, lookup: LookupDefinition
+) -> Finding:
+    """The lookup's navigation properties, read from its relationship (reference 4.5: read them
+    from metadata, never guess): the engine binds rows through the lower-case lookup name and
+    expands an opportunity's solutions by the collection's name in one request, so a lookup
+    made by hand under another relationship name breaks both."""
+    relations = await dataverse.list_one_to_many(lookup.referenced_table)
+    relation = next(
+        (
+            r
+            for r in relations
+            if r.referencing_entity == lookup.referencing_table
+            and r.referencing_attribute == lookup.logical_name
+        ),
+        None,
+    )
+    if relation is None:  # not listed: nothing to compare, the column itself is there
+        return Finding(item, "ok")
+    problems = []
+    wanted_collection = lookup.referenced_navigation_property_name
+    if wanted_collection and relation.referenced_navigation_property_name != wanted_collection:
+        problems.append(
+            f"{lookup.referenced_table} reaches its rows as "
+            f"{relation.referenced_navigation_property_name!r}, the sync expands "
+            f"{wanted_collection!r}"
+        )
+    found_nav = relation.referencing_navigation_property_name
+    if found_nav is not None and found_nav != lookup.logical_name:
+        problems.append(f"rows bind it as {found_nav!r}, the sync writes {lookup.logical_name!r}")
+    return Finding(item, "differs" if problems else "ok", "; ".join(problems))
 
 
 def _compare_options(item: Wanted, found: dict[int, str], needed: dict[int, str]) -> Finding:

@@ -221,3 +221,24 @@ def test_applied_lookup_gives_opportunities_the_solutions_collection_the_engine_
     )
     assert relation["ReferencedEntityNavigationPropertyName"] == OPPORTUNITY_SOLUTIONS
     assert relation["ReferencingEntityNavigationPropertyName"] == "cosell_opportunityid"
+
+
+def test_check_reports_a_lookup_whose_collection_the_engine_cannot_expand(
+    cli_env: Sandbox, cosell: Any
+) -> None:
+    # A lookup made by hand under another relationship name (reference 4.5: the collection's
+    # name comes from the relationship, so it is read from metadata).
+    solutions = emulator_of(cli_env.dataverse_app).store.schema.table("cosell_solutions")
+    assert solutions is not None
+    lookup = solutions.columns["cosell_opportunityid"]
+    lookup.collections["cosell_opportunityid"] = "cosell_opportunity_solutions"
+
+    ran = cosell("schema", "check", "--json")
+
+    assert ran.code == 1
+    item = _item(ran, "cosell_opportunityid")
+    assert item["status"] == "differs"
+    assert item["detail"] == (
+        "opportunity reaches its rows as 'cosell_opportunity_solutions', "
+        f"the sync expands '{OPPORTUNITY_SOLUTIONS}'"
+    )
