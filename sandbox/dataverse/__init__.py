@@ -7,8 +7,14 @@ API under ``/api/data/v9.2/`` (bearer token required): entity sets ``opportuniti
 row GET/PATCH/DELETE
 (``If-Match``, ``If-None-Match``, ``Prefer: return=representation``); ``DELETE .../<nav>/$ref``;
 ``WhoAmI``; ``WinOpportunity`` / ``LoseOpportunity``; ``EntityDefinitions`` (GET, POST,
-``(LogicalName='x')``, ``/Attributes`` GET/POST, ``/OneToManyRelationships`` GET) and
-``RelationshipDefinitions`` (POST).
+``(LogicalName='x')``, ``/Attributes`` GET/POST, ``/Attributes(LogicalName='y')`` GET and its cast
+``/Microsoft.Dynamics.CRM.PicklistAttributeMetadata`` (or ``State``/``Status``) with
+``$expand=OptionSet($select=Options)`` for a choice's values and labels,
+``/OneToManyRelationships`` GET) and ``RelationshipDefinitions`` (POST).
+
+``create_app(custom_schema=False)`` starts from an org without this app's schema: the standard
+tables only, no ``cosell_*`` columns and no ``cosell_solutions`` / ``cosell_solutiondetails``
+(what ``cosell schema apply`` creates); ``/_emulator/reset`` returns to that starting schema.
 
 Control (no token): ``GET /_emulator/health``, ``POST /_emulator/reset`` (currencies stay),
 ``GET /_emulator/stats``, ``PUT|DELETE /_emulator/faults``, ``GET|PUT /_emulator/limits``.

@@ -1,4 +1,6 @@
-"""Run the emulator alone: ``python -m sandbox.dataverse`` (port ``SANDBOX_DATAVERSE_PORT``)."""
+"""Run the emulator alone: ``python -m sandbox.dataverse`` (port ``SANDBOX_DATAVERSE_PORT``;
+``SANDBOX_DATAVERSE_BARE=1`` starts it without the ``cosell_`` schema, to try
+``cosell schema apply``)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from sandbox.dataverse.app import create_app
 
 def main() -> None:
     port = int(os.environ.get("SANDBOX_DATAVERSE_PORT", "7102"))
-    uvicorn.run(create_app(), host="127.0.0.1", port=port, log_level="warning")
+    bare = os.environ.get("SANDBOX_DATAVERSE_BARE", "").strip().lower() in ("1", "true", "yes")
+    app = create_app(custom_schema=not bare)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,11 @@ Read an opportunity with its solutions in one request (reference 2.4):
     row = await dataverse.get("opportunities", opportunity_id, select=["name"], expand=[
         Expand(OPPORTUNITY_SOLUTIONS, ["cosell_solutionidentifier"], top=100)])
     row[OPPORTUNITY_SOLUTIONS]  # a list of rows, [] when none
+
+A choice column's options (value → label), for ``cosell schema check``:
+
+    await dataverse.get_choice_options("opportunity", "cosell_syncstatus")
+    # {1: "Synced", 2: "Error", 3: "Pending"}
 """
 
 from shared.dataverse._auth import CredentialTokenProvider, StaticTokenProvider, TokenProvider
