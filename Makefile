@@ -51,3 +51,13 @@ fuzz: install
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: bench chaos
+
+# SPEC 11 measured on this machine (sandbox stack, ~5-10 min); writes bench/README.md and the chart.
+bench: install
+	$(BIN)/python -m bench run
+
+# 1,000 referrals through faults, dropped webhooks and host kills; fails unless all converge.
+chaos: install
+	$(BIN)/python -m bench chaos --referrals $(or $(N),1000)

@@ -25,8 +25,6 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     # The product logs every retried fault and cancelled invocation: expected here.
     logging.getLogger().setLevel(logging.CRITICAL)
-    # uvicorn reports each request a killed host cancelled (with a traceback): expected here.
-    logging.getLogger("uvicorn.error").addFilter(lambda record: False)
     if arguments.command == "chaos":
         from bench.chaos import run_chaos
 

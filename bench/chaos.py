@@ -177,6 +177,10 @@ class ChaosReport:
         }
 
 
+def _drop_cancelled(record: logging.LogRecord) -> bool:
+    return not (record.exc_info and record.exc_info[0] is asyncio.CancelledError)
+
+
 class StatusCounter:
     """ASGI middleware: counts the statuses of API answers (the emulator counts no faults)."""
 

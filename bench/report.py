@@ -63,7 +63,8 @@ def render(rows: list[Row], *, notes: list[str], chart: str | None, run_s: float
     return "\n".join(lines) + "\n"
 
 
-def write(rows: list[Row], *, notes: list[str], chart: str | None, run_s: float) -> Path:
-    path = HERE / "README.md"
-    path.write_text(render(rows, notes=notes, chart=chart, run_s=run_s), encoding="utf-8")
-    return path
+def write(rows: list[Row], *, notes: list[str], chart: str | None, run_s: float) -> str:
+    """Write ``bench/README.md``; returns its text."""
+    text = render(rows, notes=notes, chart=chart, run_s=run_s)
+    (HERE / "README.md").write_text(text, encoding="utf-8")
+    return text
