@@ -25,6 +25,7 @@ from shared.state import LinkResult, OpportunityIndex, PendingCreate, SyncLink
 from shared.sync import leads
 from shared.sync.audit import audit_lines
 from shared.sync.crm import CrmOpportunity
+from shared.sync.deal import Deal
 from shared.sync.mapping import new_referral
 from shared.sync.merge import Change, Plan, SyncBase
 from shared.sync.run import Restart, Run, SyncResult
@@ -72,19 +73,7 @@ async def from_referral(engine: SyncEngine, run: Run, referral: Referral) -> Syn
     base_deal = deal.model_copy(
         update={"external_reference_id": opportunity.id, "customer": customer}
     )
-    link = await _create_link(
-        engine,
-        SyncLink(
-            referral_id=referral.id,
-            opportunity_id=opportunity.id,
-            base=SyncBase(deal=base_deal).model_dump(mode="json"),
-            referral_etag=referral.e_tag,
-            referral_updated_at=referral.updated_date_time,
-            opportunity_etag=opportunity.etag,
-            opportunity_modified_on=opportunity.modified_on,
-            last_result=LinkResult(status="synced", at=datetime.now(UTC)),
-        ),
-    )
+    link = await _create_link(engine, _new_link(referral, opportunity, base_deal))
     if referral.external_reference_id != opportunity.id:
         await _write_crm_id(engine, run, link, referral, opportunity.id)
     return SyncResult("created", referral.id, opportunity.id, plan)
@@ -161,19 +150,7 @@ async def from_opportunity(engine: SyncEngine, run: Run, opportunity: CrmOpportu
                if owned[name] != getattr(deal, name)}  # fmt: skip
     # Link first: from here on a crash leaves a link, and the next sync writes the referral id
     # into the opportunity as an ordinary PC → CRM change.
-    link = await _create_link(
-        engine,
-        SyncLink(
-            referral_id=referral.id,
-            opportunity_id=opportunity.id,
-            base=SyncBase(deal=merged).model_dump(mode="json"),
-            referral_etag=referral.e_tag,
-            referral_updated_at=referral.updated_date_time,
-            opportunity_etag=opportunity.etag,
-            opportunity_modified_on=opportunity.modified_on,
-            last_result=LinkResult(status="synced", at=datetime.now(UTC)),
-        ),
-    )
+    link = await _create_link(engine, _new_link(referral, opportunity, merged))
     lines = audit_lines(None, notes=[f"✔ created referral {referral.id} in Partner Center"])
     written = await engine.crm.write(
         run, opportunity, changes, merged, status="synced", audit=lines
@@ -252,6 +229,21 @@ async def _get(engine: SyncEngine, run: Run, referral_id: str) -> Referral | Non
         return await engine.pc.get_referral(referral_id)
     except NotFound:
         return None
+
+
+def _new_link(referral: Referral, opportunity: CrmOpportunity, base: Deal) -> SyncLink:
+    """The link of a pair just created: both versions as written, ``base`` as the merge base."""
+    assert referral.id is not None
+    return SyncLink(
+        referral_id=referral.id,
+        opportunity_id=opportunity.id,
+        base=SyncBase(deal=base).model_dump(mode="json"),
+        referral_etag=referral.e_tag,
+        referral_updated_at=referral.updated_date_time,
+        opportunity_etag=opportunity.etag,
+        opportunity_modified_on=opportunity.modified_on,
+        last_result=LinkResult(status="synced", at=datetime.now(UTC)),
+    )
 
 
 async def _create_link(engine: SyncEngine, link: SyncLink, run: Run | None = None) -> SyncLink:
