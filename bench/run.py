@@ -156,7 +156,9 @@ async def run_all(
         "converges; 0 lost updates, 0 duplicates",
         f"converged: {'yes' if chaotic.converged else 'no'}; lost edits {len(chaotic.lost)}, "
         f"duplicates {len(chaotic.duplicates)}, unequal pairs {len(chaotic.unequal)}, missing "
-        f"{len(chaotic.missing)}; {sum(chaotic.edits.values())} edits, {chaotic.kills} host "
+        f"{len(chaotic.missing)}, conflicts settled by record-level newest "
+        f"{len(chaotic.settled_by_policy)}; {sum(chaotic.edits.values())} edits, "
+        f"{chaotic.kills} host "
         f"kills ({chaotic.kills_mid_sync} mid-sync), faults injected "
         + ", ".join(f"{k} {v}" for k, v in sorted(chaotic.faults.items()))
         + f", {chaotic.webhooks_dropped} webhooks dropped, "
