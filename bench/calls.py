@@ -58,6 +58,8 @@ async def open_world(connection_string: str, prefix: str) -> AsyncIterator[World
             "PARTNER_CENTER_WEBHOOK_API_URL": f"{PC_URL}/webhooks/v1",
         }
     )
+    links = LinkStore(TableClient.from_connection_string(connection_string, prefix + "l"))
+    history = HistoryStore(TableClient.from_connection_string(connection_string, prefix + "h"))
     async with (
         httpx.AsyncClient(transport=httpx.ASGITransport(app=pc_app), base_url=PC_URL) as pc_http,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=dv_app), base_url=DV_URL) as dv_http,
@@ -68,10 +70,8 @@ async def open_world(connection_string: str, prefix: str) -> AsyncIterator[World
             transport=httpx.ASGITransport(app=pc_app),
         ) as pc,
         DataverseClient(DV_URL, token=TOKEN, transport=httpx.ASGITransport(app=dv_app)) as crm,
-        LinkStore(TableClient.from_connection_string(connection_string, prefix + "l")) as links,
-        HistoryStore(
-            TableClient.from_connection_string(connection_string, prefix + "h")
-        ) as history,
+        links,
+        history,
     ):
         await links.create_table()
         await history.create_table()
@@ -113,7 +113,7 @@ async def measure(connection_string: str, rounds: int = 20) -> Calls:
 
 async def _measured(world: World, kind: str, record_id: str, reason: str, at: object) -> int:
     before = await world.requests()
-    await world.engine.sync(job(kind, record_id, reason, at))  # type: ignore[arg-type]
+    await world.engine.sync(job(kind, record_id, reason, at))
     return await world.requests() - before
 
 

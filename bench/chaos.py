@@ -59,7 +59,8 @@ from shared.state import HISTORY_TABLE, HistoryEntry, HistoryStore
 
 log = logging.getLogger("bench.chaos")
 
-FAULTS = {"error_rate": 0.1, "statuses": [429, 500, 503, 504], "retry_after_s": 1,
+FAULT_STATUSES = (429, 500, 503, 504)  # 504: a gateway timeout
+FAULTS = {"error_rate": 0.1, "statuses": list(FAULT_STATUSES), "retry_after_s": 1,
           "drop_webhook_rate": 0.1}  # fmt: skip
 FIELDS = ("name", "deal_value", "notes")
 SIDES = ("pc", "crm")
@@ -464,7 +465,7 @@ async def _chaos(
     report.webhooks_dropped = int(stats_pc["webhooks"].get("dropped", 0))
     report.faults["dataverse"] = int(stats_dv.get("faults_injected", 0))
     report.faults["partner center"] = sum(
-        n for status, n in pc_statuses.items() if status in FAULTS["statuses"]
+        n for status, n in pc_statuses.items() if status in FAULT_STATUSES
     )
     await _drain(stack)
     for _ in range(MAX_BACKFILLS):
@@ -563,15 +564,15 @@ async def _check(
     for pair in pairs:
         label = f"pair {pair.number} (referral {pair.referral_id})"
         rows = opportunities.get(pair.referral_id, [])
-        referral = referrals.get(pair.referral_id)
+        found = referrals.get(pair.referral_id)
         if len(rows) > 1:
             report.duplicates.append(f"{label}: {len(rows)} opportunities")
-        if not rows or referral is None:
+        if not rows or found is None:
             report.missing.append(
-                f"{label}: referral {referral is not None}, opportunities {len(rows)}"
+                f"{label}: referral {found is not None}, opportunities {len(rows)}"
             )
             continue
-        row = rows[0]
+        row, referral = rows[0], found
         details = referral.details
         pc_side = {
             "name": referral.name,
@@ -628,9 +629,10 @@ async def _trace(
     lost = [p for p in pairs if any(f"pair {p.number} (" in line for line in report.lost)]
     if not lost:
         return
-    async with HistoryStore(
+    history = HistoryStore(
         TableClient.from_connection_string(stack.connection_string, HISTORY_TABLE)
-    ) as history:
+    )
+    async with history:
         for pair in lost[:most]:
             report.traces.append(f"pair {pair.number} referral {pair.referral_id} "
                                  f"opportunity {pair.opportunity_id}")  # fmt: skip

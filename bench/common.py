@@ -6,7 +6,7 @@ import math
 import os
 import platform
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -46,10 +46,11 @@ def without_mark(name: str | None) -> str:
     return text
 
 
-def job(kind: str, record_id: str, reason: str, observed_at: datetime) -> SyncJob:
-    return SyncJob.model_validate(
-        {"kind": kind, "id": record_id, "reason": reason, "observed_at": observed_at}
-    )
+def job(kind: str, record_id: str, reason: str, observed_at: object) -> SyncJob:
+    """A sync job as a trigger would enqueue it (``observed_at`` None: now)."""
+    at = observed_at if observed_at is not None else datetime.now(UTC)
+    return SyncJob.model_validate({"kind": kind, "id": record_id, "reason": reason,
+                                   "observed_at": at})  # fmt: skip
 
 
 def partner_center_client(

@@ -173,6 +173,14 @@ async def run_all(
         + (f" `make bench` runs {chaos_referrals:,} referrals to stay in its time budget; "
            "`make chaos` runs 1,000." if chaos_referrals != 1000 else ""),
     ))  # fmt: skip
+    if chaotic.lost or chaotic.duplicates or chaotic.unequal or chaotic.missing:
+        problems = chaotic.missing + chaotic.duplicates + chaotic.unequal + chaotic.lost
+        notes.append(
+            "Chaos problems (first 10): "
+            + "; ".join(f"`{p}`" for p in problems[:10])
+            + ". Traces: "
+            + "; ".join(f"`{line.strip()}`" for line in chaotic.traces[:40])
+        )
     kinds = ", ".join(f"{k}: {v}" for k, v in sorted(fuzzed.enqueued_invalid_kinds.items()))
     rows.append(Row(
         "Fuzzed webhook bodies",
