@@ -166,6 +166,17 @@ UtcDateTime = Annotated[
 ]
 
 
+def _iso_text(value: object) -> object:
+    # The service sends dates as ISO-8601 strings; pydantic would also read a bare number as
+    # Unix time, which no documented payload carries — an untrusted webhook must not (SPEC 8).
+    if value is not None and not isinstance(value, str | datetime):
+        raise ValueError("expected an ISO-8601 date string")
+    return value
+
+
+StrictUtcDateTime = Annotated[UtcDateTime, BeforeValidator(_iso_text)]
+
+
 class WireModel(BaseModel):
     """camelCase on the wire, snake_case in Python, unknown properties kept."""
 
@@ -403,7 +414,9 @@ class WebhookEvent(PascalWireModel):
     resource_uri: str | None = Field(default=None, alias="ResourceUri")
     resource_name: str | None = Field(default=None, alias="ResourceName")
     audit_uri: str | None = Field(default=None, alias="AuditUri")
-    resource_change_utc_date: UtcDateTime = Field(default=None, alias="ResourceChangeUtcDate")
+    resource_change_utc_date: StrictUtcDateTime = Field(
+        default=None, alias="ResourceChangeUtcDate"
+    )
 
     @property
     def resource_id(self) -> str | None:

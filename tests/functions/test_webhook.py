@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 import function_app
 from sandbox.partner_center import SigningAuthority
 from shared.settings import get_settings
+from shared.triggers.webhook import handle_webhook
 from tests.partner_center.payloads import private_deal
 
 from .conftest import EMULATOR, App
@@ -296,4 +298,18 @@ async def test_verify_mode_without_trusted_roots_refuses_every_event(
 
     assert status == 401
     assert "not configured" in answer["message"]
+    assert await app.jobs() == []
+
+
+async def test_a_change_date_that_is_a_number_is_refused(app: App) -> None:
+    body = {
+        "EventName": "referral-updated",
+        "ResourceName": "referral",
+        "ResourceUri": f"https://api.partnercenter.microsoft.com/v1/referrals/{uuid.uuid4()}",
+        "ResourceChangeUtcDate": 5,
+    }
+
+    answer = await handle_webhook(json.dumps(body).encode(), {})
+
+    assert answer.status == 400
     assert await app.jobs() == []
