@@ -222,7 +222,11 @@ def _quiet_uvicorn() -> None:
 
 
 def _drop_cancelled(record: logging.LogRecord) -> bool:
-    return not (record.exc_info and record.exc_info[0] is asyncio.CancelledError)
+    """False for the tracebacks a kill causes: cancelled requests, callers hanging up."""
+    kind = record.exc_info[0] if record.exc_info else None
+    return kind is None or not (
+        issubclass(kind, asyncio.CancelledError) or kind.__name__ == "ClientDisconnect"
+    )
 
 
 class StatusCounter:
