@@ -414,9 +414,7 @@ class WebhookEvent(PascalWireModel):
     resource_uri: str | None = Field(default=None, alias="ResourceUri")
     resource_name: str | None = Field(default=None, alias="ResourceName")
     audit_uri: str | None = Field(default=None, alias="AuditUri")
-    resource_change_utc_date: StrictUtcDateTime = Field(
-        default=None, alias="ResourceChangeUtcDate"
-    )
+    resource_change_utc_date: StrictUtcDateTime = Field(default=None, alias="ResourceChangeUtcDate")
 
     @property
     def resource_id(self) -> str | None:
