@@ -145,7 +145,10 @@ class LinkStore(TableStore):
 
     async def get_link_by_opportunity(self, opportunity_id: str) -> SyncLink | None:
         """The link of an opportunity (two point reads), or None."""
-        index = await self.get_opportunity_index(opportunity_id)
+        return await self.get_link_of(await self.get_opportunity_index(opportunity_id))
+
+    async def get_link_of(self, index: OpportunityIndex | None) -> SyncLink | None:
+        """The link an index row names (one point read), or None."""
         if index is None or index.referral_id is None:
             return None
         link = await self.get_link(index.referral_id)

@@ -106,7 +106,10 @@ async def _write_crm_id(
         )
 
 
-async def from_opportunity(engine: SyncEngine, run: Run, opportunity: CrmOpportunity) -> SyncResult:
+async def from_opportunity(
+    engine: SyncEngine, run: Run, opportunity: CrmOpportunity, index: OpportunityIndex | None
+) -> SyncResult:
+    """``index`` is the opportunity's index row as the engine just read it (or None)."""
     deal = opportunity.deal
     if deal.referral_id:
         referral = await _get(engine, run, deal.referral_id)
@@ -120,7 +123,6 @@ async def from_opportunity(engine: SyncEngine, run: Run, opportunity: CrmOpportu
         return await engine.reconcile(run, link, referral, opportunity)
 
     problems = validate_for_partner_center(deal)
-    index = await engine.links.get_opportunity_index(opportunity.id)
     if problems:
         return await _refuse(engine, run, opportunity, index, problems)
     plan = Plan(merged=deal, to_pc={f: Change(f, None, getattr(deal, f)) for f in _SHOWN})

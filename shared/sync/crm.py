@@ -57,18 +57,12 @@ class CrmOpportunity:
     deal: Deal
     etag: str | None
     modified_on: datetime | None
-
-    @property
-    def sync_enabled(self) -> bool:
-        return bool(self.row.get(_SYNC_FLAG_KEY))
+    sync_enabled: bool = True
 
     @property
     def contact_id(self) -> str | None:
         value = self.row.get("_parentcontactid_value")
         return str(value) if value else None
-
-
-_SYNC_FLAG_KEY = "__sync_flag__"
 
 
 def _modified_on(row: Mapping[str, Any]) -> datetime | None:
@@ -143,9 +137,13 @@ class CrmSide:
             currency=currency.get("isocurrencycode") if isinstance(currency, dict) else None,
             solutions=row.get(self.columns.solutions_relationship) or [],
         )
-        flagged = {**row, _SYNC_FLAG_KEY: row.get(self.columns.syncwithpartnercenter)}
         return CrmOpportunity(
-            str(row["opportunityid"]), flagged, deal, etag_of(dict(row)), _modified_on(row)
+            str(row["opportunityid"]),
+            row,
+            deal,
+            etag_of(dict(row)),
+            _modified_on(row),
+            sync_enabled=bool(row.get(self.columns.syncwithpartnercenter)),
         )
 
     # -- writes -------------------------------------------------------------------------------
@@ -184,13 +182,8 @@ class CrmSide:
             update["name"] = name
         if row.get(self.columns.syncstatus) != SYNC_STATUS[status]:
             update[self.columns.syncstatus] = SYNC_STATUS[status]
-        if audit:
-            update[self.columns.audit] = append_audit(row.get(self.columns.audit), audit)
         if "contact" in changes and merged.contact is not None:
             update.update(await self._write_contact(run, opportunity, merged))
-        if audit_if_writing and (update or audit):
-            lines = [*audit_if_writing, *audit]
-            update[self.columns.audit] = append_audit(row.get(self.columns.audit), lines)
 
         target = None
         if "status" in changes and merged.status is not None:
@@ -202,6 +195,10 @@ class CrmSide:
             elif current.closed:
                 # Won ↔ Lost: reopen in this PATCH, then close again through the action.
                 update["statecode"], update["statuscode"] = 0, IN_PROGRESS
+        # Waiting audit lines ride along only when the opportunity is written anyway.
+        lines = [*(audit_if_writing or []), *audit] if (update or audit) else []
+        if lines:
+            update[self.columns.audit] = append_audit(row.get(self.columns.audit), lines)
         etag, modified_on = opportunity.etag, opportunity.modified_on
         if update:
             run.count()

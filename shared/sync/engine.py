@@ -131,11 +131,11 @@ class SyncEngine:
         return await self.reconcile(run, link, referral, opportunity, related=related)
 
     async def _from_opportunity(self, run: Run, opportunity_id: str) -> SyncResult:
-        link = await self.links.get_link_by_opportunity(opportunity_id)
+        index = await self.links.get_opportunity_index(opportunity_id)
+        link = await self.links.get_link_of(index)
         covered = link.opportunity_modified_on if link else None
-        if link is None:
-            index = await self.links.get_opportunity_index(opportunity_id)
-            covered = index.opportunity_modified_on if index else None
+        if link is None and index is not None:
+            covered = index.opportunity_modified_on  # our own write before a referral existed
         if _already_covered(run.job, covered):
             return SyncResult("no_change", link.referral_id if link else None, opportunity_id)
         opportunity = await self.crm.read(run, opportunity_id)
@@ -144,7 +144,7 @@ class SyncEngine:
         if not opportunity.sync_enabled and link is None:
             return SyncResult("skipped", None, opportunity_id, notes=["sync flag is off"])
         if link is None:
-            return await creation.from_opportunity(self, run, opportunity)
+            return await creation.from_opportunity(self, run, opportunity, index)
         referral = await self._get_referral(run, link.referral_id)
         if referral is None:
             return SyncResult("skipped", link.referral_id, opportunity_id, notes=[

@@ -128,17 +128,20 @@ def merge(
     crm_newer = _crm_is_newer(pc_updated_at, crm_modified_on)
 
     for name, flow in OWNERSHIP.items():
-        p, c = getattr(pc, name), getattr(crm, name)
+        p, actual = getattr(pc, name), getattr(crm, name)
         b = getattr(base.deal, name) if base else None
-        if name in old_blocked and to_json_value(c) == old_blocked[name]:
-            c = b  # the CRM value PC refused earlier: already reported, treat as unchanged
+        # The CRM value PC refused earlier: already reported, so it counts as unchanged.
+        still_blocked = name in old_blocked and to_json_value(actual) == old_blocked[name]
+        c = b if still_blocked else actual
 
         value, conflict = _decide(name, flow, p, c, b, base is not None, policy, crm_newer)
         if conflict:
             winner = "Partner Center" if value == p else "Dynamics 365"
             conflicts.append(f"{name}: changed in both systems; kept the {winner} value")
         send_pc = flow in (Flow.BOTH, Flow.CRM_TO_PC) and value != p
-        send_crm = flow in (Flow.BOTH, Flow.PC_TO_CRM) and value != getattr(crm, name)
+        send_crm = flow in (Flow.BOTH, Flow.PC_TO_CRM) and value != c
+        if still_blocked and not send_crm:
+            blocked[name] = old_blocked[name]  # the seller's edit stays; so does the block
         if send_pc:
             reason = _refused_by_partner_center(name, value, pc_closed, pc_status)
             if reason:
@@ -151,7 +154,7 @@ def merge(
         if send_pc:
             to_pc[name] = Change(name, p, value)
         if send_crm:
-            to_crm[name] = Change(name, getattr(crm, name), value)
+            to_crm[name] = Change(name, actual, value)
 
     merged["close_reason"] = pc.close_reason if pc.status is merged["status"] else crm.close_reason
     return Plan(

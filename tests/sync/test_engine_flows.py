@@ -264,8 +264,9 @@ async def test_a_closed_referral_is_never_written_again(world: World) -> None:
     assert (await world.writes())["pc"] == pc_writes
     assert first.plan is not None and first.plan.newly_blocked
     assert second.plan is not None and not second.plan.newly_blocked  # reported once
-    audit = (await world.opportunity(opportunity_id))["cosell_audit"]
-    assert "the referral is Closed" in audit
+    opportunity = await world.opportunity(opportunity_id)
+    assert "the referral is Closed" in opportunity["cosell_audit"]
+    assert opportunity["statecode"] == 0  # the seller's reopening is left alone, not undone
 
 
 async def test_observed_change_older_than_the_link_is_skipped_without_calls(

@@ -1,0 +1,104 @@
+"""The pure three-way merge (SPEC 4.1, 4.3): one rule per test."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from shared.sync.deal import Deal, DealStatus
+from shared.sync.merge import SyncBase, merge
+
+BASE = Deal(name="Deal", notes="base", deal_value=100.0, visible_to_microsoft=False,
+            status=DealStatus.ACTIVE, microsoft_crm_id="7-OLD")  # fmt: skip
+EARLY = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+LATE = datetime(2026, 11, 27, 11, 0, tzinfo=UTC)
+
+
+def run(pc: Deal, crm: Deal, **kw: object) -> object:
+    options: dict[str, object] = {"policy": "newest", "pc_status": "Active", **kw}
+    return merge(SyncBase(deal=BASE), pc, crm, **options)  # type: ignore[arg-type]
+
+
+def test_nothing_changed_plans_nothing() -> None:
+    plan = merge(SyncBase(deal=BASE), BASE, BASE, policy="newest", pc_status="Active")
+
+    assert plan.empty
+    assert plan.merged == BASE
+
+
+def test_one_sided_changes_are_copied_to_the_other_side() -> None:
+    plan = merge(
+        SyncBase(deal=BASE),
+        BASE.model_copy(update={"notes": "from PC"}),
+        BASE.model_copy(update={"deal_value": 250.0}),
+        policy="partner_center",
+        pc_status="Active",
+    )
+
+    assert {f: c.new for f, c in plan.to_crm.items()} == {"notes": "from PC"}
+    assert {f: c.new for f, c in plan.to_pc.items()} == {"deal_value": 250.0}
+    assert plan.conflicts == ()
+
+
+def test_newest_record_wins_a_conflict_and_it_is_reported() -> None:
+    pc, crm = (BASE.model_copy(update={"notes": n}) for n in ("pc", "crm"))
+
+    newer_crm = merge(SyncBase(deal=BASE), pc, crm, policy="newest", pc_updated_at=EARLY,
+                      crm_modified_on=LATE, pc_status="Active")  # fmt: skip
+    newer_pc = merge(SyncBase(deal=BASE), pc, crm, policy="newest", pc_updated_at=LATE,
+                     crm_modified_on=EARLY, pc_status="Active")  # fmt: skip
+
+    assert newer_crm.merged.notes == "crm"
+    assert newer_pc.merged.notes == "pc"
+    assert newer_crm.conflicts == ("notes: changed in both systems; kept the Dynamics 365 value",)
+
+
+def test_visibility_never_goes_back_to_false() -> None:
+    base = SyncBase(deal=BASE.model_copy(update={"visible_to_microsoft": True}))
+    pc = BASE.model_copy(update={"visible_to_microsoft": True})
+    crm = BASE.model_copy(update={"visible_to_microsoft": False})  # a seller unticks it
+
+    plan = merge(base, pc, crm, policy="crm", pc_status="Active")
+
+    assert plan.merged.visible_to_microsoft is True
+    assert "visible_to_microsoft" not in plan.to_pc
+    assert plan.to_crm["visible_to_microsoft"].new is True
+
+
+def test_an_empty_partner_center_value_never_clears_a_pc_owned_crm_field() -> None:
+    plan = merge(
+        SyncBase(deal=BASE),
+        BASE.model_copy(update={"microsoft_crm_id": None}),
+        BASE,
+        policy="partner_center",
+        pc_status="Active",
+    )
+
+    assert "microsoft_crm_id" not in plan.to_crm
+    assert plan.merged.microsoft_crm_id == "7-OLD"
+
+
+def test_crm_only_fields_never_flow_to_crm() -> None:
+    plan = merge(
+        SyncBase(deal=BASE),
+        BASE.model_copy(update={"solutions": ("SOL-PC",)}),
+        BASE.model_copy(update={"solutions": ("SOL-CRM",)}),
+        policy="partner_center",
+        pc_status="Active",
+    )
+
+    assert plan.to_pc["solutions"].new == ("SOL-CRM",)
+    assert "solutions" not in plan.to_crm
+
+
+def test_a_change_a_closed_referral_cannot_take_is_reported_once() -> None:
+    closed = BASE.model_copy(update={"status": DealStatus.WON})
+    crm = closed.model_copy(update={"notes": "edited after closing"})
+
+    first = merge(SyncBase(deal=closed), closed, crm, policy="newest", pc_status="Closed")
+    again = merge(first.base(), closed, crm, policy="newest", pc_status="Closed")
+
+    assert first.to_pc == {} and first.to_crm == {}
+    assert len(first.newly_blocked) == 1
+    assert "the referral is Closed" in first.newly_blocked[0]
+    assert again.newly_blocked == ()
+    assert again.empty
