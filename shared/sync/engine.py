@@ -36,7 +36,7 @@ from shared.sync.audit import audit_lines, history_changes
 from shared.sync.crm import CrmOpportunity, CrmSide
 from shared.sync.deal import Deal
 from shared.sync.mapping import Columns, referral_patch, referral_to_deal
-from shared.sync.merge import Plan, SyncBase, merge
+from shared.sync.merge import Plan, SyncBase, merge, settle_in_flight
 from shared.sync.run import Outcome, Restart, Run, SyncResult, SyncRetry
 from shared.sync.validation import validate_for_partner_center
 
@@ -203,6 +203,8 @@ class SyncEngine:
             related = await self._related(run, referral)
         pc = self.pc_deal(referral, related)
         base = _base(link)
+        if base is not None:
+            base = settle_in_flight(base, pc, opportunity.deal)
         plan = merge(
             base,
             pc,
@@ -223,6 +225,8 @@ class SyncEngine:
             outcome: Outcome = "error" if problems else ("no_change" if plan.empty else "synced")
             return SyncResult(outcome, link.referral_id, link.opportunity_id, plan, problems)
 
+        if base is not None and not plan.empty:
+            link = await self._save_in_flight(link, base, plan)
         if plan.to_pc:
             referral = await self._write_referral(run, link.referral_id, plan, referral)
         # A change that only went to Partner Center does not write the opportunity just for its
@@ -275,6 +279,17 @@ class SyncEngine:
             run.count()
             updated = await self.pc.get_referral(referral_id)
         return updated
+
+    async def _save_in_flight(self, link: SyncLink, base: SyncBase, plan: Plan) -> SyncLink:
+        """Record what this sync is about to write before it writes (see ``settle_in_flight``).
+
+        One Table write per sync that changes something: without it a sync stopped after a
+        remote write leaves a base that makes the next user edit look like a conflict.
+        """
+        journal = base.model_copy(update={"in_flight": plan.merged})
+        return await self.links.update_link(
+            link.model_copy(update={"base": journal.model_dump(mode="json")})
+        )
 
     async def _save_link(
         self,

@@ -65,6 +65,10 @@ class SyncBase(BaseModel):
     # Audit lines of CRM → Partner Center changes, written with the next opportunity write
     # (a write of their own would cost a fourth remote call per change, SPEC 11).
     pending_audit: tuple[str, ...] = ()
+    # The deal a sync set out to write, saved before its first write and cleared with the new
+    # base: a sync that stops between its writes and its link save (a host restart, a timeout
+    # whose write landed anyway) leaves it here for ``settle_in_flight``.
+    in_flight: Deal | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,26 @@ def to_json_value(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return value
+
+
+def settle_in_flight(base: SyncBase, pc: Deal, crm: Deal) -> SyncBase:
+    """The base to merge against when the last sync stopped before saving its result.
+
+    For a field that sync meant to move from ``b`` (the base) to ``r`` (its merged value): a
+    side that holds ``r`` got it from us or gave it to us, so when one side holds ``r`` and
+    neither still holds ``b``, ``r`` is the real base. The other side's different value is then
+    an edit made after that sync, not a conflict with a write of our own (which the conflict
+    policy could settle against the user). Anything else keeps ``b``: the write did not land.
+    """
+    if base.in_flight is None:
+        return base
+    settled: dict[str, Any] = {}
+    for name in OWNERSHIP:
+        r, b = getattr(base.in_flight, name), getattr(base.deal, name)
+        sides = (getattr(pc, name), getattr(crm, name))
+        if r != b and r in sides and b not in sides:
+            settled[name] = r
+    return base.model_copy(update={"deal": base.deal.model_copy(update=settled), "in_flight": None})
 
 
 def merge(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from shared.sync.deal import Deal, DealStatus
-from shared.sync.merge import SyncBase, merge
+from shared.sync.merge import SyncBase, merge, settle_in_flight
 
 BASE = Deal(name="Deal", notes="base", deal_value=100.0, visible_to_microsoft=False,
             status=DealStatus.ACTIVE, microsoft_crm_id="7-OLD")  # fmt: skip
@@ -102,3 +102,27 @@ def test_a_change_a_closed_referral_cannot_take_is_reported_once() -> None:
     assert "the referral is Closed" in first.newly_blocked[0]
     assert again.newly_blocked == ()
     assert again.empty
+
+
+def test_a_write_of_a_sync_that_stopped_early_is_not_a_conflict_with_a_later_edit() -> None:
+    # The stopped sync meant to move deal_value 100 → 200 (PC → CRM) and wrote CRM; PC has
+    # since been edited to 300. Against the old base both sides changed.
+    stopped = SyncBase(deal=BASE, in_flight=BASE.model_copy(update={"deal_value": 200.0}))
+    pc = BASE.model_copy(update={"deal_value": 300.0})
+    crm = BASE.model_copy(update={"deal_value": 200.0})
+
+    plan = merge(settle_in_flight(stopped, pc, crm), pc, crm, policy="crm", pc_status="Active")
+
+    assert plan.conflicts == ()
+    assert plan.to_crm["deal_value"].new == 300.0
+
+
+def test_a_write_that_never_landed_keeps_the_old_base() -> None:
+    stopped = SyncBase(deal=BASE, in_flight=BASE.model_copy(update={"deal_value": 200.0}))
+    pc = BASE.model_copy(update={"deal_value": 200.0})  # the source still holds it
+
+    settled = settle_in_flight(stopped, pc, BASE)  # CRM was never written
+    plan = merge(settled, pc, BASE, policy="crm", pc_status="Active")
+
+    assert settled.deal.deal_value == 100.0 and settled.in_flight is None
+    assert plan.to_crm["deal_value"].new == 200.0
