@@ -286,7 +286,7 @@ class SyncEngine:
         One Table write per sync that changes something: without it a sync stopped after a
         remote write leaves a base that makes the next user edit look like a conflict.
         """
-        journal = base.model_copy(update={"in_flight": plan.merged})
+        journal = base.model_copy(update={"in_flight": plan.in_flight()})
         return await self.links.update_link(
             link.model_copy(update={"base": journal.model_dump(mode="json")})
         )

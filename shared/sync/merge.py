@@ -55,6 +55,16 @@ OWNERSHIP: dict[str, Flow] = {
 }
 
 
+class InFlight(BaseModel):
+    """The merged deal a sync is writing, and the fields it sends to each side."""
+
+    model_config = ConfigDict(frozen=True)
+
+    deal: Deal
+    to_pc: tuple[str, ...] = ()
+    to_crm: tuple[str, ...] = ()
+
+
 class SyncBase(BaseModel):
     """What the link stores as the merge base: the last synced deal and blocked CRM values."""
 
@@ -65,10 +75,9 @@ class SyncBase(BaseModel):
     # Audit lines of CRM → Partner Center changes, written with the next opportunity write
     # (a write of their own would cost a fourth remote call per change, SPEC 11).
     pending_audit: tuple[str, ...] = ()
-    # The deal a sync set out to write, saved before its first write and cleared with the new
-    # base: a sync that stops between its writes and its link save (a host restart, a timeout
-    # whose write landed anyway) leaves it here for ``settle_in_flight``.
-    in_flight: Deal | None = None
+    # What a sync set out to write, saved before its first write and cleared with the new base
+    # (see ``settle_in_flight``).
+    in_flight: InFlight | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +104,9 @@ class Plan:
     def empty(self) -> bool:
         return not self.to_pc and not self.to_crm
 
+    def in_flight(self) -> InFlight:
+        return InFlight(deal=self.merged, to_pc=tuple(self.to_pc), to_crm=tuple(self.to_crm))
+
     def base(self, *, pending_audit: tuple[str, ...] = ()) -> SyncBase:
         return SyncBase(deal=self.merged, blocked=self.blocked, pending_audit=pending_audit)
 
@@ -111,23 +123,24 @@ def to_json_value(value: Any) -> Any:
 
 
 def settle_in_flight(base: SyncBase, pc: Deal, crm: Deal) -> SyncBase:
-    """The base to merge against when the last sync stopped before saving its result.
+    """The base to merge against when the last sync stopped before saving its result (a host
+    restart, or a timeout whose write landed anyway).
 
-    For a field that sync meant to move from ``b`` (the base) to ``r`` (its merged value): a
-    side that holds ``r`` got it from us or gave it to us, so when one side holds ``r`` and
-    neither still holds ``b``, ``r`` is the real base. The other side's different value is then
-    an edit made after that sync, not a conflict with a write of our own (which the conflict
-    policy could settle against the user). Anything else keeps ``b``: the write did not land.
+    A field that sync sent to one side and that side now holds: the write landed, so the
+    written value is the base. Otherwise a later edit on the other side would look like a
+    conflict with our own write, which the conflict policy could settle against the user.
+    Only the receiving side is evidence: the sending side held that value before the sync.
     """
-    if base.in_flight is None:
+    flight = base.in_flight
+    if flight is None:
         return base
-    settled: dict[str, Any] = {}
-    for name in OWNERSHIP:
-        r, b = getattr(base.in_flight, name), getattr(base.deal, name)
-        sides = (getattr(pc, name), getattr(crm, name))
-        if r != b and r in sides and b not in sides:
-            settled[name] = r
-    return base.model_copy(update={"deal": base.deal.model_copy(update=settled), "in_flight": None})
+    landed = {
+        name: getattr(flight.deal, name)
+        for names, side in ((flight.to_pc, pc), (flight.to_crm, crm))
+        for name in names
+        if getattr(side, name) == getattr(flight.deal, name)
+    }
+    return base.model_copy(update={"deal": base.deal.model_copy(update=landed), "in_flight": None})
 
 
 def merge(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from shared.sync.deal import Deal, DealStatus
-from shared.sync.merge import SyncBase, merge, settle_in_flight
+from shared.sync.merge import InFlight, SyncBase, merge, settle_in_flight
 
 BASE = Deal(name="Deal", notes="base", deal_value=100.0, visible_to_microsoft=False,
             status=DealStatus.ACTIVE, microsoft_crm_id="7-OLD")  # fmt: skip
@@ -104,25 +104,43 @@ def test_a_change_a_closed_referral_cannot_take_is_reported_once() -> None:
     assert again.empty
 
 
+def stopped_sync(**fields: object) -> SyncBase:
+    """The base left by a sync that stopped after (maybe) writing ``fields`` from PC to CRM."""
+    written = InFlight(deal=BASE.model_copy(update=fields), to_crm=tuple(fields))
+    return SyncBase(deal=BASE, in_flight=written)
+
+
 def test_a_write_of_a_sync_that_stopped_early_is_not_a_conflict_with_a_later_edit() -> None:
-    # The stopped sync meant to move deal_value 100 → 200 (PC → CRM) and wrote CRM; PC has
-    # since been edited to 300. Against the old base both sides changed.
-    stopped = SyncBase(deal=BASE, in_flight=BASE.model_copy(update={"deal_value": 200.0}))
+    # The stopped sync wrote deal_value 100 → 200 into CRM; PC has since been edited to 300.
+    # Against the old base both sides changed.
     pc = BASE.model_copy(update={"deal_value": 300.0})
     crm = BASE.model_copy(update={"deal_value": 200.0})
 
-    plan = merge(settle_in_flight(stopped, pc, crm), pc, crm, policy="crm", pc_status="Active")
+    settled = settle_in_flight(stopped_sync(deal_value=200.0), pc, crm)
+    plan = merge(settled, pc, crm, policy="crm", pc_status="Active")
 
     assert plan.conflicts == ()
     assert plan.to_crm["deal_value"].new == 300.0
 
 
 def test_a_write_that_never_landed_keeps_the_old_base() -> None:
-    stopped = SyncBase(deal=BASE, in_flight=BASE.model_copy(update={"deal_value": 200.0}))
-    pc = BASE.model_copy(update={"deal_value": 200.0})  # the source still holds it
+    pc = BASE.model_copy(update={"deal_value": 200.0})  # the sending side still holds it
 
-    settled = settle_in_flight(stopped, pc, BASE)  # CRM was never written
+    settled = settle_in_flight(stopped_sync(deal_value=200.0), pc, BASE)  # CRM never written
     plan = merge(settled, pc, BASE, policy="crm", pc_status="Active")
 
     assert settled.deal.deal_value == 100.0 and settled.in_flight is None
     assert plan.to_crm["deal_value"].new == 200.0
+
+
+def test_the_sending_side_holding_the_value_is_no_evidence_the_write_landed() -> None:
+    # The stopped sync settled a conflict for CRM's notes and was to send them to PC; the PC
+    # write never landed. PC's older edit must not now win as if it were the newer one.
+    flight = InFlight(deal=BASE.model_copy(update={"notes": "crm"}), to_pc=("notes",))
+    pc, crm = (BASE.model_copy(update={"notes": n}) for n in ("pc", "crm"))
+
+    settled = settle_in_flight(SyncBase(deal=BASE, in_flight=flight), pc, crm)
+    plan = merge(settled, pc, crm, policy="crm", pc_status="Active")
+
+    assert plan.merged.notes == "crm"
+    assert plan.conflicts == ("notes: changed in both systems; kept the Dynamics 365 value",)
