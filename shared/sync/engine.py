@@ -4,7 +4,9 @@
 2. read the referral and the opportunity (with account, contact, currency, solutions);
 3. map both to ``Deal``; the link's base is the merge base;
 4. merge (pure) into a plan; validate what would go to Partner Center (SPEC 4.6);
-5. write each side conditionally (If-Match); a 412 or a lost race starts again (bounded);
+5. record in the link what is about to be written (``merge.settle_in_flight`` uses it if the
+   sync stops before step 6), then write each side conditionally (If-Match); a 412 or a lost
+   race starts again (bounded);
 6. save the new base and both versions in the link, conditionally on its ETag;
 7. history row, and the audit / sync status / ✔✖ mark in the same opportunity write.
 
