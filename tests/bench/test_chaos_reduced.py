@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bench.chaos import run_chaos
 
-REFERRALS = 50  # 100 took 130 s on a 2-core machine; 50 keeps make test under ~90 s
+REFERRALS = 100  # the size the reduced run is meant to have: about 2 minutes on 2 cores
 
 
 async def test_chaos_converges_with_no_lost_edit_and_no_duplicate() -> None:
