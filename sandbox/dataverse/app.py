@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from sandbox.dataverse import control
+from sandbox.dataverse import batch, control
 from sandbox.dataverse.api import API_PREFIX, DataApi, json_response
 from sandbox.dataverse.errors import DataverseFault
 from sandbox.dataverse.limits import Faults, Limits, ServiceProtection
@@ -61,6 +61,7 @@ class Emulator:
         self.faults = Faults()
         self.rng = random.Random(seed)
         self.requests: Counter[str] = Counter()
+        self.batched: Counter[str] = Counter()  # the inner operations of $batch requests
         self.statuses: Counter[int] = Counter()
         self.faults_injected = 0
         self.data = DataApi(self)
@@ -75,6 +76,7 @@ class Emulator:
             wall_clock=self._wall_clock,
         )
         self.requests.clear()
+        self.batched.clear()
         self.statuses.clear()
         self.faults_injected = 0
         self.protection.reset_counters()
@@ -83,6 +85,8 @@ class Emulator:
         return {
             "requests": dict(sorted(self.requests.items())),
             "total_requests": sum(self.requests.values()),
+            # "requests" counts a $batch once, as HTTP requests; its operations are here
+            "batched_operations": dict(sorted(self.batched.items())),
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "throttled": self.protection.throttled,
             "in_flight": self.protection.in_flight,
@@ -98,6 +102,10 @@ class Emulator:
         response = await self._serve(request, path)
         self.statuses[response.status_code] += 1
         return response
+
+    def count_batched(self, method: str, path: str) -> None:
+        """One inner operation of a ``$batch`` (``path`` under the service root)."""
+        self.batched[route_template(method, API_PREFIX + path)] += 1
 
     async def _serve(self, request: Request, path: str) -> Response:
         if request.headers.get("authorization") != f"Bearer {self.token}":
@@ -122,6 +130,8 @@ class Emulator:
             if injected is not None:
                 self.faults_injected += 1
                 return _error(injected)
+            if path == "$batch":
+                return await batch.handle(self, request)
             response = await self.metadata.handle(request, path)
             if response is None:
                 response = await self.data.handle(request, path)

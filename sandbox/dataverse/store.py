@@ -123,8 +123,9 @@ class Store:
         self._last_ms = 0
         self.tables: dict[str, dict[str, Record]] = {}
         self.closes: list[Row] = []  # the opportunityclose activities the close actions made
-        # rows inserted by the write in progress, removed again if it fails (see _atomic)
-        self._journal: list[tuple[str, str]] | None = None
+        # undo log of the write in progress (see atomic): (entity set, row id, the row as it
+        # was before, or None for a row the write inserted)
+        self._journal: list[tuple[str, str, Record | None]] | None = None
         self.reset()
 
     # -- housekeeping -------------------------------------------------------------------------
@@ -243,22 +244,35 @@ class Store:
     # -- writes ---------------------------------------------------------------------------------
 
     @contextmanager
-    def _atomic(self) -> Iterator[None]:
-        """One write request is all or nothing (reference 4.1, deep insert): every row a deep
-        insert made goes again if any part fails. Nested calls join the outer write; the only
-        changes to existing rows happen after the last check, so removing inserts suffices."""
+    def atomic(self) -> Iterator[None]:
+        """Writes made inside are all or nothing: if the block raises, every row they inserted
+        goes again and every row they updated or deleted comes back as it was (values, targets
+        and so ETag). One write request is such a block (reference 4.1, deep insert), and so is
+        a ``$batch`` change set (reference 5). Nested calls join the outer block."""
         if self._journal is not None:
             yield
             return
         self._journal = []
+        closes = len(self.closes)
         try:
             yield
         except BaseException:
-            for entity_set, row_id in reversed(self._journal):
-                self.tables[entity_set].pop(row_id, None)
+            for entity_set, row_id, before in reversed(self._journal):
+                if before is None:
+                    self.tables[entity_set].pop(row_id, None)
+                else:
+                    self.tables[entity_set][row_id] = before
+            del self.closes[closes:]
             raise
         finally:
             self._journal = None
+
+    def _remember(self, entity_set: str, row_id: str, record: Record) -> None:
+        """Keep a copy of ``record`` before it changes in place, for ``atomic`` to restore."""
+        if self._journal is not None:
+            self._journal.append(
+                (entity_set, row_id, Record(dict(record.values), dict(record.targets)))
+            )
 
     def create(self, entity_set: str, body: Row) -> Record:
         """POST: a new row, with the related rows of a deep insert, in one step (4.1)."""
@@ -277,7 +291,7 @@ class Store:
             # server's status map; the client accepts the code with any status. A nested row of
             # a deep insert with an existing id fails the same way, and so the whole request.
             raise duplicate_record()
-        with self._atomic():
+        with self.atomic():
             return self._insert(table, row_id, body)
 
     def _insert(self, table: Table, row_id: str, body: Row) -> Record:
@@ -318,7 +332,7 @@ class Store:
             raise duplicate_record()
         self.tables[table.entity_set][row_id] = record
         if self._journal is not None:
-            self._journal.append((table.entity_set, row_id))
+            self._journal.append((table.entity_set, row_id, None))
         # Collection-valued deep insert (reference 4.1): the children exist only once the
         # parent does, because each one binds its lookup to the parent.
         for relation, bodies in payload.children:
@@ -347,17 +361,18 @@ class Store:
             if if_match is not None:
                 raise not_found(table.logical_name, row_id)
             body = {**body, table.primary_key: row_id.lower()}
-            with self._atomic():
+            with self.atomic():
                 return self._insert(table, row_id.lower(), body), True
         if if_none_match == "*":
             raise duplicate_record()
         if if_match is not None and if_match != "*" and if_match != record.etag:
             raise version_mismatch()
-        with self._atomic():
+        with self.atomic():
             payload = self._changes(table, body, record)
             self._check_state_change(table, record, body, payload.changes)
             self._insert_related(payload)
         # Past every check: from here on nothing fails, so the existing row changes in place.
+        self._remember(entity_set, row_id.lower(), record)
         record.values.update(payload.changes)
         record.targets.update(payload.targets)
         record.values["_modifiedby_value"] = self.caller.user_id
@@ -370,6 +385,7 @@ class Store:
         record = self.get(entity_set, row_id)
         if if_match is not None and if_match != "*" and if_match != record.etag:
             raise version_mismatch()
+        self._remember(entity_set, row_id.lower(), record)
         del self.tables[entity_set][row_id.lower()]
 
     def close_opportunity(self, won: bool, body: Row) -> None:
@@ -403,6 +419,7 @@ class Store:
                 INVALID_ARGUMENT,
                 "The opportunity is already closed; reopen it before closing it again.",
             )
+        self._remember("opportunities", match.group("id").lower(), record)
         revenue = close.get("actualrevenue", record.values.get("estimatedvalue"))
         end = (
             close.get("actualend")
@@ -465,7 +482,7 @@ class Store:
 
     def _insert_related(self, payload: Payload) -> None:
         """Create the single-valued related rows of a deep insert and point the lookups at them.
-        Inside ``_atomic``: if a later part of the request fails they are removed again."""
+        Inside ``atomic``: if a later part of the request fails they are removed again."""
         for column, target_set, body in payload.related:
             child = self.create(target_set, body)
             payload.changes[column.wire_name] = child.values[self.table(target_set).primary_key]
