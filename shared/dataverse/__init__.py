@@ -11,6 +11,15 @@ Read an opportunity with its solutions in one request (reference 2.4):
         Expand(OPPORTUNITY_SOLUTIONS, ["cosell_solutionidentifier"], top=100)])
     row[OPPORTUNITY_SOLUTIONS]  # a list of rows, [] when none
 
+A new account and an opportunity bound to it (``customerid`` and ``parentaccountid``) in one
+atomic ``$batch`` change set (reference 5), which a deep insert cannot express:
+
+    account, opportunity = await dataverse.create_in_change_set([
+        Create("accounts", {"name": "Contoso"}, row_id=account_id),
+        Create("opportunities", {"name": "Deal",
+                                 "customerid_account@odata.bind": content_id(0)}),
+    ])
+
 A choice column's options (value → label), for ``cosell schema check``:
 
     await dataverse.get_choice_options("opportunity", "cosell_syncstatus")
@@ -18,6 +27,7 @@ A choice column's options (value → label), for ``cosell schema check``:
 """
 
 from shared.dataverse._auth import CredentialTokenProvider, StaticTokenProvider, TokenProvider
+from shared.dataverse._batch import Create, content_id
 from shared.dataverse._client import DataverseClient
 from shared.dataverse._exceptions import (
     AccessDenied,
@@ -79,6 +89,7 @@ __all__ = [
     "ColumnDefinition",
     "ColumnMetadata",
     "ConnectionFailed",
+    "Create",
     "CredentialTokenProvider",
     "Currency",
     "DataverseClient",
@@ -106,6 +117,7 @@ __all__ = [
     "any_of",
     "bind",
     "contains",
+    "content_id",
     "endswith",
     "eq",
     "etag_of",

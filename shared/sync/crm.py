@@ -18,11 +18,13 @@ from typing import Any, Literal
 
 from shared.dataverse import (
     AlreadyExists,
+    Create,
     DataverseClient,
     Expand,
     NotFound,
     all_of,
     any_of,
+    content_id,
     eq,
     etag_of,
 )
@@ -272,8 +274,9 @@ class CrmSide:
         account_id: str,
         new_account_body: Mapping[str, Any] | None,
     ) -> CrmOpportunity:
-        """Opportunity, contact, solution rows (and the account when it is new) in one deep
-        insert (reference 4.1): all or nothing, ids derived from the referral id.
+        """Opportunity, contact and solution rows in one deep insert (reference 4.1), in a
+        ``$batch`` change set after the account when that is new: one request, all or nothing,
+        ids derived from the referral id.
 
         ``AlreadyExists`` means another run made the opportunity (or the new account) first:
         the caller restarts and finds them.
@@ -293,13 +296,6 @@ class CrmSide:
             contact_id=None,
             currency_id=currency_id,
         )
-        if new_account_body is not None:
-            # A new account is created inside this same request as the opportunity's account
-            # (parentaccountid, which the sync reads). A bind cannot point at a row created in
-            # the same deep insert, so customerid is set only when the account already exists.
-            body.pop("parentaccountid@odata.bind")
-            body.pop("customerid_account@odata.bind")
-            body["parentaccountid"] = {**new_account_body, "accountid": account_id}
         contact_id = None
         if deal.contact is not None:
             contact_id = record_id("contact", referral_id)
@@ -313,8 +309,13 @@ class CrmSide:
             }
             for identifier in deal.solutions
         ]
-        run.count()
-        written = await self.dataverse.create(
+        if new_account_body is not None:
+            # A bind cannot point at a row made by the same deep insert, so a new account goes
+            # first in one $batch change set and the opportunity binds both its account
+            # lookups to it as $1: still one request, still all or nothing (reference 5).
+            body["parentaccountid@odata.bind"] = content_id(0)
+            body["customerid_account@odata.bind"] = content_id(0)
+        opportunity = Create(
             "opportunities",
             body,
             row_id=opportunity_id,
@@ -323,6 +324,18 @@ class CrmSide:
             # next poll would take our own insert for a seller's change.
             expand=[Expand(self.columns.solutions_relationship, ["modifiedon"])],
         )
+        run.count()
+        if new_account_body is None:
+            written = await self.dataverse.create(
+                "opportunities",
+                body,
+                row_id=opportunity_id,
+                select=opportunity.select,
+                expand=opportunity.expand,
+            )
+        else:
+            account = Create("accounts", new_account_body, row_id=account_id, select=["accountid"])
+            written = (await self.dataverse.create_in_change_set([account, opportunity]))[1]
         etag = etag_of(written)
         stamps = [
             _modified_on(row) for row in written.get(self.columns.solutions_relationship) or []

@@ -22,6 +22,8 @@ async def test_incoming_referral_creates_account_contact_opportunity_and_solutio
     assert opportunity["cosell_syncwithpartnercenter"] is True
     assert opportunity["statecode"] == 0 and opportunity["statuscode"] == 2  # Open / On Hold
     assert await world.count("accounts", name="Contoso Ltd") == 1
+    # A new account is both the opportunity's account and its (required) potential customer.
+    assert opportunity["_customerid_value"] == opportunity["_parentaccountid_value"] is not None
     assert await world.count("contacts", emailaddress1="ana@example.com") == 1
     assert await world.count("cosell_solutions") == 1
     referral = await world.referral(referral_id)
