@@ -389,6 +389,7 @@ class DataverseClient:
             raise ServiceError(
                 "the $batch answer is not multipart", status=response.status_code
             ) from None
+        self.throttle.charge(len(creates) - 1)
         failed = next((a for a in answers if a.status_code >= 400), None)
         if failed is not None:
             raise error_from_response(failed)

@@ -83,6 +83,12 @@ class AdaptiveThrottle:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
 
+    def charge(self, requests: int) -> None:
+        """Count ``requests`` more against the window budget: the operations of a ``$batch``
+        beyond the one request it was admitted as (each counts, reference 5)."""
+        if self.window_requests is not None:
+            self._sent.extend([self._clock()] * max(0, requests))
+
     def _budget_free_at(self) -> float:
         """When the next request fits the client-side window budget (0 = now)."""
         if self.window_requests is None:

@@ -19,6 +19,7 @@ from sandbox.dataverse import Faults, Limits, create_app, emulator_of
 from shared.dataverse import (
     AdaptiveThrottle,
     AlreadyExists,
+    Create,
     DataverseClient,
     ServiceError,
     Throttled,
@@ -110,6 +111,24 @@ async def test_a_client_side_budget_matching_the_limits_avoids_429s_entirely() -
     assert emulator.store.count("accounts") == 500
     assert emulator.stats()["throttled"] == 0
     assert time.now >= 40  # five windows' worth of requests needed four waits
+
+
+async def test_every_operation_of_a_change_set_counts_against_the_budget() -> None:
+    time = VirtualTime()
+    app = create_app(token=TOKEN, limits=Limits(requests=100, window_s=10), clock=time.clock)
+    emulator = emulator_of(app)
+    throttle = AdaptiveThrottle(
+        CAP, window_requests=100, window_s=10, clock=time.clock, sleep=time.sleep
+    )
+    pair = [Create("accounts", {"name": "Contoso"}), Create("accounts", {"name": "Fabrikam"})]
+
+    async with _client(app, time, throttle) as client:
+        for _ in range(150):  # 300 operations: three windows' worth
+            await client.create_in_change_set(pair)
+
+    assert emulator.store.count("accounts") == 300
+    assert emulator.stats()["throttled"] == 0
+    assert time.now >= 20
 
 
 async def test_retry_after_pauses_every_request_not_just_the_refused_one() -> None:
