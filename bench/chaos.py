@@ -22,8 +22,9 @@
    later edited anything else, its value may win; those are counted apart
    ("settled by policy"), not as lost. Anything else is a lost edit. Also checked: one
    opportunity per referral and one referral per opportunity; one account per customer (name +
-   postal code); one contact per referral; every pair equal field by field (name without the
-   sync mark, deal value, notes, status ↔ state/status reason, account name, contact e-mail).
+   postal code), which is also the opportunity's potential customer; one contact per referral;
+   every pair equal field by field (name without the sync mark, deal value, notes, status ↔
+   state/status reason, account name, contact e-mail).
 """
 
 from __future__ import annotations
@@ -542,7 +543,7 @@ async def _check(
         "opportunities",
         select=["opportunityid", "name", "estimatedvalue", "description", "statecode",
                 "statuscode", "cosell_referralid", "_parentaccountid_value",
-                "_parentcontactid_value"],
+                "_customerid_value", "_parentcontactid_value"],
     ):  # fmt: skip
         opportunities[str(row.get("cosell_referralid") or "").lower()].append(row)
     accounts: dict[str, dict[str, Any]] = {}
@@ -619,6 +620,8 @@ async def _check(
             report.unequal.append(
                 f"{label}: account {account and account.get('name')!r} vs {customer!r}"
             )
+        if row.get("_customerid_value") != row.get("_parentaccountid_value"):
+            report.unequal.append(f"{label}: potential customer is not the account")
         contact = contacts.get(str(row.get("_parentcontactid_value") or "").lower())
         team = referral.customer_profile.team if referral.customer_profile else None
         email = team[0].email if team else None
