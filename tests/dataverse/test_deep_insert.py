@@ -378,3 +378,27 @@ async def test_a_failed_deep_insert_can_be_repeated_with_the_same_ids(
     assert counts(emulator) == dict.fromkeys(TABLES, 1) | {"cosell_solutions": 2}
     with pytest.raises(NotFound):
         await client.get("cosell_solutions", uuid.uuid4())
+
+
+async def test_a_bind_may_point_at_the_account_the_same_deep_insert_creates(
+    client: DataverseClient, emulator: Emulator
+) -> None:
+    body = referral_body(**{"customerid_account@odata.bind": bind("accounts", ACCOUNT)})
+
+    await client.create("opportunities", body, row_id=OPPORTUNITY)
+
+    opportunity = emulator.store.get("opportunities", str(OPPORTUNITY)).values
+    assert opportunity["_customerid_value"] == opportunity["_parentaccountid_value"] == str(ACCOUNT)
+
+
+async def test_an_org_that_refuses_such_a_bind_answers_404_and_creates_nothing(
+    client: DataverseClient, emulator: Emulator
+) -> None:
+    emulator.store.binds_to_nested_rows = False  # the other reading of an UNCERTAIN point
+    body = referral_body(**{"customerid_account@odata.bind": bind("accounts", ACCOUNT)})
+
+    with pytest.raises(NotFound) as refused:
+        await client.create("opportunities", body, row_id=OPPORTUNITY)
+
+    assert str(ACCOUNT) in str(refused.value)
+    assert counts(emulator) == NOTHING

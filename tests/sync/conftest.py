@@ -12,6 +12,7 @@ import httpx
 import pytest
 from azure.data.tables.aio import TableClient
 
+from sandbox.dataverse import Emulator, emulator_of
 from sandbox.dataverse import create_app as create_dataverse
 from sandbox.partner_center import DEFAULT_TOKEN
 from sandbox.partner_center import create_app as create_partner_center
@@ -56,6 +57,7 @@ class World:
     links: LinkStore
     history: HistoryStore
     engine: SyncEngine
+    dv_emulator: Emulator  # for the few tests that choose how Dataverse behaves
 
     async def incoming(self, **fields: Any) -> str:
         """Microsoft sends the partner a co-sell referral; returns its id."""
@@ -211,7 +213,7 @@ async def open_world(
         engine = SyncEngine(
             pc=pc, dataverse=dataverse, links=links, history=history, settings=config
         )
-        yield World(pc_http, dv_http, pc, dataverse, links, history, engine)
+        yield World(pc_http, dv_http, pc, dataverse, links, history, engine, emulator_of(dv_app))
 
 
 @pytest.fixture

@@ -55,3 +55,29 @@ async def test_a_new_referral_costs_two_dataverse_requests(world: World) -> None
         assert (await world.sync_referral(referral_id, reason="backfill")).outcome == "created"
 
     assert (await world.dataverse_requests() - before) / len(referrals) <= 2
+
+
+async def test_where_dataverse_refuses_binds_into_a_deep_insert_new_customers_go_in_a_change_set(
+    world: World,
+) -> None:
+    # UNCERTAIN in the reference; the emulator can behave either way.
+    world.dv_emulator.store.binds_to_nested_rows = False
+    first, second = [
+        await world.incoming(customerProfile={**incoming_cosell()["customerProfile"],
+                                              "name": f"Customer {n}"})
+        for n in range(2)
+    ]  # fmt: skip
+
+    before = await world.dataverse_requests()
+    created = await world.sync_referral(first, reason="backfill")
+    middle = await world.dataverse_requests()
+    await world.sync_referral(second, reason="backfill")
+    after = await world.dataverse_requests()
+
+    assert created.opportunity_id is not None
+    opportunity = await world.opportunity(created.opportunity_id)
+    assert opportunity["_customerid_value"] == opportunity["_parentaccountid_value"] is not None
+    assert await world.count("accounts", name="Customer 0") == 1
+    # First: currency, account lookup, the refused deep insert, the change set. Then the
+    # change set goes first: lookup and change set, as a deep insert would cost.
+    assert (middle - before, after - middle) == (4, 2)
