@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -40,15 +41,6 @@ async def _opportunity_id(crm: DataverseClient, referral_id: str) -> str | None:
         "opportunities", filter=eq("cosell_referralid", referral_id), select=["opportunityid"]
     )
     return str(row["opportunityid"]) if row else None
-
-
-async def _until(check: object, started: float) -> float | None:
-    assert callable(check)
-    while time.perf_counter() - started < TIMEOUT_S:
-        if await check():
-            return time.perf_counter() - started
-        await asyncio.sleep(READ_EVERY_S)
-    return None
 
 
 async def measure(samples: int = 40, referrals: int = 4) -> Latencies:
@@ -99,11 +91,7 @@ async def _one_webhook(
         row = await crm.get("opportunities", opportunity_id, select=["estimatedvalue"])
         return bool(row.get("estimatedvalue") == value)
 
-    took = await _until(seen, started)
-    if took is None:
-        result.timeouts += 1
-    else:
-        result.webhook_s.append(took)
+    await _record(result, result.webhook_s, seen, started)
 
 
 async def _one_poll(
@@ -121,8 +109,16 @@ async def _one_poll(
         details = (await pc.get_referral(referral_id)).details
         return bool(details and details.deal_value == value)
 
-    took = await _until(seen, started)
-    if took is None:
-        result.timeouts += 1
-    else:
-        result.poll_s.append(took)
+    await _record(result, result.poll_s, seen, started)
+
+
+async def _record(
+    result: Latencies, samples: list[float], seen: Callable[[], Awaitable[bool]], started: float
+) -> None:
+    """Read until ``seen``; the time since ``started`` goes to ``samples`` (or a timeout)."""
+    while time.perf_counter() - started < TIMEOUT_S:
+        if await seen():
+            samples.append(time.perf_counter() - started)
+            return
+        await asyncio.sleep(READ_EVERY_S)
+    result.timeouts += 1

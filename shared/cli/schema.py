@@ -25,16 +25,12 @@ from shared.dataverse import (
     TableDefinition,
     TableMetadata,
 )
+from shared.sync.mapping import HELP_CODES
+from shared.sync.mapping import SYNC_STATUS as SYNC_STATUS_VALUES
 
-HELP_NEEDED = {  # SPEC 4.2
-    100000000: "WorkloadSpecificValueProposition",
-    100000001: "CustomerTechnicalArchitecture",
-    100000002: "ProofOfConceptOrDemo",
-    100000003: "QuotesOrLicensing",
-    100000004: "PostSalesCustomerSuccess",
-    100000005: "GeneralOrOther",
-}
-SYNC_STATUS = {1: "Synced", 2: "Error", 3: "Pending"}
+# The choice values the sync writes (SPEC 4.1, 4.2), labelled for the columns we create.
+HELP_NEEDED = HELP_CODES
+SYNC_STATUS = {value: name.capitalize() for name, value in SYNC_STATUS_VALUES.items()}
 # Dataverse's AttributeType for each kind we create.
 ATTRIBUTE_TYPES = {
     "string": "String",

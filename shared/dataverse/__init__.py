@@ -12,7 +12,7 @@ Read an opportunity with its solutions in one request (reference 2.4):
     row[OPPORTUNITY_SOLUTIONS]  # a list of rows, [] when none
 
 A new account and an opportunity bound to it (``customerid`` and ``parentaccountid``) in one
-atomic ``$batch`` change set (reference 5), which a deep insert cannot express:
+atomic ``$batch`` change set (reference 5), the later row referring to the earlier as ``$1``:
 
     account, opportunity = await dataverse.create_in_change_set([
         Create("accounts", {"name": "Contoso"}, row_id=account_id),

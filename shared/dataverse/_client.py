@@ -195,17 +195,20 @@ class DataverseClient:
         *,
         params: Mapping[str, str] | None = None,
         json: Any = None,
+        content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        check: bool = True,
     ) -> httpx.Response:
+        """One request; ``check=False`` leaves an error answer to the caller to read."""
         try:
             response = await self._http.request(
-                method, url, params=params, json=json, headers=headers
+                method, url, params=params, json=json, content=content, headers=headers
             )
         except httpx.TransportError as exc:
             raise ConnectionFailed(
                 f"no answer from Dataverse ({type(exc).__name__})", method=method, url=url
             ) from exc
-        if response.status_code >= 400:
+        if check and response.status_code >= 400:
             raise error_from_response(response)
         return response
 
@@ -349,38 +352,42 @@ class DataverseClient:
         client chooses the primary key, so a repeated create raises ``AlreadyExists`` instead
         of making a second row. ``shared.retry`` never repeats a POST after a 5xx or timeout
         (it may have landed); the caller repeats it by id."""
+        response = await self._representation(
+            "POST",
+            check_name(entity_set),
+            await self._keyed(entity_set, data, row_id),
+            select=select,
+            headers={},
+            expand=expand,
+        )
+        return await self._written(entity_set, response)
+
+    async def _keyed(
+        self, entity_set: str, data: Mapping[str, Any], row_id: UUID | str | None
+    ) -> dict[str, Any]:
+        """The body of a create, with the primary key the caller chose (if any)."""
         body = dict(data)
         if row_id is not None:
             body[await self.primary_key(entity_set)] = str(UUID(str(row_id)))
-        response = await self._representation(
-            "POST", check_name(entity_set), body, select=select, headers={}, expand=expand
-        )
-        return await self._written(entity_set, response)
+        return body
 
     async def create_in_change_set(self, creates: Sequence[Create]) -> list[Row]:
         """Create several rows in one ``$batch`` change set (reference 5): all or none, in one
         request. A later row may bind to an earlier one with ``content_id(i)`` (``$1`` is the
-        first), which a deep insert cannot do. Returns the rows as ``create`` does, in order;
-        a failing part raises its typed error (``AlreadyExists``...) and nothing is created."""
+        first). Returns the rows as ``create`` does, in order; a failing part raises its typed
+        error (``AlreadyExists``...) and nothing is created. Every operation counts against
+        the window budget, as it does against service protection."""
         parts = []
         for item in creates:
-            body = dict(item.data)
-            if item.row_id is not None:
-                body[await self.primary_key(item.entity_set)] = str(UUID(str(item.row_id)))
-            params = query_params(
-                select=list(item.select) if item.select else ["modifiedon"], expand=item.expand
-            )
+            params = query_params(select=list(item.select or ["modifiedon"]), expand=item.expand)
             url = self._http.base_url.join(check_name(item.entity_set)).copy_merge_params(params)
+            body = await self._keyed(item.entity_set, item.data, item.row_id)
             parts.append(Part("POST", str(url), body, {"Prefer": "return=representation"}))
         content_type, content = encode_change_set(parts)
-        try:
-            response = await self._http.post(
-                "$batch", content=content, headers={"Content-Type": content_type}
-            )
-        except httpx.TransportError as exc:
-            raise ConnectionFailed(
-                f"no answer from Dataverse ({type(exc).__name__})", method="POST", url="$batch"
-            ) from exc
+        response = await self._send(
+            "POST", "$batch", content=content, headers={"Content-Type": content_type}, check=False
+        )
+        self.throttle.charge(len(creates) - 1)
         try:
             answers = decode_responses(response)
         except ValueError:
@@ -389,7 +396,6 @@ class DataverseClient:
             raise ServiceError(
                 "the $batch answer is not multipart", status=response.status_code
             ) from None
-        self.throttle.charge(len(creates) - 1)
         failed = next((a for a in answers if a.status_code >= 400), None)
         if failed is not None:
             raise error_from_response(failed)

@@ -357,23 +357,25 @@ class CrmSide:
         # The solution rows are stamped too: the link must cover their modifiedon, or the next
         # poll would take our own insert for a seller's change.
         expand: list[str | Expand] = [Expand(self.columns.solutions_relationship, ["modifiedon"])]
-        if new_account is not None and self.nested_binds:
+
+        async def deep_insert(data: dict[str, Any]) -> dict[str, Any]:
+            run.count()
+            return await self.dataverse.create(
+                "opportunities", data, row_id=opportunity_id, select=select, expand=expand
+            )
+
+        if new_account is None:
+            return await deep_insert(body)
+        if self.nested_binds:
             nested = {**body, "parentaccountid": {**new_account, "accountid": account_id}}
             del nested["parentaccountid@odata.bind"]
-            run.count()
             try:
-                return await self.dataverse.create(
-                    "opportunities", nested, row_id=opportunity_id, select=select, expand=expand
-                )
+                return await deep_insert(nested)
             except NotFound as error:
                 if account_id.lower() not in str(error).lower():
                     raise
                 self.nested_binds = False
         run.count()
-        if new_account is None:
-            return await self.dataverse.create(
-                "opportunities", body, row_id=opportunity_id, select=select, expand=expand
-            )
         batched = {**body, "parentaccountid@odata.bind": content_id(0),
                    "customerid_account@odata.bind": content_id(0)}  # fmt: skip
         account = Create("accounts", new_account, row_id=account_id, select=["accountid"])
