@@ -17,6 +17,7 @@ from uuid import UUID
 
 import httpx
 
+from shared.calls import count_request
 from shared.dataverse._auth import (
     BearerAuth,
     CredentialTokenProvider,
@@ -136,6 +137,7 @@ class DataverseClient:
             auth=BearerAuth(token_provider),
             headers=_HEADERS,
             timeout=timeout,
+            event_hooks={"request": [count_request]},
         )
         self._currencies: dict[str, Currency] = {}
         self._primary_keys = dict(_PRIMARY_KEYS)

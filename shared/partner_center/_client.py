@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import ValidationError
 
+from shared.calls import count_request
 from shared.retry import RetryPolicy, RetryTransport
 
 from ._auth import (
@@ -86,6 +87,7 @@ class PartnerCenterClient:
             timeout=httpx.Timeout(timeout_s),  # SPEC 7: every remote call has a timeout
             headers={"Accept": "application/json"},
             follow_redirects=False,
+            event_hooks={"request": [count_request]},
         )
 
     @classmethod
