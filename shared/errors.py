@@ -2,6 +2,12 @@
 
 One small hierarchy, like httpx's: catch ``CosellError`` for everything, or a subclass for the
 case you handle. Messages name what is wrong and, where it helps, what to do about it.
+
+What happened is named once for every service, as azure-core's ``ResourceNotFoundError`` family
+is: ``NotFoundError``, ``AlreadyExistsError``, ``PreconditionFailedError``, ``ThrottledError``,
+``AuthenticationFailedError`` and ``ConnectionFailedError``. Partner Center, Dataverse and the
+state stores subclass them (beside their own base class) for the details, so the engine can catch
+"someone changed it since we read it" without knowing which service said so.
 """
 
 from __future__ import annotations
@@ -9,6 +15,33 @@ from __future__ import annotations
 
 class CosellError(Exception):
     """Base class of every error raised by Co-sell Sync."""
+
+
+class NotFoundError(CosellError):
+    """The record (row, referral, table...) does not exist."""
+
+
+class AlreadyExistsError(CosellError):
+    """A record that was to be created exists already (someone else created it first)."""
+
+
+class PreconditionFailedError(CosellError):
+    """The record changed since its etag was read (a lost race); re-read and try again."""
+
+
+class ThrottledError(CosellError):
+    """The service still refuses for load after the retries; ``retry_after`` is its last hint
+    in seconds (None when it gave none)."""
+
+    retry_after: float | None = None
+
+
+class AuthenticationFailedError(CosellError):
+    """No token could be obtained, or the service refused the one we sent."""
+
+
+class ConnectionFailedError(CosellError):
+    """No answer at all (a network error or a timeout), after the retries."""
 
 
 class SettingsError(CosellError):
@@ -19,12 +52,13 @@ class StateError(CosellError):
     """A problem with the sync state in Table Storage."""
 
 
-class ConcurrencyError(StateError):
+class ConcurrencyError(StateError, PreconditionFailedError):
     """Someone else changed the row since it was read (a lost race); re-read and try again."""
 
 
-class AlreadyExistsError(ConcurrencyError):
-    """A row that was to be created exists already (someone else created it first)."""
+class RowExistsError(ConcurrencyError, AlreadyExistsError):
+    """A row that was to be created exists already (someone else created it first); a lost
+    race too, so catching ``ConcurrencyError`` covers it."""
 
 
 class InvalidKeyError(StateError, ValueError):

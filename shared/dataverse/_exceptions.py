@@ -1,7 +1,9 @@
 """Typed Dataverse errors: one small hierarchy under ``CosellError``.
 
 Callers branch on the class; each error keeps the HTTP status and Dataverse's own ``code`` and
-``message`` (reference section 7.1: classify by status first, then code, then text).
+``message`` (reference section 7.1: classify by status first, then code, then text). Each class is
+also the shared error of its idea (``shared.errors``: ``NotFoundError``...), so a caller that does
+not care which service failed can catch that instead.
 """
 
 from __future__ import annotations
@@ -10,7 +12,15 @@ import json
 
 import httpx
 
-from shared.errors import CosellError
+from shared.errors import (
+    AlreadyExistsError,
+    AuthenticationFailedError,
+    ConnectionFailedError,
+    CosellError,
+    NotFoundError,
+    PreconditionFailedError,
+    ThrottledError,
+)
 from shared.retry import parse_retry_after
 
 # Codes that decide the class regardless of status (reference section 7.3).
@@ -45,7 +55,7 @@ class InvalidRequest(DataverseError):
     """400: a payload or query Dataverse refuses (unknown column, wrong type, bad filter...)."""
 
 
-class AuthenticationFailed(DataverseError):
+class AuthenticationFailed(DataverseError, AuthenticationFailedError):
     """401: the token is missing, expired or not valid for this environment."""
 
 
@@ -53,29 +63,28 @@ class AccessDenied(DataverseError):
     """403: the application user lacks a privilege."""
 
 
-class NotFound(DataverseError):
+class NotFound(DataverseError, NotFoundError):
     """404: the row (or table, or currency) does not exist."""
 
 
-class PreconditionFailed(DataverseError):
+class PreconditionFailed(DataverseError, PreconditionFailedError):
     """412: the row changed since its etag was read (``If-Match``); re-read and merge again."""
 
 
-class AlreadyExists(DataverseError):
+class AlreadyExists(DataverseError, AlreadyExistsError):
     """A row with this primary (or alternate) key exists already (DuplicateRecord)."""
 
 
-class Throttled(DataverseError):
-    """429 after the retries: service protection limits still refuse the call."""
-
-    retry_after: float | None = None  # the last Retry-After Dataverse sent, in seconds
+class Throttled(DataverseError, ThrottledError):
+    """429 after the retries: service protection limits still refuse the call;
+    ``retry_after`` is the last Retry-After Dataverse sent, in seconds."""
 
 
 class ServiceError(DataverseError):
     """5xx after the retries, or an answer that is not what the Web API returns."""
 
 
-class ConnectionFailed(DataverseError):
+class ConnectionFailed(DataverseError, ConnectionFailedError):
     """No answer at all: a timeout or a network error, after the retries."""
 
 

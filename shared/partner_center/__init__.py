@@ -15,6 +15,7 @@ from ._auth import (
 )
 from ._client import DEFAULT_API_URL, DEFAULT_WEBHOOK_API_URL, PartnerCenterClient
 from ._exceptions import (
+    ConnectionFailed,
     NotFound,
     PartnerCenterAuthError,
     PartnerCenterError,
@@ -65,6 +66,7 @@ __all__ = [
     "WEBHOOKS_RESOURCE",
     "Address",
     "AssistanceRequestCode",
+    "ConnectionFailed",
     "Consent",
     "CustomerProfile",
     "InviteContext",

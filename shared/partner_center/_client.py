@@ -26,6 +26,7 @@ from ._auth import (
     TokenProvider,
 )
 from ._exceptions import (
+    ConnectionFailed,
     NotFound,
     PartnerCenterAuthError,
     PartnerCenterError,
@@ -335,9 +336,9 @@ class PartnerCenterClient:
                 method, url, params=params, content=content, headers=request_headers
             )
         except httpx.TimeoutException as exc:
-            raise PartnerCenterError(f"{method} {route} timed out", code="timeout") from exc
+            raise ConnectionFailed(f"{method} {route} timed out", code="timeout") from exc
         except httpx.TransportError as exc:
-            raise PartnerCenterError(
+            raise ConnectionFailed(
                 f"{method} {route} failed: {type(exc).__name__}", code="transportError"
             ) from exc
         # Method, route name, status and ids only: bodies may hold customer names and e-mails.

@@ -2,7 +2,9 @@
 
 Callers branch on the class (``PreconditionFailed`` → re-read and retry, ``NotFound``,
 ``Throttled``) or, for anything else, on ``code`` — never on ``message``, which the service does
-not localise or promise to keep stable (reference §5).
+not localise or promise to keep stable (reference §5). Each class is also the shared error of its
+idea (``shared.errors``: ``PreconditionFailedError``...), so a caller that does not care which
+service failed can catch that instead.
 """
 
 from __future__ import annotations
@@ -12,7 +14,14 @@ from typing import Any
 
 import httpx
 
-from shared.errors import CosellError
+from shared.errors import (
+    AuthenticationFailedError,
+    ConnectionFailedError,
+    CosellError,
+    NotFoundError,
+    PreconditionFailedError,
+    ThrottledError,
+)
 from shared.retry import parse_retry_after
 
 
@@ -53,15 +62,15 @@ class PartnerCenterError(CosellError):
         return f"{' '.join(parts)}: {self.message}"
 
 
-class PreconditionFailed(PartnerCenterError):
+class PreconditionFailed(PartnerCenterError, PreconditionFailedError):
     """The referral changed since its eTag was read (412); read it again and re-apply."""
 
 
-class NotFound(PartnerCenterError):
+class NotFound(PartnerCenterError, NotFoundError):
     """The referral (or webhook registration) does not exist (404)."""
 
 
-class Throttled(PartnerCenterError):
+class Throttled(PartnerCenterError, ThrottledError):
     """Still 429 after the retry policy gave up; ``retry_after`` is the service's hint."""
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
@@ -69,8 +78,13 @@ class Throttled(PartnerCenterError):
         super().__init__(message, **kwargs)
 
 
-class PartnerCenterAuthError(PartnerCenterError):
+class PartnerCenterAuthError(PartnerCenterError, AuthenticationFailedError):
     """The service refused our token (401/403), or no token could be obtained."""
+
+
+class ConnectionFailed(PartnerCenterError, ConnectionFailedError):
+    """No answer after the retries: a timeout (``code="timeout"``) or a transport error such as
+    a refused or dropped connection (``code="transportError"``); ``status`` is 0."""
 
 
 class RefreshTokenRejected(PartnerCenterAuthError):

@@ -15,7 +15,7 @@ from azure.core.exceptions import (
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
-from shared.errors import AlreadyExistsError, ConcurrencyError
+from shared.errors import ConcurrencyError, RowExistsError
 
 
 class TableStore:
@@ -73,7 +73,7 @@ def translated(what: str) -> Iterator[None]:
     try:
         yield
     except ResourceExistsError:
-        raise AlreadyExistsError(f"{what} exists already") from None
+        raise RowExistsError(f"{what} exists already") from None
     except ResourceModifiedError:
         raise ConcurrencyError(
             f"{what} was changed by someone else since it was read; re-read and retry"
