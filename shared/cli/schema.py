@@ -1,7 +1,8 @@
 """``cosell schema check|apply``: the custom columns and tables of SPEC 4.1 in Dataverse.
 
-``check`` reads the metadata (``EntityDefinitions`` with their attributes, and the options of the
-two choice columns) and compares it with what the sync needs; ``apply`` prints the same plan, then
+What the sync needs is ``shared.crm_schema`` for ``CRM_COLUMN_PREFIX``. ``check`` reads the
+metadata (``EntityDefinitions`` with their attributes, and the options of the two choice
+columns) and compares it with that; ``apply`` prints the same plan, then
 creates only what is missing: tables, then columns (choices with their options), then the lookup.
 It never changes or drops an existing column, so a column with the right name and the wrong type,
 or a choice whose options are missing or mean something else, is reported for an administrator to
@@ -14,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from shared import crm_schema as crm
 from shared.cli._context import Context
 from shared.cli._parser import add_command, add_group
 from shared.dataverse import (
@@ -25,21 +27,14 @@ from shared.dataverse import (
     TableDefinition,
     TableMetadata,
 )
-from shared.sync.mapping import HELP_CODES
-from shared.sync.mapping import SYNC_STATUS as SYNC_STATUS_VALUES
 
-# The choice values the sync writes (SPEC 4.1, 4.2), labelled for the columns we create.
-HELP_NEEDED = HELP_CODES
-SYNC_STATUS = {value: name.capitalize() for name, value in SYNC_STATUS_VALUES.items()}
-# Dataverse's AttributeType for each kind we create.
-ATTRIBUTE_TYPES = {
-    "string": "String",
-    "memo": "Memo",
-    "boolean": "Boolean",
-    "choice": "Picklist",
-    "lookup": "Lookup",
+# The client's definition kind of each schema kind (lookups are created as relationships).
+DEFINITION_KINDS: dict[crm.Kind, Literal["string", "memo", "boolean", "choice"]] = {
+    "text": "string",
+    "memo": "memo",
+    "bool": "boolean",
+    "choice": "choice",
 }
-MEMO_MAX = 1_048_576  # the largest multiline text column Dataverse allows
 
 Status = Literal["ok", "missing", "differs"]
 
@@ -144,84 +139,59 @@ class Comparison:
         return [f for f in self.findings if f.status == "differs"]
 
 
-def _column(prefix: str, name: str, display: str, kind: Any, **options: Any) -> ColumnDefinition:
+def _definition(column: crm.Column) -> ColumnDefinition:
     return ColumnDefinition(
-        schema_name=f"{prefix}{name}", display_name=display, kind=kind, **options
+        schema_name=column.schema_name,
+        display_name=column.display_name,
+        kind=DEFINITION_KINDS[column.kind],
+        max_length=column.max_length,
+        options=column.labels if column.kind == "choice" else None,
     )
 
 
 def wanted_schema(prefix: str) -> list[Wanted]:
-    """SPEC 4.1 with the configured publisher prefix, in creation order."""
-    opportunity = [
-        _column(prefix, "HelpNeeded", "Help needed", "choice", options=HELP_NEEDED),
-        _column(prefix, "VisibleToMicrosoft", "Visible to Microsoft", "boolean"),
-        _column(prefix, "ReferralId", "Referral ID", "string", max_length=100),
-        _column(prefix, "ReferralLink", "Referral link", "string", max_length=500),
-        _column(prefix, "MicrosoftCrmId", "Microsoft CRM ID", "string", max_length=100),
-        _column(prefix, "ReferralProgram", "Referral program", "string", max_length=100),
-        _column(prefix, "SyncWithPartnerCenter", "Sync with Partner Center", "boolean"),
-        _column(prefix, "SyncStatus", "Sync status", "choice", options=SYNC_STATUS),
-        _column(prefix, "Audit", "Co-sell audit", "memo", max_length=MEMO_MAX),
-    ]
-    solution = TableDefinition(
-        schema_name=f"{prefix}Solution",
-        display_name="Co-sell solution",
-        display_collection_name="Co-sell solutions",
-        entity_set_name=f"{prefix}solutions",
-        description="A Partner Center solution attached to an opportunity",
-        primary_name=_column(prefix, "Name", "Name", "string", max_length=200),
-    )
-    detail = TableDefinition(
-        schema_name=f"{prefix}SolutionDetail",
-        display_name="Co-sell solution detail",
-        display_collection_name="Co-sell solution details",
-        entity_set_name=f"{prefix}solutiondetails",
-        description="The partner's catalogue of Partner Center solutions",
-        primary_name=_column(prefix, "Name", "Name", "string", max_length=200),
-    )
-    identifier = _column(
-        prefix, "SolutionIdentifier", "Solution identifier", "string", max_length=100
-    )
-    lookup = LookupDefinition(
-        schema_name=f"{prefix}OpportunityId",
-        display_name="Opportunity",
-        referenced_table="opportunity",
-        referenced_key="opportunityid",
-        referencing_table=solution.logical_name,
-        # The engine reads an opportunity's solutions through this collection in one request
-        # (Columns.solutions_relationship); Dataverse names it after the relationship.
-        relationship_schema_name=f"{prefix}opportunity_{prefix}solutions",
-        referenced_navigation_property_name=f"{prefix}opportunity_{prefix}solutions",
-    )
-    items: list[Wanted] = [_wanted_column("opportunity", c) for c in opportunity]
-    for table, columns in (
-        (solution, [identifier]),
-        (
-            detail,
-            [
-                identifier,
-                _column(prefix, "Type", "Type", "string", max_length=100),
-                _column(prefix, "PublisherName", "Publisher name", "string", max_length=200),
-            ],
-        ),
-    ):
-        items.append(Wanted(table.logical_name, "table", table.logical_name, definition=table))
-        items.append(_wanted_column(table.logical_name, table.primary_name, created=True))
-        items += [_wanted_column(table.logical_name, c) for c in columns]
-    items.append(
-        Wanted(solution.logical_name, "lookup", lookup.logical_name, "Lookup", definition=lookup)
-    )
+    """``shared.crm_schema`` with the configured publisher prefix, in creation order."""
+    schema = crm.crm_schema(prefix)
+    items = [_wanted_column(c) for c in (*schema.opportunity_columns, *schema.lead_columns)]
+    for table in schema.tables:
+        created = TableDefinition(
+            schema_name=table.schema_name,
+            display_name=table.display_name,
+            display_collection_name=table.display_collection_name,
+            entity_set_name=table.entity_set,
+            description=table.description,
+            primary_name=_definition(table.primary_name),
+        )
+        items.append(Wanted(table.logical_name, "table", table.logical_name, definition=created))
+        items.append(_wanted_column(table.primary_name, created=True))
+        items += [_wanted_column(c) for c in table.columns]
+    for lookup in schema.lookups:
+        column = lookup.column
+        relationship = LookupDefinition(
+            schema_name=column.schema_name,
+            display_name=column.display_name,
+            referenced_table=lookup.referenced_table,
+            referenced_key=lookup.referenced_key,
+            referencing_table=column.table,
+            relationship_schema_name=lookup.relationship_schema_name,
+            # The engine reads an opportunity's solutions through this collection in one
+            # request (Columns.solutions_relationship).
+            referenced_navigation_property_name=lookup.collection,
+        )
+        items.append(
+            Wanted(column.table, "lookup", column.logical_name, "Lookup", definition=relationship)
+        )
     return items
 
 
-def _wanted_column(table: str, column: ColumnDefinition, *, created: bool = False) -> Wanted:
+def _wanted_column(column: crm.Column, *, created: bool = False) -> Wanted:
     return Wanted(
-        table,
+        column.table,
         "column",
         column.logical_name,
-        ATTRIBUTE_TYPES[column.kind],
+        column.attribute_type,
         # The primary name column comes with its table; it is never created on its own.
-        None if created else column,
+        None if created else _definition(column),
     )
 
 

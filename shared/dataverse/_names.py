@@ -1,14 +1,13 @@
-"""Schema names the sync relies on that ``cosell schema apply`` creates (SPEC 4.1).
+"""Old home of the solutions collection name; ``shared.crm_schema`` now declares it per prefix.
 
-Kept here, in one place, so the engine, the schema command and the sandbox emulator
-(``sandbox/dataverse/schema.py`` imports it) cannot drift apart.
+The client does not know the app's schema: callers take the name from
+``shared.crm_schema.opportunity_solutions(prefix)`` (or ``Columns.solutions_relationship``).
 """
 
 from __future__ import annotations
 
-# The one-to-many relationship opportunity -> cosell_solution (lookup cosell_opportunityid).
-# Its collection-valued navigation property on ``opportunity`` has this name: the relationship's
-# SchemaName, which Dataverse uses as ReferencedEntityNavigationPropertyName unless told
-# otherwise (reference 4.5: read navigation names from metadata, never guess them). Use it in
-# ``$expand`` (reference 2.4) and as a deep-insert array (reference 4.1).
-OPPORTUNITY_SOLUTIONS = "cosell_opportunity_cosell_solutions"
+from shared.crm_schema import DEFAULT_PREFIX, opportunity_solutions
+
+# -- Old name, removed once shared/dataverse/__init__.py stops exporting it --------------------
+# The default prefix's name only: it ignores CRM_COLUMN_PREFIX, so nothing in the app uses it.
+OPPORTUNITY_SOLUTIONS = opportunity_solutions(DEFAULT_PREFIX)

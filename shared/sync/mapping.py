@@ -1,10 +1,11 @@
 """Both mappings in one place: referral ↔ Deal and opportunity (+ account, contact, solutions)
-↔ Deal (SPEC 4.1). Column names come from settings; nothing here does I/O.
+↔ Deal (SPEC 4.1). Column names come from ``shared.crm_schema`` for the configured prefix and
+from settings (deal value and country columns); nothing here does I/O.
 
 Reading: ``referral_to_deal`` and ``opportunity_to_deal``.
 Writing: ``referral_patch`` (JSON Patch of exactly the changed paths) and ``opportunity_update``
-(the changed columns); creation: ``new_referral``, ``new_opportunity``, ``new_account``,
-``new_contact``, ``new_solution``.
+(the changed columns); creation: ``new_referral``, ``new_opportunity``, ``new_account`` and
+``contact_columns``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,16 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
+from functools import cached_property
 from typing import Any
 
+from shared.crm_schema import (
+    DEFAULT_PREFIX,
+    HELP_NEEDED_OPTIONS,
+    SYNC_STATUS_OPTIONS,
+    CrmSchema,
+    crm_schema,
+)
 from shared.partner_center import PatchOperation, Referral
 from shared.settings import Settings
 from shared.sync.deal import Contact, Customer, Deal, DealStatus
@@ -23,17 +32,11 @@ from shared.sync.status import from_crm, from_partner_center, to_crm, to_partner
 
 SYNCED_MARK = "✔ "
 ERROR_MARK = "✖ "
-# SPEC 4.2: cosell_helpneeded choice values ↔ Partner Center assistanceRequestCode.
-HELP_CODES: dict[int, str] = {
-    100000000: "WorkloadSpecificValueProposition",
-    100000001: "CustomerTechnicalArchitecture",
-    100000002: "ProofOfConceptOrDemo",
-    100000003: "QuotesOrLicensing",
-    100000004: "PostSalesCustomerSuccess",
-    100000005: "GeneralOrOther",
-}
-HELP_VALUES = {code: value for value, code in HELP_CODES.items()}
-SYNC_STATUS = {"synced": 1, "error": 2, "pending": 3}
+# SPEC 4.2: the help-needed choice's value → Partner Center assistanceRequestCode, and back.
+HELP_CODE_BY_CHOICE: dict[int, str] = {o.value: o.label for o in HELP_NEEDED_OPTIONS}
+HELP_CHOICE_BY_CODE: dict[str, int] = {o.label: o.value for o in HELP_NEEDED_OPTIONS}
+# The sync-status choice's value for each outcome word ("synced", "error", "pending").
+SYNC_STATUS_CHOICE: dict[str, int] = {o.label.lower(): o.value for o in SYNC_STATUS_OPTIONS}
 MICROSOFT_ORG = "msft"
 _QUALIFIED = ("SalesQualified", "MarketingQualified")
 # Deterministic ids (SPEC 4.5): the same referral always yields the same CRM record ids.
@@ -47,9 +50,10 @@ def record_id(kind: str, key: str) -> str:
 
 @dataclass(frozen=True)
 class Columns:
-    """Dataverse column names, from settings (prefix, deal value and country columns)."""
+    """Dataverse column names: the custom ones of ``shared.crm_schema`` for ``prefix``, and the
+    deal value and country columns from settings."""
 
-    prefix: str = "cosell_"
+    prefix: str = DEFAULT_PREFIX
     deal_value: str = "estimatedvalue"
     country: str = "address1_country"
 
@@ -61,34 +65,79 @@ class Columns:
             country=settings.crm_country_field,
         )
 
-    def __getattr__(self, name: str) -> str:
-        # columns.helpneeded → "cosell_helpneeded": every custom column carries the prefix.
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return f"{self.prefix}{name}"
+    @cached_property
+    def schema(self) -> CrmSchema:
+        return crm_schema(self.prefix)
+
+    # -- opportunity (the same names on lead for referralid and referrallink) ---------------
+
+    @property
+    def helpneeded(self) -> str:
+        return self.schema.help_needed.logical_name
+
+    @property
+    def visibletomicrosoft(self) -> str:
+        return self.schema.visible_to_microsoft.logical_name
+
+    @property
+    def referralid(self) -> str:
+        return self.schema.referral_id.logical_name
+
+    @property
+    def referrallink(self) -> str:
+        return self.schema.referral_link.logical_name
+
+    @property
+    def microsoftcrmid(self) -> str:
+        return self.schema.microsoft_crm_id.logical_name
+
+    @property
+    def referralprogram(self) -> str:
+        return self.schema.referral_program.logical_name
+
+    @property
+    def syncwithpartnercenter(self) -> str:
+        return self.schema.sync_with_partner_center.logical_name
+
+    @property
+    def syncstatus(self) -> str:
+        return self.schema.sync_status.logical_name
+
+    @property
+    def audit(self) -> str:
+        return self.schema.audit.logical_name
+
+    # -- solution rows ---------------------------------------------------------------------
 
     @property
     def solutions_set(self) -> str:
-        return f"{self.prefix}solutions"
+        return self.schema.solution.entity_set
+
+    @property
+    def solutionid(self) -> str:
+        return self.schema.solution.primary_key
+
+    @property
+    def name(self) -> str:
+        """The solution row's primary name column."""
+        return self.schema.solution.primary_name.logical_name
+
+    @property
+    def solutionidentifier(self) -> str:
+        return self.schema.solution_identifier.logical_name
+
+    @property
+    def opportunityid(self) -> str:
+        """The solution row's lookup to its opportunity."""
+        return self.schema.solution_opportunity.logical_name
 
     @property
     def solutions_relationship(self) -> str:
         """The opportunity's collection of solution rows (created by ``cosell schema apply``)."""
-        return f"{self.prefix}opportunity_{self.prefix}solutions"
+        return self.schema.solution_opportunity.collection
 
     @property
     def opportunity_select(self) -> list[str]:
-        custom = [
-            "helpneeded",
-            "visibletomicrosoft",
-            "referralid",
-            "referrallink",
-            "microsoftcrmid",
-            "referralprogram",
-            "syncwithpartnercenter",
-            "syncstatus",
-            "audit",
-        ]
         return [
             "opportunityid",
             "name",
@@ -101,7 +150,7 @@ class Columns:
             "_parentaccountid_value",
             "_parentcontactid_value",
             "_transactioncurrencyid_value",
-            *(self.prefix + c for c in custom),
+            *(column.logical_name for column in self.schema.opportunity_columns),
         ]
 
     @property
@@ -149,7 +198,7 @@ def referral_to_deal(
         notes=details.notes if details else None,
         status=status,
         close_reason=reason,
-        help_needed=help_code if help_code in HELP_VALUES else None,
+        help_needed=help_code if help_code in HELP_CHOICE_BY_CODE else None,
         visible_to_microsoft=(
             referral.consent.consent_to_share_referral_with_microsoft_sellers
             if referral.consent
@@ -252,7 +301,7 @@ def opportunity_to_deal(
         notes=opportunity.get("description"),
         status=status,
         close_reason=reason,
-        help_needed=HELP_CODES.get(help_value) if isinstance(help_value, int) else None,
+        help_needed=HELP_CODE_BY_CHOICE.get(help_value) if isinstance(help_value, int) else None,
         visible_to_microsoft=opportunity.get(columns.visibletomicrosoft),
         solutions=tuple(s.get(columns.solutionidentifier) for s in solutions),
         contact=Contact(
@@ -517,10 +566,10 @@ def new_opportunity(
         columns.microsoftcrmid: deal.microsoft_crm_id,
         columns.referralprogram: deal.program,
         columns.syncwithpartnercenter: True,
-        columns.syncstatus: SYNC_STATUS["synced"],
+        columns.syncstatus: SYNC_STATUS_CHOICE["synced"],
     }
-    if deal.help_needed in HELP_VALUES:
-        body[columns.helpneeded] = HELP_VALUES[deal.help_needed]
+    if deal.help_needed in HELP_CHOICE_BY_CODE:
+        body[columns.helpneeded] = HELP_CHOICE_BY_CODE[deal.help_needed]
     if status.statecode == 0:
         body["statuscode"] = status.statuscode
     if contact_id:
@@ -530,9 +579,7 @@ def new_opportunity(
     return {k: v for k, v in body.items() if v is not None}
 
 
-def new_solution(identifier: str, *, columns: Columns, opportunity_id: str) -> dict[str, Any]:
-    return {
-        columns.name: identifier,
-        columns.solutionidentifier: identifier,
-        f"{columns.opportunityid}@odata.bind": f"/opportunities({opportunity_id})",
-    }
+# -- Old names, removed once shared/sync/ is moved over ----------------------------------------
+HELP_CODES = HELP_CODE_BY_CHOICE
+HELP_VALUES = HELP_CHOICE_BY_CODE
+SYNC_STATUS = SYNC_STATUS_CHOICE

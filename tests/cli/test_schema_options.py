@@ -9,8 +9,10 @@ from typing import Any
 import httpx
 
 from sandbox.dataverse import emulator_of
-from shared.dataverse import OPPORTUNITY_SOLUTIONS
+from shared.crm_schema import opportunity_solutions
 from tests.cli.conftest import AUTH, BareDataverse, Sandbox
+
+OPPORTUNITY_SOLUTIONS = opportunity_solutions()  # the default prefix, as the emulator seeds it
 
 HELP_NEEDED = {
     100000000: "WorkloadSpecificValueProposition",

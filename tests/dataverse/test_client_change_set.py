@@ -7,8 +7,8 @@ import uuid
 import httpx
 import pytest
 
+from shared.crm_schema import opportunity_solutions
 from shared.dataverse import (
-    OPPORTUNITY_SOLUTIONS,
     AlreadyExists,
     Create,
     DataverseClient,
@@ -16,6 +16,8 @@ from shared.dataverse import (
     NotFound,
     content_id,
 )
+
+OPPORTUNITY_SOLUTIONS = opportunity_solutions()  # the default prefix, as the emulator seeds it
 
 ACCOUNT = uuid.UUID("6f3c1a2b-0000-4000-8000-0000000000c1")
 OPPORTUNITY = uuid.UUID("1d2e3f40-0000-4000-8000-0000000000c2")

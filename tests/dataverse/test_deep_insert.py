@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from sandbox.dataverse import Emulator
+from shared.crm_schema import opportunity_solutions
 from shared.dataverse import (
-    OPPORTUNITY_SOLUTIONS,
     AlreadyExists,
     DataverseClient,
     Expand,
@@ -20,6 +20,8 @@ from shared.dataverse import (
     bind,
     lookup,
 )
+
+OPPORTUNITY_SOLUTIONS = opportunity_solutions()  # the default prefix, as the emulator seeds it
 
 OPPORTUNITY = uuid.UUID("1d2e3f40-0000-4000-8000-000000000010")
 ACCOUNT = uuid.UUID("6f3c1a2b-0000-4000-8000-000000000001")

@@ -11,8 +11,8 @@ import pytest
 
 from sandbox.dataverse import Emulator
 from sandbox.dataverse.schema import Schema
+from shared.crm_schema import opportunity_solutions
 from shared.dataverse import (
-    OPPORTUNITY_SOLUTIONS,
     ColumnDefinition,
     DataverseClient,
     Expand,
@@ -24,6 +24,8 @@ from shared.dataverse import (
     ne,
     startswith,
 )
+
+OPPORTUNITY_SOLUTIONS = opportunity_solutions()  # the default prefix, as the emulator seeds it
 
 OPPORTUNITY = uuid.UUID("1d2e3f40-0000-4000-8000-000000000010")
 OTHER = uuid.UUID("1d2e3f40-0000-4000-8000-000000000020")

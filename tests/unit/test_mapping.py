@@ -10,7 +10,7 @@ import pytest
 from shared.partner_center import Referral
 from shared.sync.deal import Contact, Customer, DealStatus
 from shared.sync.mapping import (
-    HELP_CODES,
+    HELP_CODE_BY_CHOICE,
     Columns,
     opportunity_to_deal,
     referral_patch,
@@ -196,7 +196,7 @@ def test_partner_center_transition_rules(
     assert (None if found is None else (found.status, found.substatus)) == expected
 
 
-@pytest.mark.parametrize(("value", "code"), sorted(HELP_CODES.items()))
+@pytest.mark.parametrize(("value", "code"), sorted(HELP_CODE_BY_CHOICE.items()))
 def test_help_needed_choice_values(value: int, code: str) -> None:
     deal = opportunity_to_deal(
         {**OPPORTUNITY, "cosell_helpneeded": value},
