@@ -12,9 +12,11 @@ row GET/PATCH/DELETE
 ``$expand=OptionSet($select=Options)`` for a choice's values and labels,
 ``/OneToManyRelationships`` GET) and ``RelationshipDefinitions`` (POST).
 
-``create_app(custom_schema=False)`` starts from an org without this app's schema: the standard
-tables only, no ``cosell_*`` columns and no ``cosell_solutions`` / ``cosell_solutiondetails``
-(what ``cosell schema apply`` creates); ``/_emulator/reset`` returns to that starting schema.
+The app's custom columns and tables are seeded from ``shared.crm_schema`` with
+``create_app(column_prefix=...)`` (``cosell_`` by default, so ``cosell_solutions`` and
+``cosell_solutiondetails`` above). ``create_app(custom_schema=False)`` starts from an org without
+them: the standard tables only (what ``cosell schema apply`` finds); ``/_emulator/reset`` returns
+to the starting schema.
 
 Control (no token): ``GET /_emulator/health``, ``POST /_emulator/reset`` (currencies stay),
 ``GET /_emulator/stats``, ``PUT|DELETE /_emulator/faults``, ``GET|PUT /_emulator/limits``.
@@ -22,7 +24,7 @@ Control (no token): ``GET /_emulator/health``, ``POST /_emulator/reset`` (curren
 ``$expand`` (reference 2.4) takes single-valued navigation properties (lookups) and
 collection-valued ones: every lookup gives its target table one, named by the relationship
 (``cosell_opportunity_cosell_solutions`` on ``opportunity``, from
-``shared.dataverse.OPPORTUNITY_SOLUTIONS``) or by the rule
+``shared.crm_schema.opportunity_solutions``) or by the rule
 ``<referencing table>_<navigation property>`` (``schema.collection_name``). Nested options in
 parentheses, ``;``-separated: ``$select``, ``$expand``, and on collections ``$filter``,
 ``$orderby``, ``$top``. Deep insert (reference 4.1) nests related rows in a POST: objects under

@@ -24,6 +24,7 @@ from sandbox.dataverse.limits import Faults, Limits, ServiceProtection
 from sandbox.dataverse.metadata import MetadataApi
 from sandbox.dataverse.schema import Schema
 from sandbox.dataverse.store import Caller, Store
+from shared.crm_schema import DEFAULT_PREFIX
 
 _TEMPLATE_PARTS = (
     (re.compile(r"\([0-9a-fA-F-]{36}\)"), "({id})"),
@@ -50,13 +51,13 @@ class Emulator:
         wall_clock: Callable[[], float],
         seed: int | None,
         custom_schema: bool = True,
+        column_prefix: str = DEFAULT_PREFIX,
     ) -> None:
         self.token = token
         self.custom_schema = custom_schema
+        self.column_prefix = column_prefix
         self._wall_clock = wall_clock
-        self.store = Store(
-            Schema(custom_schema=custom_schema), caller=Caller(), wall_clock=wall_clock
-        )
+        self.store = Store(self._schema(), caller=Caller(), wall_clock=wall_clock)
         self.protection = ServiceProtection(limits, clock=clock)
         self.faults = Faults()
         self.rng = random.Random(seed)
@@ -70,16 +71,15 @@ class Emulator:
     def reset(self) -> None:
         """Empty all data and drop what the metadata API created, back to the schema the emulator
         started with (bare or not); currencies stay (SPEC 9); faults and limits stay."""
-        self.store = Store(
-            Schema(custom_schema=self.custom_schema),
-            caller=self.store.caller,
-            wall_clock=self._wall_clock,
-        )
+        self.store = Store(self._schema(), caller=self.store.caller, wall_clock=self._wall_clock)
         self.requests.clear()
         self.batched.clear()
         self.statuses.clear()
         self.faults_injected = 0
         self.protection.reset_counters()
+
+    def _schema(self) -> Schema:
+        return Schema(custom_schema=self.custom_schema, column_prefix=self.column_prefix)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -154,11 +154,13 @@ def create_app(
     wall_clock: Callable[[], float] = time.time,
     seed: int | None = None,
     custom_schema: bool = True,
+    column_prefix: str = DEFAULT_PREFIX,
 ) -> Starlette:
     """A fresh emulator. ``clock`` drives the service-protection window (inject a fake one to
     run long windows in virtual time); ``wall_clock`` stamps ``createdon``/``modifiedon``.
     ``custom_schema=False`` starts from an org without this app's columns and tables (standard
-    tables only), as ``cosell schema apply`` finds a new environment."""
+    tables only), as ``cosell schema apply`` finds a new environment; otherwise the app's custom
+    columns and tables are there with ``column_prefix`` (``CRM_COLUMN_PREFIX``)."""
     emulator = Emulator(
         token=token,
         limits=limits,
@@ -166,6 +168,7 @@ def create_app(
         wall_clock=wall_clock,
         seed=seed,
         custom_schema=custom_schema,
+        column_prefix=column_prefix,
     )
 
     async def serve(request: Request) -> Response:

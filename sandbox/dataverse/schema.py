@@ -1,8 +1,9 @@
 """The emulator's table and column definitions, and validation of write payloads.
 
 Only what the sync touches is modelled: the columns of the reference's section 8 for the standard
-tables, the custom columns and tables of SPEC 4.1, and the system columns every row carries. The
-schema is mutable because the metadata API (create column / create table) extends it.
+tables, the custom columns and tables of SPEC 4.1 (``shared.crm_schema`` for the emulator's
+prefix), and the system columns every row carries. The schema is mutable because the metadata API
+(create column / create table) extends it.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
 from sandbox.dataverse.errors import DataverseFault, payload_error
-from shared.dataverse import OPPORTUNITY_SOLUTIONS
+from shared import crm_schema as crm
 
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -143,8 +145,8 @@ def collection_name(referencing: Table, column: Column, navigation: str) -> str:
     """The collection-valued navigation property a lookup gives its target table.
 
     A name the relationship declares wins (the schema's own: ``cosell_opportunity_cosell_solutions``
-    from ``shared.dataverse.OPPORTUNITY_SOLUTIONS``; or ReferencedEntityNavigationPropertyName
-    from the metadata API). Otherwise the emulator's rule is
+    from ``shared.crm_schema``; or ReferencedEntityNavigationPropertyName from the metadata API).
+    Otherwise the emulator's rule is
     ``<referencing logical name>_<single-valued navigation property>``, e.g.
     ``opportunity_parentaccountid`` on ``account``. UNCERTAIN (reference 4.5): real Dataverse
     names standard relationships differently (by their SchemaName, e.g.
@@ -225,16 +227,6 @@ LEAD_LABELS: Labels = (
 )
 ACTIVE_LABELS: Labels = ({0: "Active", 1: "Inactive"}, {1: "Active", 2: "Inactive"})
 
-HELP_NEEDED = {  # SPEC 4.2
-    100000000: "WorkloadSpecificValueProposition",
-    100000001: "CustomerTechnicalArchitecture",
-    100000002: "ProofOfConceptOrDemo",
-    100000003: "QuotesOrLicensing",
-    100000004: "PostSalesCustomerSuccess",
-    100000005: "GeneralOrOther",
-}
-SYNC_STATUS = {1: "Synced", 2: "Error", 3: "Pending"}  # SPEC 4.1
-
 
 def _address(table: Table) -> None:
     for part, length in (
@@ -248,7 +240,7 @@ def _address(table: Table) -> None:
         table.add(_string(f"address1_{part}", length))
 
 
-def _opportunity(custom_schema: bool) -> Table:
+def _opportunity(prefix: str | None) -> Table:
     t = Table("opportunity", "opportunities", "opportunityid", "name")
     add_system_columns(t, OPPORTUNITY_STATES, OPPORTUNITY_LABELS)
     for column in (
@@ -288,20 +280,9 @@ def _opportunity(custom_schema: bool) -> Table:
         _lookup("originatingleadid", originatingleadid="leads"),
     ):
         t.add(column)
-    if custom_schema:
-        for column in (
-            # SPEC 4.1 custom columns
-            _choice("cosell_helpneeded", HELP_NEEDED),
-            Column("cosell_visibletomicrosoft", Kind.BOOLEAN),
-            _string("cosell_referralid", 100),
-            _string("cosell_referrallink", 500),
-            _string("cosell_microsoftcrmid", 100),
-            _string("cosell_referralprogram", 100),
-            Column("cosell_syncwithpartnercenter", Kind.BOOLEAN),
-            _choice("cosell_syncstatus", SYNC_STATUS),
-            _memo("cosell_audit", 1048576),
-        ):
-            t.add(column)
+    if prefix is not None:
+        for declared in crm.crm_schema(prefix).opportunity_columns:
+            t.add(_custom(declared))
     return t
 
 
@@ -348,7 +329,7 @@ def _contact() -> Table:
     return t
 
 
-def _lead(custom_schema: bool) -> Table:
+def _lead(prefix: str | None) -> Table:
     t = Table("lead", "leads", "leadid", "fullname")
     add_system_columns(t, LEAD_STATES, LEAD_LABELS)
     for column in (
@@ -370,9 +351,9 @@ def _lead(custom_schema: bool) -> Table:
         _lookup("transactioncurrencyid", transactioncurrencyid="transactioncurrencies"),
     ):
         t.add(column)
-    if custom_schema:
-        t.add(_string("cosell_referralid", 100))
-        t.add(_string("cosell_referrallink", 500))
+    if prefix is not None:
+        for declared in crm.crm_schema(prefix).lead_columns:
+            t.add(_custom(declared))
     _address(t)
     return t
 
@@ -393,37 +374,41 @@ def _currency() -> Table:
     return t
 
 
-def _solutions() -> Table:
-    t = Table(
-        "cosell_solution", "cosell_solutions", "cosell_solutionid", "cosell_name", custom=True
+_KINDS = {"text": Kind.STRING, "memo": Kind.MEMO, "bool": Kind.BOOLEAN, "choice": Kind.PICKLIST}
+
+
+def _custom(column: crm.Column) -> Column:
+    """A column of the app's schema, as ``cosell schema apply`` creates it."""
+    options = column.labels if column.kind == "choice" else None
+    return Column(
+        column.logical_name, _KINDS[column.kind], max_length=column.max_length, options=options
     )
-    add_system_columns(t, ACTIVE_STATES)
-    t.add(_string("cosell_name", 200))
-    t.add(_string("cosell_solutionidentifier", 100))
-    lookup = _lookup("cosell_opportunityid", cosell_opportunityid="opportunities")
-    # The relationship `cosell schema apply` creates; the engine expands and deep-inserts it.
-    lookup.collections["cosell_opportunityid"] = OPPORTUNITY_SOLUTIONS
-    t.add(lookup)
-    return t
 
 
-def _solution_details() -> Table:
+def _custom_table(table: crm.Table) -> Table:
     t = Table(
-        "cosell_solutiondetail",
-        "cosell_solutiondetails",
-        "cosell_solutiondetailid",
-        "cosell_name",
+        table.logical_name,
+        table.entity_set,
+        table.primary_key,
+        table.primary_name.logical_name,
         custom=True,
     )
     add_system_columns(t, ACTIVE_STATES)
-    for column in (
-        _string("cosell_name", 200),
-        _string("cosell_solutionidentifier", 100),
-        _string("cosell_type", 100),
-        _string("cosell_publishername", 200),
-    ):
-        t.add(column)
+    for column in (table.primary_name, *table.columns):
+        t.add(_custom(column))
     return t
+
+
+def _custom_tables(prefix: str) -> list[Table]:
+    schema = crm.crm_schema(prefix)
+    tables = {t.logical_name: _custom_table(t) for t in schema.tables}
+    for relation in schema.lookups:
+        name = relation.logical_name
+        lookup = _lookup(name, **{name: relation.referenced_set})
+        # The relationship `cosell schema apply` creates; the engine expands and deep-inserts it.
+        lookup.collections[name] = relation.collection
+        tables[relation.column.table].add(lookup)
+    return list(tables.values())
 
 
 def _systemuser() -> Table:
@@ -434,28 +419,30 @@ def _systemuser() -> Table:
     return t
 
 
-def _base(custom_schema: bool) -> dict[str, Table]:
-    standard = [_opportunity(custom_schema), _account(), _contact(), _lead(custom_schema)]
+@cache
+def _base(prefix: str | None) -> dict[str, Table]:
+    """Built once per prefix; each emulator deep-copies one (the metadata API mutates its copy)."""
+    standard = [_opportunity(prefix), _account(), _contact(), _lead(prefix)]
     standard += [_currency(), _systemuser()]
-    custom = [_solutions(), _solution_details()] if custom_schema else []
+    custom = _custom_tables(prefix) if prefix is not None else []
     return {t.entity_set: t for t in standard + custom}
-
-
-# Built once; each emulator deep-copies one (the metadata API mutates its copy).
-_BASE = {custom_schema: _base(custom_schema) for custom_schema in (True, False)}
 
 
 class Schema:
     """All tables by entity set name; a fresh copy per emulator (the metadata API mutates it).
 
+    The app's custom columns and tables (``shared.crm_schema``) carry ``column_prefix``.
     ``custom_schema=False`` is an org without this app's solution: the standard tables only, no
-    ``cosell_*`` columns on opportunity and lead and no ``cosell_solutions`` /
-    ``cosell_solutiondetails`` tables, so ``cosell schema apply`` can be run against it with the
-    default prefix."""
+    custom columns on opportunity and lead and no solution tables, so ``cosell schema apply``
+    can be run against it."""
 
-    def __init__(self, *, custom_schema: bool = True) -> None:
+    def __init__(
+        self, *, custom_schema: bool = True, column_prefix: str = crm.DEFAULT_PREFIX
+    ) -> None:
         self.custom_schema = custom_schema
-        self.tables: dict[str, Table] = copy.deepcopy(_BASE[custom_schema])
+        self.column_prefix = column_prefix
+        base = _base(column_prefix if custom_schema else None)
+        self.tables: dict[str, Table] = copy.deepcopy(base)
 
     def table(self, entity_set: str) -> Table | None:
         return self.tables.get(entity_set)

@@ -16,6 +16,7 @@ from typing import Any
 from shared.cli._context import Context
 from shared.cli._output import Progress
 from shared.cli._parser import add_command
+from shared.crm_schema import crm_schema
 from shared.dataverse import Filter, eq, ge
 from shared.errors import CosellError
 from shared.jobs import JobKind, SyncJob
@@ -125,7 +126,7 @@ async def _referral_ids(ctx: Context, since_at: datetime | None) -> list[str]:
 
 async def _opportunity_ids(ctx: Context, since_at: datetime | None) -> list[str]:
     dataverse = await ctx.dataverse()
-    flag = f"{ctx.settings.crm_column_prefix}syncwithpartnercenter"
+    flag = crm_schema(ctx.settings.crm_column_prefix).sync_with_partner_center.logical_name
     where: Filter = eq(flag, True)
     if since_at is not None:
         where = where & ge("modifiedon", since_at)

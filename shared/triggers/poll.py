@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from shared.crm_schema import crm_schema
 from shared.dataverse import all_of, eq, ge, ne
 from shared.jobs import SyncJob
 from shared.runtime import Runtime, get_runtime
@@ -81,14 +82,18 @@ async def poll_dataverse(
         cursor, now=now or cursor_run.utc_now(), first_run_window=first_run_window
     )
     since = watermark - overlap
-    prefix = runtime.settings.crm_column_prefix
+    schema = crm_schema(runtime.settings.crm_column_prefix)
+    flag = schema.sync_with_partner_center.logical_name
+    solutions_key = schema.solution.primary_key
+    lookup = schema.solution_opportunity
+    lead_referral = schema.lead_referral_id.logical_name
     dataverse = runtime.dataverse()
     opportunities, solutions = await asyncio.gather(
         _read(
             dataverse.list_rows(
                 "opportunities",
                 select=["opportunityid", "modifiedon"],
-                filter=all_of(ge("modifiedon", since), eq(f"{prefix}syncwithpartnercenter", True)),
+                filter=all_of(ge("modifiedon", since), eq(flag, True)),
                 orderby=["modifiedon asc", "opportunityid asc"],
                 page_size=PAGE_SIZE,
             ),
@@ -97,17 +102,14 @@ async def poll_dataverse(
         ),
         _read(
             dataverse.list_rows(
-                f"{prefix}solutions",
-                select=[f"{prefix}solutionid", f"_{prefix}opportunityid_value", "modifiedon"],
+                schema.solution.entity_set,
+                select=[solutions_key, lookup.value_name, "modifiedon"],
                 # Through the lookup (reference §2.2): only solutions of flagged opportunities.
-                filter=all_of(
-                    ge("modifiedon", since),
-                    eq(f"{prefix}opportunityid/{prefix}syncwithpartnercenter", True),
-                ),
-                orderby=["modifiedon asc", f"{prefix}solutionid asc"],
+                filter=all_of(ge("modifiedon", since), eq(f"{lookup.logical_name}/{flag}", True)),
+                orderby=["modifiedon asc", f"{solutions_key} asc"],
                 page_size=PAGE_SIZE,
             ),
-            f"_{prefix}opportunityid_value",
+            lookup.value_name,
             max_rows,
         ),
     )
@@ -118,14 +120,12 @@ async def poll_dataverse(
         leads = await _read(
             dataverse.list_rows(
                 "leads",
-                select=["leadid", f"{prefix}referralid", "modifiedon"],
-                filter=all_of(
-                    ge("modifiedon", since), ne("statecode", 0), ne(f"{prefix}referralid", None)
-                ),
+                select=["leadid", lead_referral, "modifiedon"],
+                filter=all_of(ge("modifiedon", since), ne("statecode", 0), ne(lead_referral, None)),
                 orderby=["modifiedon asc", "leadid asc"],
                 page_size=PAGE_SIZE,
             ),
-            f"{prefix}referralid",
+            lead_referral,
             max_rows,
         )
     changed = dict(opportunities.by_id)
