@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 import httpx
 from azure.data.tables.aio import TableClient
 
-from bench.common import TOKEN, job, total_requests
+from bench.common import job, total_requests
 from sandbox.dataverse import create_app as create_dataverse
 from sandbox.partner_center import create_app as create_partner_center
 from sandbox.partner_center.samples import cosell_referral_from_microsoft
+from shared import wiring
 from shared.dataverse import DataverseClient, eq
-from shared.partner_center import PartnerCenterClient, StaticTokenProvider
+from shared.partner_center import PartnerCenterClient
 from shared.settings import load_settings
 from shared.state import HistoryStore, LinkStore
 from shared.sync import SyncEngine
@@ -63,19 +64,14 @@ async def open_world(connection_string: str, prefix: str) -> AsyncIterator[World
     async with (
         httpx.AsyncClient(transport=httpx.ASGITransport(app=pc_app), base_url=PC_URL) as pc_http,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=dv_app), base_url=DV_URL) as dv_http,
-        PartnerCenterClient(
-            token_provider=StaticTokenProvider(TOKEN),
-            api_url=settings.partner_center_api_url,
-            webhook_api_url=settings.partner_center_webhook_api_url,
-            transport=httpx.ASGITransport(app=pc_app),
-        ) as pc,
-        DataverseClient(DV_URL, token=TOKEN, transport=httpx.ASGITransport(app=dv_app)) as crm,
+        wiring.partner_center_client(settings, transport=httpx.ASGITransport(app=pc_app)) as pc,
+        wiring.dataverse_client(settings, transport=httpx.ASGITransport(app=dv_app)) as crm,
         links,
         history,
     ):
         await links.create_table()
         await history.create_table()
-        engine = SyncEngine(pc=pc, dataverse=crm, links=links, history=history, settings=settings)
+        engine = wiring.sync_engine(settings, pc=pc, dataverse=crm, links=links, history=history)
         yield World(pc_http, dv_http, pc, crm, engine)
 
 

@@ -47,11 +47,12 @@ import httpx
 from azure.data.tables.aio import TableClient
 from azure.storage.queue.aio import QueueClient
 
-from bench.common import dataverse_client, partner_center_client, set_faults, without_mark
+from bench.common import set_faults, without_mark
 from sandbox import partner_center
 from sandbox.host import FunctionHost
 from sandbox.partner_center.samples import cosell_referral_from_microsoft
 from sandbox.stack import EMULATOR_TOKEN, SandboxStack, _close_app_runtime
+from shared import wiring
 from shared.dataverse import DataverseClient
 from shared.errors import CosellError
 from shared.jobs import POISON_QUEUE, SYNC_JOBS_QUEUE
@@ -361,8 +362,8 @@ async def run_chaos(referrals: int, *, rounds: int = 3, seed: int = 2026) -> Cha
         stack,
         httpx.AsyncClient(base_url=stack.partner_center_url, timeout=30) as pc_control,
         httpx.AsyncClient(base_url=stack.dataverse_url, timeout=30) as dv_control,
-        partner_center_client(stack.settings["PARTNER_CENTER_API_URL"]) as pc,
-        dataverse_client(stack.dataverse_url) as crm,
+        wiring.partner_center_client(stack.app_settings()) as pc,
+        wiring.dataverse_client(stack.app_settings()) as crm,
     ):
         killer = Killer(stack, rng, report)
         try:

@@ -1,4 +1,7 @@
-"""Small helpers shared by the benchmark and the chaos run: clients, emulator stats, figures."""
+"""Small helpers shared by the benchmark and the chaos run: emulator stats, figures.
+
+Clients of the emulators come from the app's wiring (``shared.wiring``) and the stack's settings.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,7 @@ from typing import Any
 
 import httpx
 
-from shared.dataverse import DataverseClient
 from shared.jobs import SyncJob
-from shared.partner_center import PartnerCenterClient, StaticTokenProvider
 
 TOKEN = "sandbox"  # noqa: S105 - the emulators' public test token
 WRITES = ("POST", "PATCH", "PUT", "DELETE")
@@ -51,23 +52,6 @@ def job(kind: str, record_id: str, reason: str, observed_at: object) -> SyncJob:
     at = observed_at if observed_at is not None else datetime.now(UTC)
     return SyncJob.model_validate({"kind": kind, "id": record_id, "reason": reason,
                                    "observed_at": at})  # fmt: skip
-
-
-def partner_center_client(
-    api_url: str, *, transport: httpx.AsyncBaseTransport | None = None
-) -> PartnerCenterClient:
-    return PartnerCenterClient(
-        token_provider=StaticTokenProvider(TOKEN),
-        api_url=api_url,
-        webhook_api_url=api_url.rsplit("/v1.0", 1)[0] + "/webhooks/v1",
-        transport=transport,
-    )
-
-
-def dataverse_client(
-    url: str, *, transport: httpx.AsyncBaseTransport | None = None
-) -> DataverseClient:
-    return DataverseClient(url, token=TOKEN, transport=transport)
 
 
 async def api_requests(http: httpx.AsyncClient) -> dict[str, int]:

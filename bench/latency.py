@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from bench.common import dataverse_client, partner_center_client
 from sandbox.partner_center.samples import cosell_referral_from_microsoft
 from sandbox.stack import SandboxStack
+from shared import wiring
 from shared.dataverse import DataverseClient, eq
 from shared.partner_center import PartnerCenterClient
 
@@ -49,8 +49,8 @@ async def measure(samples: int = 40, referrals: int = 4) -> Latencies:
     async with (
         stack,
         httpx.AsyncClient(base_url=stack.partner_center_url, timeout=10) as microsoft,
-        partner_center_client(stack.settings["PARTNER_CENTER_API_URL"]) as pc,
-        dataverse_client(stack.dataverse_url) as crm,
+        wiring.partner_center_client(stack.app_settings()) as pc,
+        wiring.dataverse_client(stack.app_settings()) as crm,
     ):
         pairs: list[tuple[str, str]] = []
         for number in range(referrals):

@@ -20,11 +20,11 @@ import httpx
 
 from sandbox.partner_center.samples import cosell_referral_from_microsoft
 from sandbox.stack import SandboxStack
+from shared import wiring
 from shared.dataverse import DataverseClient, eq
-from shared.partner_center import PartnerCenterClient, Referral, StaticTokenProvider
+from shared.partner_center import PartnerCenterClient, Referral
 
 TIMEOUT_S = 30.0
-SANDBOX_TOKEN = "sandbox"  # noqa: S105 - the emulators' public test token
 
 
 @dataclass
@@ -78,15 +78,11 @@ class Story:
 
 async def play(stack: SandboxStack) -> list[Step]:
     """The story; returns its steps (each ok or not) for the table."""
-    pc_api = stack.settings["PARTNER_CENTER_API_URL"]
+    settings = stack.app_settings()
     async with (
         httpx.AsyncClient(base_url=stack.partner_center_url) as microsoft,
-        PartnerCenterClient(
-            token_provider=StaticTokenProvider(SANDBOX_TOKEN),
-            api_url=pc_api,
-            webhook_api_url=stack.settings["PARTNER_CENTER_WEBHOOK_API_URL"],
-        ) as pc,
-        DataverseClient(stack.dataverse_url, token=SANDBOX_TOKEN) as crm,
+        wiring.partner_center_client(settings) as pc,
+        wiring.dataverse_client(settings) as crm,
     ):
         story = Story(stack, pc, crm)
         await incoming_referral(story, microsoft)

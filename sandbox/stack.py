@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -30,6 +30,9 @@ from sandbox import dataverse, partner_center
 from sandbox.azurite import Azurite
 from sandbox.host import FunctionHost, quiet_server, serve_in_background
 from sandbox.partner_center.webhooks import SUPPORTED_EVENTS
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 logger = logging.getLogger("sandbox.stack")
 
@@ -285,6 +288,14 @@ class SandboxStack:
         values.update(self.overrides)
         return values
 
+    def app_settings(self) -> Settings:
+        """The app's typed settings for this stack (start it first), e.g. to build clients of
+        the emulators with ``shared.wiring``."""
+        from shared.settings import load_settings
+
+        assert self.settings, "start the stack first"
+        return load_settings(self.settings)
+
     def _apply_settings(self) -> None:
         # The app reads its settings from the process environment, as in Azure; the host runs
         # in this process, so they go there (and come back out in stop()).
@@ -353,19 +364,12 @@ def _forget_cached_settings() -> None:
 
 
 async def _close_app_runtime() -> None:
-    """Close the storage clients the app keeps per event loop (shared/runtime.py).
+    """Close the clients the app keeps per event loop (``shared.runtime``).
 
     In Azure the worker process simply ends; here the loop lives on (tests, the demo), so the
     clients are closed to end the stack without "Unclosed client session" noise.
     """
-    from shared import runtime
+    # Imported here: the app's modules are loaded by the host after the settings are applied.
+    from shared.runtime import close_runtime
 
-    close = getattr(runtime, "close_runtime", None)
-    if close is not None:
-        await close()
-        return
-    # Until shared/runtime.py offers close_runtime(), reach for its per-loop cache.
-    cache = getattr(runtime, "_by_loop", None)
-    found = cache.pop(asyncio.get_running_loop(), None) if cache is not None else None
-    if found is not None:
-        await found.close()
+    await close_runtime()

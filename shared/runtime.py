@@ -37,22 +37,15 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.data.tables.aio import TableServiceClient
 from azure.storage.queue.aio import QueueClient
 
+from shared import wiring
 from shared.dataverse import DataverseClient
 from shared.errors import SettingsError
 from shared.jobs import POISON_QUEUE, SYNC_JOBS_QUEUE, JobQueue
 from shared.partner_center import PartnerCenterClient, SignatureError, WebhookSignatureVerifier
 from shared.secrets import KeyVaultSecretWriter
 from shared.settings import Settings, get_settings
-from shared.state import (
-    CURSORS_TABLE,
-    HISTORY_TABLE,
-    LINKS_TABLE,
-    TABLE_NAMES,
-    CursorStore,
-    HistoryStore,
-    LinkStore,
-)
-from shared.storage import azure_credential, queue_client, table_service_client
+from shared.state import TABLE_NAMES, CursorStore, HistoryStore, LinkStore
+from shared.storage import queue_client, table_service_client
 
 if TYPE_CHECKING:
     from shared.sync import SyncEngine
@@ -156,17 +149,17 @@ class Runtime:
 
     def cursors(self) -> CursorStore:
         if self._cursors is None:
-            self._cursors = CursorStore(self.tables.get_table_client(CURSORS_TABLE))
+            self._cursors = wiring.cursor_store(self.tables)
         return self._cursors
 
     def links(self) -> LinkStore:
         if self._links is None:
-            self._links = LinkStore(self.tables.get_table_client(LINKS_TABLE))
+            self._links = wiring.link_store(self.tables)
         return self._links
 
     def history(self) -> HistoryStore:
         if self._history is None:
-            self._history = HistoryStore(self.tables.get_table_client(HISTORY_TABLE))
+            self._history = wiring.history_store(self.tables)
         return self._history
 
     async def ensure_storage(self) -> None:
@@ -202,22 +195,18 @@ class Runtime:
 
     def partner_center(self) -> PartnerCenterClient:
         if self._pc is None:
-            uri = self.settings.partner_center_refresh_token_secret_uri
-            if uri is not None and not self.settings.sandbox:
-                # Each rotated refresh token becomes the secret's new version (SPEC 6).
-                self._secret_writer = KeyVaultSecretWriter(
-                    uri, credential=azure_credential(self.settings)
-                )
-            self._pc = PartnerCenterClient.from_settings(
+            # Each rotated refresh token becomes the secret's new version (SPEC 6).
+            self._secret_writer = wiring.refresh_token_writer(self.settings)
+            self._pc = wiring.partner_center_client(
                 self.settings,
-                transport=self.transports.partner_center,
                 on_refresh_token=self._secret_writer,
+                transport=self.transports.partner_center,
             )
         return self._pc
 
     def dataverse(self) -> DataverseClient:
         if self._dataverse is None:
-            self._dataverse = DataverseClient.from_settings(
+            self._dataverse = wiring.dataverse_client(
                 self.settings, transport=self.transports.dataverse
             )
         return self._dataverse
@@ -225,15 +214,12 @@ class Runtime:
     def engine(self) -> SyncEngine:
         """The sync engine over this runtime's clients and stores."""
         if self._engine is None:
-            # Imported here: the HTTP and timer functions never need the engine's modules.
-            from shared.sync import SyncEngine
-
-            self._engine = SyncEngine(
+            self._engine = wiring.sync_engine(
+                self.settings,
                 pc=self.partner_center(),
                 dataverse=self.dataverse(),
                 links=self.links(),
                 history=self.history(),
-                settings=self.settings,
             )
         return self._engine
 

@@ -32,7 +32,7 @@ class KeyVaultSecretWriter:
         *,
         credential: AsyncTokenCredential,
         transport: httpx.AsyncBaseTransport | None = None,
-        timeout_s: float = 15.0,
+        timeout: float = 15.0,
     ) -> None:
         parts = urlsplit(secret_uri)
         # Only https://<vault>/secrets/<name>: the token must never go anywhere else.
@@ -41,7 +41,7 @@ class KeyVaultSecretWriter:
         self._last: str | None = None
         self._http = httpx.AsyncClient(
             transport=RetryTransport(transport or httpx.AsyncHTTPTransport()),
-            timeout=timeout_s,
+            timeout=timeout,
         )
 
     async def __call__(self, value: str) -> None:

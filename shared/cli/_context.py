@@ -1,24 +1,25 @@
 """The resources one command uses, opened on first use and closed when the command ends.
 
-The CLI builds its own clients from the same settings and constructors the app uses
-(``from_settings``), rather than the Functions runtime's per-loop singletons: a command is one
-short event loop, and it must close everything it opened before ``asyncio.run`` returns.
+The CLI builds its own clients with the app's wiring (``shared.wiring``, as the worker does),
+rather than the Functions runtime's per-loop singletons: a command is one short event loop, and
+it must close everything it opened before ``asyncio.run`` returns.
 """
 
 from __future__ import annotations
 
 import argparse
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from azure.data.tables.aio import TableServiceClient
 
+from shared import wiring
 from shared.cli._output import Output
 from shared.dataverse import DataverseClient
 from shared.jobs import POISON_QUEUE, SYNC_JOBS_QUEUE, JobQueue
 from shared.partner_center import PartnerCenterClient
 from shared.settings import Settings
-from shared.state import HISTORY_TABLE, LINKS_TABLE, HistoryStore, LinkStore
+from shared.state import HistoryStore, LinkStore
 from shared.storage import queue_client, table_service_client
 
 if TYPE_CHECKING:
@@ -44,17 +45,22 @@ class Context:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stack.aclose()
 
-    async def partner_center(self, **options: Any) -> PartnerCenterClient:
+    async def partner_center(self) -> PartnerCenterClient:
         if self._pc is None:
+            # As in the worker: a token rotated during the command is kept in Key Vault, since
+            # the next start reads the secret (SPEC 6). Closed after the client (LIFO).
+            writer = wiring.refresh_token_writer(self.settings)
+            if writer is not None:
+                self.stack.push_async_callback(writer.aclose)
             self._pc = await self.stack.enter_async_context(
-                PartnerCenterClient.from_settings(self.settings, **options)
+                wiring.partner_center_client(self.settings, on_refresh_token=writer)
             )
         return self._pc
 
-    async def dataverse(self, **options: Any) -> DataverseClient:
+    async def dataverse(self) -> DataverseClient:
         if self._dataverse is None:
             self._dataverse = await self.stack.enter_async_context(
-                DataverseClient.from_settings(self.settings, **options)
+                wiring.dataverse_client(self.settings)
             )
         return self._dataverse
 
@@ -65,12 +71,12 @@ class Context:
         return self._tables
 
     def links(self) -> LinkStore:
-        store = LinkStore(self.tables().get_table_client(LINKS_TABLE))
+        store = wiring.link_store(self.tables())
         self.stack.push_async_callback(store.close)
         return store
 
     def history(self) -> HistoryStore:
-        store = HistoryStore(self.tables().get_table_client(HISTORY_TABLE))
+        store = wiring.history_store(self.tables())
         self.stack.push_async_callback(store.close)
         return store
 
@@ -88,7 +94,7 @@ class Context:
     async def engine(self, *, dry_run: bool = False) -> SyncEngine:
         """The app's ``SyncEngine`` on this command's clients (the CLI has no sync logic)."""
         try:
-            from shared.sync import SyncEngine
+            import shared.sync  # noqa: F401 - a build without the engine fails here, clearly
         except ImportError as exc:
             raise EngineUnavailable(
                 f"the sync engine (shared.sync.SyncEngine) is not available: {exc}"
@@ -99,12 +105,12 @@ class Context:
             # come earlier. A dry run creates nothing, not even a table.
             for store in (links, history):
                 await store.create_table()
-        return SyncEngine(
+        return wiring.sync_engine(
+            self.settings,
             pc=await self.partner_center(),
             dataverse=await self.dataverse(),
             links=links,
             history=history,
-            settings=self.settings,
         )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from azure.core.exceptions import AzureError, ClientAuthenticationError, ResourceNotFoundError
 
+from shared import wiring
 from shared.cli._context import Context
 from shared.cli._output import CheckStatus, Output, mask_url
 from shared.cli._parser import add_command, add_group
@@ -20,7 +21,6 @@ from shared.dataverse import (
     AccessDenied,
     AuthenticationFailed,
     ConnectionFailed,
-    DataverseClient,
     DataverseError,
 )
 from shared.dataverse import NotFound as DataverseNotFound
@@ -31,15 +31,13 @@ from shared.partner_center import (
     WEBHOOKS_RESOURCE,
     NotFound,
     PartnerCenterAuthError,
-    PartnerCenterClient,
     PartnerCenterError,
-    RefreshTokenProvider,
     RefreshTokenRejected,
     StaticTokenProvider,
-    TokenProvider,
 )
+from shared.partner_center import ConnectionFailed as PartnerCenterConnectionFailed
 from shared.retry import RetryPolicy
-from shared.settings import Settings, is_loopback_url
+from shared.settings import Settings
 from shared.state import TABLE_NAMES
 from shared.storage import queue_client
 
@@ -165,27 +163,11 @@ async def _tables(ctx: Context) -> Check:
 # -- Partner Center -----------------------------------------------------------------------------
 
 
-def _pc_tokens(settings: Settings) -> TokenProvider:
-    # The client's own rule: a loopback Partner Center URL is the emulator (static token).
-    if is_loopback_url(settings.partner_center_api_url):
-        return StaticTokenProvider("sandbox")
-    secret, refresh = settings.partner_center_client_secret, settings.partner_center_refresh_token
-    tenant, client = settings.partner_center_tenant_id, settings.partner_center_client_id
-    if not (tenant and client and secret and refresh):  # settings validation requires them
-        raise PartnerCenterAuthError("the PARTNER_CENTER_* credentials are not all set")
-    # A rotated refresh token is kept in memory only: the stored one stays valid (Entra does
-    # not revoke it on redemption), and the app itself persists rotations.
-    return RefreshTokenProvider(
-        tenant_id=tenant,
-        client_id=client,
-        client_secret=secret.get_secret_value(),
-        refresh_token=refresh.get_secret_value(),
-    )
-
-
 async def _partner_center(settings: Settings) -> list[Check]:
     try:
-        tokens = _pc_tokens(settings)
+        # A check stores nothing: a rotated refresh token is kept in memory only (the stored
+        # one stays valid, Entra does not revoke it on redemption; the app persists rotations).
+        tokens = wiring.partner_center_tokens(settings)
     except PartnerCenterAuthError as exc:
         fix = "set the PARTNER_CENTER_* settings"
         return [Check("Partner Center token", "fail", str(exc), fix)]
@@ -213,8 +195,8 @@ async def _partner_center(settings: Settings) -> list[Check]:
     if any(c.status == "fail" for c in checks):
         return checks
 
-    async with PartnerCenterClient.from_settings(
-        settings, token_provider=tokens, retry_policy=_QUICK, timeout_s=10.0
+    async with wiring.partner_center_client(
+        settings, token_provider=tokens, retry_policy=_QUICK, timeout=10.0
     ) as pc:
 
         async def referrals() -> Check:
@@ -256,7 +238,7 @@ def _pc_fix(exc: PartnerCenterError, setting: str) -> str:
             "the user behind PARTNER_CENTER_REFRESH_TOKEN needs the Referrals admin role "
             "(and, for webhooks, Partner Center admin consent)"
         )
-    if isinstance(exc, NotFound) or exc.code in ("transportError", "timeout") or exc.status == 0:
+    if isinstance(exc, NotFound | PartnerCenterConnectionFailed) or exc.status == 0:
         return f"check {setting} (no Partner Center API answers there)"
     return f"check {setting} and the service status; the request-id above helps Microsoft support"
 
@@ -272,7 +254,7 @@ async def _dataverse(settings: Settings) -> list[Check]:
     )
     checks: list[Check] = []
     credential: Any = None
-    if settings.sandbox:
+    if wiring.is_emulator(settings.dataverse_url):
         checks.append(Check("Dataverse token", "pass", "sandbox token (emulator)"))
     else:
         from azure.identity.aio import DefaultAzureCredential
@@ -297,7 +279,7 @@ async def _dataverse(settings: Settings) -> list[Check]:
     try:
         if checks[-1].status == "fail":
             return checks
-        client = DataverseClient.from_settings(
+        client = wiring.dataverse_client(
             settings, credential=credential, retry_policy=_QUICK, timeout=10.0
         )
         async with client as dataverse:

@@ -1,6 +1,6 @@
 """The Dataverse Web API client: ``DataverseClient`` and the few things its callers need.
 
-async with DataverseClient.from_settings(settings) as dataverse:
+async with DataverseClient(url, credential=DefaultAzureCredential()) as dataverse:
     async for row in dataverse.list_rows("opportunities", select=["name"],
                                          filter=eq("cosell_syncwithpartnercenter", True)):
         ...

@@ -47,16 +47,12 @@ from shared.dataverse._models import (
 from shared.dataverse._odata import Expand, Filter, check_name, eq, query_params, row_path
 from shared.dataverse._throttle import AdaptiveThrottle, ThrottledTransport
 from shared.retry import RetryPolicy, RetryTransport
-from shared.settings import is_loopback_url
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
-    from shared.settings import Settings
-
 API_PATH = "/api/data/v9.2/"
 MAX_PAGE_SIZE = 5000  # reference section 2.3
-SANDBOX_TOKEN = "sandbox"  # noqa: S105 - the sandbox emulator's well-known token, not a secret
 # Headers every request carries (reference 1.2).
 _HEADERS = {
     "Accept": "application/json",
@@ -64,15 +60,14 @@ _HEADERS = {
     "OData-Version": "4.0",
     "If-None-Match": "null",
 }
-# Primary keys of the tables the sync uses; others are looked up in metadata once.
+# Primary keys of Dataverse's own tables the sync uses; custom tables are named by the caller
+# (``primary_keys=``, their prefix is the app's), others are looked up in metadata once.
 _PRIMARY_KEYS = {
     "opportunities": "opportunityid",
     "accounts": "accountid",
     "contacts": "contactid",
     "leads": "leadid",
     "transactioncurrencies": "transactioncurrencyid",
-    "cosell_solutions": "cosell_solutionid",
-    "cosell_solutiondetails": "cosell_solutiondetailid",
 }
 # The metadata type to cast an attribute to for its options, by kind of choice column.
 ChoiceKind = Literal["choice", "state", "status"]
@@ -93,6 +88,9 @@ class DataverseClient:
     Throttling: at most ``max_in_flight`` concurrent requests (cut while 429s arrive, restored
     after) and ``requests_per_window`` = (requests, seconds) sent per sliding window; or pass a
     ready ``throttle``. ``retry_policy`` configures ``shared.retry`` (tests pass a fast sleep).
+    ``primary_keys`` maps entity sets to their primary key column (custom tables), saving the
+    metadata lookup a keyed create would need. Building one from the app's settings is
+    ``shared.wiring``'s job.
     """
 
     def __init__(
@@ -110,6 +108,7 @@ class DataverseClient:
         timeout: float = 30.0,
         page_size: int = MAX_PAGE_SIZE,
         owns_credential: bool = False,
+        primary_keys: Mapping[str, str] | None = None,
     ) -> None:
         given = [x for x in (credential, token_provider, token) if x is not None]
         if len(given) != 1:
@@ -140,33 +139,7 @@ class DataverseClient:
             event_hooks={"request": [count_request]},
         )
         self._currencies: dict[str, Currency] = {}
-        self._primary_keys = dict(_PRIMARY_KEYS)
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        *,
-        credential: AsyncTokenCredential | None = None,
-        token: str | None = None,
-        **options: Any,
-    ) -> DataverseClient:
-        """A client for ``DATAVERSE_URL``: the sandbox token against the emulator, otherwise
-        the given credential or a ``DefaultAzureCredential`` (managed identity in Azure) that
-        the client closes with itself."""
-        local = settings.sandbox or is_loopback_url(settings.dataverse_url)
-        if token is not None or (credential is None and local):
-            return cls(settings.dataverse_url, token=token or SANDBOX_TOKEN, **options)
-        if credential is not None:
-            return cls(settings.dataverse_url, credential=credential, **options)
-        from azure.identity.aio import DefaultAzureCredential
-
-        return cls(
-            settings.dataverse_url,
-            credential=DefaultAzureCredential(),
-            owns_credential=True,
-            **options,
-        )
+        self._primary_keys = {**_PRIMARY_KEYS, **(primary_keys or {})}
 
     async def __aenter__(self) -> Self:
         return self
@@ -411,10 +384,10 @@ class DataverseClient:
         row_id: UUID | str,
         data: Mapping[str, Any],
         *,
-        if_match: str = "*",
+        etag: str = "*",
         select: Sequence[str] | None = None,
     ) -> Row:
-        """Change an existing row and return it with its new etag. ``if_match`` is the etag read
+        """Change an existing row and return it with its new etag. ``etag`` is the etag read
         earlier (412 → ``PreconditionFailed`` if the row changed since) or ``*`` (any version,
         but never create: 404 → ``NotFound``; reference 4.2-4.3)."""
         response = await self._representation(
@@ -422,7 +395,7 @@ class DataverseClient:
             row_path(entity_set, row_id),
             data,
             select=select,
-            headers={"If-Match": if_match},
+            headers={"If-Match": etag},
         )
         return await self._written(entity_set, response)
 
@@ -450,11 +423,9 @@ class DataverseClient:
             raise ServiceError("the write returned neither a row nor OData-EntityId")
         return {await self.primary_key(entity_set): match.group("id")}
 
-    async def delete(
-        self, entity_set: str, row_id: UUID | str, *, if_match: str | None = None
-    ) -> None:
-        """Delete a row (404 → ``NotFound``; a stale ``if_match`` → ``PreconditionFailed``)."""
-        headers = {"If-Match": if_match} if if_match else None
+    async def delete(self, entity_set: str, row_id: UUID | str, *, etag: str | None = None) -> None:
+        """Delete a row (404 → ``NotFound``; a stale ``etag`` → ``PreconditionFailed``)."""
+        headers = {"If-Match": etag} if etag else None
         await self._send("DELETE", row_path(entity_set, row_id), headers=headers)
 
     # -- opportunity actions (reference 8.2) ----------------------------------------------------

@@ -1,6 +1,6 @@
 """Partner Center: the async client, its models, auth and errors, and webhook signature checks.
 
-async with PartnerCenterClient.from_settings(settings) as pc:
+async with PartnerCenterClient(api_url, token_provider=tokens) as pc:
     referral = await pc.get_referral(referral_id)
     await pc.patch_referral(referral_id, [PatchOperation.replace("/name", "x")],
                             etag=referral.e_tag)

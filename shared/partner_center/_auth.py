@@ -91,7 +91,7 @@ class RefreshTokenProvider:
         on_refresh_token: RefreshTokenSink | None = None,
         authority_host: str = "https://login.microsoftonline.com",
         refresh_margin_s: float = 300.0,
-        timeout_s: float = 30.0,
+        timeout: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         app: RefreshTokenApp | None = None,
     ) -> None:
@@ -102,7 +102,7 @@ class RefreshTokenProvider:
         self._on_refresh_token = on_refresh_token
         self._authority = f"{authority_host.rstrip('/')}/{tenant_id}"
         self._margin = refresh_margin_s
-        self._timeout_s = timeout_s
+        self._timeout = timeout
         self._clock = clock
         self._app = app
         self._cache: dict[str, _Cached] = {}
@@ -161,7 +161,7 @@ class RefreshTokenProvider:
                 self._client_id,
                 client_credential=self._client_secret,
                 authority=self._authority,
-                timeout=self._timeout_s,  # SPEC 7: the token call has a timeout too
+                timeout=self._timeout,  # SPEC 7: the token call has a timeout too
             )
         return self._app
 

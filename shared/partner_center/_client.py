@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import Any, Self, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -17,21 +17,8 @@ from pydantic import ValidationError
 from shared.calls import count_request
 from shared.retry import RetryPolicy, RetryTransport
 
-from ._auth import (
-    REFERRALS_RESOURCE,
-    WEBHOOKS_RESOURCE,
-    RefreshTokenProvider,
-    RefreshTokenSink,
-    StaticTokenProvider,
-    TokenProvider,
-)
-from ._exceptions import (
-    ConnectionFailed,
-    NotFound,
-    PartnerCenterAuthError,
-    PartnerCenterError,
-    error_from_response,
-)
+from ._auth import REFERRALS_RESOURCE, WEBHOOKS_RESOURCE, TokenProvider
+from ._exceptions import ConnectionFailed, NotFound, PartnerCenterError, error_from_response
 from ._models import (
     PatchOperation,
     Referral,
@@ -40,9 +27,6 @@ from ._models import (
     WebhookEventName,
     WebhookRegistration,
 )
-
-if TYPE_CHECKING:
-    from shared.settings import Settings
 
 logger = logging.getLogger("shared.partner_center")
 
@@ -61,19 +45,22 @@ DEFAULT_WEBHOOK_EVENTS: tuple[str, ...] = tuple(e.value for e in WebhookEventNam
 class PartnerCenterClient:
     """One client for both Partner Center hosts; an async context manager owning its pool.
 
-    ``transport`` is any httpx async transport (the network by default; an emulator's ASGI app in
-    tests). It is wrapped in ``RetryTransport`` so SPEC 7's retry rules apply to every call.
+    ``api_url`` is the referrals API (``.../v1.0/engagements``), ``webhook_api_url`` the webhook
+    registration API; ``token_provider`` hands out a bearer token per resource. ``transport`` is
+    any httpx async transport (the network by default; an emulator's ASGI app in tests). It is
+    wrapped in ``RetryTransport`` so SPEC 7's retry rules apply to every call. Building one from
+    the app's settings is ``shared.wiring``'s job.
     """
 
     def __init__(
         self,
+        api_url: str = DEFAULT_API_URL,
         *,
         token_provider: TokenProvider,
-        api_url: str = DEFAULT_API_URL,
         webhook_api_url: str = DEFAULT_WEBHOOK_API_URL,
         transport: httpx.AsyncBaseTransport | None = None,
         retry_policy: RetryPolicy | None = None,
-        timeout_s: float = 30.0,
+        timeout: float = 30.0,
         referrals_resource: str = REFERRALS_RESOURCE,
         webhooks_resource: str = WEBHOOKS_RESOURCE,
     ) -> None:
@@ -85,35 +72,10 @@ class PartnerCenterClient:
         inner = transport if transport is not None else httpx.AsyncHTTPTransport()
         self._http = httpx.AsyncClient(
             transport=RetryTransport(inner, retry_policy),
-            timeout=httpx.Timeout(timeout_s),  # SPEC 7: every remote call has a timeout
+            timeout=httpx.Timeout(timeout),  # SPEC 7: every remote call has a timeout
             headers={"Accept": "application/json"},
             follow_redirects=False,
             event_hooks={"request": [count_request]},
-        )
-
-    @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        retry_policy: RetryPolicy | None = None,
-        on_refresh_token: RefreshTokenSink | None = None,
-        token_provider: TokenProvider | None = None,
-        sandbox_token: str = "sandbox",  # noqa: S107 - the emulator's public test token
-        timeout_s: float = 30.0,
-    ) -> PartnerCenterClient:
-        """A client for the configured URLs: a static token against the sandbox emulator,
-        otherwise app+user tokens from the configured refresh token."""
-        if token_provider is None:
-            token_provider = _provider_for(settings, on_refresh_token, sandbox_token)
-        return cls(
-            token_provider=token_provider,
-            api_url=settings.partner_center_api_url,
-            webhook_api_url=settings.partner_center_webhook_api_url,
-            transport=transport,
-            retry_policy=retry_policy,
-            timeout_s=timeout_s,
         )
 
     async def __aenter__(self) -> Self:
@@ -357,33 +319,6 @@ class PartnerCenterClient:
         if response.is_success:
             return response
         raise error_from_response(response)
-
-
-def _provider_for(
-    settings: Settings, on_refresh_token: RefreshTokenSink | None, sandbox_token: str
-) -> TokenProvider:
-    from shared.settings import is_loopback_url
-
-    # Same rule as the settings' own check: a loopback Partner Center URL is the emulator.
-    if is_loopback_url(settings.partner_center_api_url):
-        return StaticTokenProvider(sandbox_token)
-    secret = settings.partner_center_client_secret
-    refresh = settings.partner_center_refresh_token
-    if not (settings.partner_center_tenant_id and settings.partner_center_client_id):
-        raise PartnerCenterAuthError(
-            "PARTNER_CENTER_TENANT_ID and PARTNER_CENTER_CLIENT_ID are needed"
-        )
-    if secret is None or refresh is None:
-        raise PartnerCenterAuthError(
-            "PARTNER_CENTER_CLIENT_SECRET and PARTNER_CENTER_REFRESH_TOKEN are needed"
-        )
-    return RefreshTokenProvider(
-        tenant_id=settings.partner_center_tenant_id,
-        client_id=settings.partner_center_client_id,
-        client_secret=secret.get_secret_value(),
-        refresh_token=refresh.get_secret_value(),
-        on_refresh_token=on_refresh_token,
-    )
 
 
 def _registration_body(

@@ -1,5 +1,5 @@
 """How the client authenticates: a credential's token for ``<DATAVERSE_URL>/.default``, cached
-until close to expiry; the sandbox's static token from settings."""
+until close to expiry; the sandbox's static token from settings (``shared.wiring``)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from azure.core.credentials import AccessToken
 from starlette.applications import Starlette
 
 from sandbox.dataverse import create_app
+from shared import wiring
 from shared.dataverse import AuthenticationFailed, DataverseClient
 from shared.settings import load_settings
 
@@ -48,7 +49,7 @@ async def test_a_credential_token_is_requested_for_the_environment_scope_and_cac
     settings = load_settings({**SANDBOX_ENV, "DATAVERSE_URL": "https://contoso.crm.dynamics.com"})
     assert not settings.sandbox
 
-    async with DataverseClient.from_settings(
+    async with wiring.dataverse_client(
         settings,
         credential=credential,  # type: ignore[arg-type]
         transport=httpx.ASGITransport(app=app),  # in-process: nothing leaves the machine
@@ -78,9 +79,7 @@ async def test_sandbox_settings_use_the_emulator_token(app: Starlette) -> None:
     settings = load_settings({**SANDBOX_ENV, "DATAVERSE_URL": "http://127.0.0.1:7102"})
     assert settings.sandbox
 
-    async with DataverseClient.from_settings(
-        settings, transport=httpx.ASGITransport(app=app)
-    ) as client:
+    async with wiring.dataverse_client(settings, transport=httpx.ASGITransport(app=app)) as client:
         me = await client.who_am_i()
 
     assert me.user_id

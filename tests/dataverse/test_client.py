@@ -67,11 +67,11 @@ async def test_update_with_stale_etag_raises_precondition_failed_and_changes_not
     created = await client.create("accounts", {"name": "Contoso"}, row_id=ACCOUNT_ID)
     stale = etag_of(created)
     assert stale is not None
-    updated = await client.update("accounts", ACCOUNT_ID, {"name": "Fabrikam"}, if_match=stale)
+    updated = await client.update("accounts", ACCOUNT_ID, {"name": "Fabrikam"}, etag=stale)
     assert etag_of(updated) != stale
 
     with pytest.raises(PreconditionFailed) as raised:
-        await client.update("accounts", ACCOUNT_ID, {"name": "Northwind"}, if_match=stale)
+        await client.update("accounts", ACCOUNT_ID, {"name": "Northwind"}, etag=stale)
 
     assert raised.value.status == 412
     assert raised.value.code == "0x80060882"

@@ -6,6 +6,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from shared import wiring
 from shared.partner_center import (
     NotFound,
     PartnerCenterAuthError,
@@ -213,7 +214,7 @@ async def test_unknown_properties_and_enum_values_round_trip(
     assert wire["consent"]["consentToToShareInfoWithOthers"] is True
 
 
-async def test_from_settings_uses_the_static_token_in_the_sandbox(app: Starlette) -> None:
+async def test_wiring_uses_the_static_token_against_the_emulator(app: Starlette) -> None:
     settings = load_settings(
         {
             "AzureWebJobsStorage": "UseDevelopmentStorage=true",
@@ -222,7 +223,7 @@ async def test_from_settings_uses_the_static_token_in_the_sandbox(app: Starlette
             "PARTNER_CENTER_WEBHOOK_API_URL": "http://127.0.0.1:7101/webhooks/v1",
         }
     )
-    async with PartnerCenterClient.from_settings(
+    async with wiring.partner_center_client(
         settings, transport=httpx.ASGITransport(app=app)
     ) as client:
         created = await client.create_referral(private_deal())
