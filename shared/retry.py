@@ -7,6 +7,8 @@ app in tests) in ``RetryTransport``, so the rule lives in one place:
 * other 5xx, 408 and transport timeouts/connection errors retry with jittered exponential backoff,
   but only for idempotent methods: a POST that timed out may have been carried out, and sending
   it again could create a second record, so the caller (which can look for the first) decides;
+  a kept-alive connection the server closed without answering ("Server disconnected without
+  sending a response", ``httpx.RemoteProtocolError``) is such a connection error too;
 * every other status (including 409/412, which the caller settles) is returned at once;
 * a request is tried at most ``attempts`` times; the last response (or error) is what the caller
   sees, so typed errors are raised by the client from the final answer.
@@ -82,7 +84,9 @@ class RetryTransport(httpx.AsyncBaseTransport):
                     raise
                 await policy.sleep(policy.backoff(attempt))
                 continue
-            except (httpx.TimeoutException, httpx.NetworkError):
+            # RemoteProtocolError is not a NetworkError in httpx, but a dropped keep-alive is
+            # one in effect; the request may have arrived, hence idempotent methods only.
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError):
                 if last or not idempotent:
                     raise
                 await policy.sleep(policy.backoff(attempt))

@@ -7,6 +7,13 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from shared.dataverse import ConnectionFailed as DataverseConnectionFailed
+from shared.dataverse import DataverseClient
+from shared.dataverse import StaticTokenProvider as DataverseToken
+from shared.errors import ConnectionFailedError
+from shared.partner_center import ConnectionFailed as PartnerCenterConnectionFailed
+from shared.partner_center import PartnerCenterClient
+from shared.partner_center import StaticTokenProvider as PartnerCenterToken
 from shared.retry import RetryPolicy, RetryTransport, parse_retry_after
 
 
@@ -135,6 +142,82 @@ async def test_request_body_is_sent_again_on_retry() -> None:
         await client.post("http://emulator.test/x", json={"name": "Contoso"})
 
     assert bodies == [b'{"name":"Contoso"}', b'{"name":"Contoso"}']
+
+
+def _disconnected() -> httpx.RemoteProtocolError:
+    # What httpx raises when a kept-alive connection is closed before the answer came.
+    return httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+
+async def test_a_dropped_keep_alive_is_retried_for_get_but_not_for_post() -> None:
+    dropped = Script(_disconnected(), 200)
+    async with dropped.client() as client:
+        response = await client.get("/x")
+    assert response.status_code == 200
+    assert dropped.calls == 2
+
+    posted = Script(_disconnected(), 201)
+    async with posted.client() as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.post("/x", json={"a": 1})
+    assert posted.calls == 1  # it may have been carried out: never sent twice
+
+
+async def test_partner_center_retries_a_dropped_get_and_reports_a_dropped_post() -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.method)
+        if len(calls) == 1 or request.method == "POST":
+            raise _disconnected()
+        return httpx.Response(200, json={"value": []})
+
+    async with PartnerCenterClient(
+        "http://emulator.test/v1.0/engagements",
+        token_provider=PartnerCenterToken("sandbox"),
+        transport=httpx.MockTransport(handler),
+        retry_policy=RetryPolicy(sleep=_no_sleep),
+    ) as pc:
+        listed = [r async for r in pc.list_referrals()]
+        with pytest.raises(ConnectionFailedError) as failed:
+            await pc.create_referral({"name": "Contoso"})
+
+    assert listed == []
+    assert calls == ["GET", "GET", "POST"]
+    assert isinstance(failed.value, PartnerCenterConnectionFailed)
+    assert failed.value.code == "transportError"
+
+
+async def test_dataverse_retries_a_dropped_get_and_reports_a_dropped_post() -> None:
+    ids = {"UserId": _GUID, "BusinessUnitId": _GUID, "OrganizationId": _GUID}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.method)
+        if len(calls) == 1 or request.method == "POST":
+            raise _disconnected()
+        return httpx.Response(200, json=ids)
+
+    calls: list[str] = []
+
+    async with DataverseClient(
+        "http://emulator.test",
+        token_provider=DataverseToken("sandbox"),
+        transport=httpx.MockTransport(handler),
+        retry_policy=RetryPolicy(sleep=_no_sleep),
+    ) as dataverse:
+        me = await dataverse.who_am_i()
+        with pytest.raises(DataverseConnectionFailed):
+            await dataverse.create("accounts", {"name": "Contoso"})
+
+    assert str(me.user_id) == _GUID
+    assert calls == ["GET", "GET", "POST"]
+
+
+_GUID = "00000000-0000-0000-0000-000000000001"
+
+
+async def _no_sleep(_: float) -> None:
+    return None
 
 
 def test_retry_after_accepts_seconds_and_http_dates() -> None:
