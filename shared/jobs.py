@@ -12,13 +12,22 @@ import contextlib
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue.aio import QueueClient
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+)
 
 from shared.errors import JobDecodeError
 
@@ -27,23 +36,62 @@ POISON_QUEUE = f"{SYNC_JOBS_QUEUE}-poison"  # the host's `<queue>-poison` conven
 MAX_MESSAGE_CHARS = 48 * 1024  # Queue messages are capped at 64 KiB; base64 adds a third
 
 JobKind = Literal["referral", "opportunity"]
-# Partner Center's four referral webhook events (reference: webhooks) plus our own triggers.
-WEBHOOK_EVENTS = (
-    "referral-created",
-    "referral-updated",
-    "related-referral-created",
-    "related-referral-updated",
-)
-_REASON = re.compile(r"^(poll|reconcile|manual|backfill|webhook:[a-z][a-z-]{0,63})$")
+JobSource = Literal["poll", "reconcile", "manual", "backfill", "webhook"]
+_SOURCES: tuple[JobSource, ...] = ("poll", "reconcile", "manual", "backfill", "webhook")
+_EVENT = re.compile(r"^[a-z][a-z-]{0,63}$")
+# Periodic and operator jobs: nothing tells them what changed, so they look further.
+_SWEEPS = frozenset({"reconcile", "manual", "backfill"})
 
 
-def _check_reason(value: str) -> str:
-    if not _REASON.match(value):
-        raise ValueError(
-            "expected poll, reconcile, manual, backfill or webhook:<event-name> "
-            "(e.g. webhook:referral-updated)"
-        )
-    return value
+@dataclass(frozen=True, eq=False)
+class JobReason:
+    """Why a job exists: its source, and for a webhook the event name (SPEC 3).
+
+    On the wire it is one string (``poll``, ``webhook:referral-updated``); in code its parts
+    are fields, so nobody parses a prefix. It equals its wire text too (``reason == "poll"``).
+    """
+
+    source: JobSource
+    event: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> JobReason:
+        source, _, event = text.partition(":")
+        if (
+            source not in _SOURCES
+            or bool(event) != (source == "webhook")
+            or (event and not _EVENT.match(event))
+        ):
+            raise ValueError(
+                "expected poll, reconcile, manual, backfill or webhook:<event-name> "
+                "(e.g. webhook:referral-updated)"
+            )
+        return cls(source, event or None)
+
+    @property
+    def sweep(self) -> bool:
+        """A reconcile, backfill or manual job: it checks everything, not one known change."""
+        return self.source in _SWEEPS
+
+    @property
+    def related_event(self) -> bool:
+        """A Partner Center event about the other referral of an engagement (Microsoft's)."""
+        return self.event is not None and self.event.startswith("related-")
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.event}" if self.event else self.source
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, JobReason | str):
+            return str(self) == str(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+
+def _reason(value: object) -> object:
+    return JobReason.parse(value) if isinstance(value, str) else value
 
 
 def _utc(value: datetime) -> datetime:
@@ -59,7 +107,7 @@ class SyncJob(BaseModel):
 
     kind: JobKind
     id: UUID
-    reason: Annotated[str, AfterValidator(_check_reason)]
+    reason: Annotated[JobReason, BeforeValidator(_reason), PlainSerializer(str)]
     observed_at: Annotated[datetime, AfterValidator(_utc)]
 
     @field_validator("id", mode="before")
@@ -69,7 +117,7 @@ class SyncJob(BaseModel):
         return value.strip("{}") if isinstance(value, str) else value
 
     @classmethod
-    def now(cls, kind: JobKind, id: UUID | str, *, reason: str) -> SyncJob:
+    def now(cls, kind: JobKind, id: UUID | str, *, reason: str | JobReason) -> SyncJob:
         """A job observed at this moment."""
         return cls.model_validate(
             {"kind": kind, "id": id, "reason": reason, "observed_at": datetime.now(UTC)}
@@ -81,7 +129,7 @@ class SyncJob(BaseModel):
             {
                 "kind": self.kind,
                 "id": str(self.id),
-                "reason": self.reason,
+                "reason": str(self.reason),
                 "observed_at": self.observed_at.isoformat().replace("+00:00", "Z"),
             },
             separators=(",", ":"),

@@ -1,4 +1,4 @@
-"""Audit text for ``cosell_audit`` and history rows for ``synchistory`` (SPEC 4.4 step 7).
+"""Audit text for ``cosell_audit`` (SPEC 4.4 step 7). Pure: the caller gives the time.
 
 Audit lines are plain words a seller can read in the opportunity form, newest last; the text
 is bounded (oldest lines dropped) so a long-lived deal never hits the column's limit.
@@ -10,8 +10,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.state import FieldChange
-from shared.sync.merge import Change, Plan, to_json_value
+from shared.sync.merge import Change, FieldPlan
 
 MAX_AUDIT_CHARS = 8000
 _LABELS = {
@@ -53,10 +52,14 @@ def describe_changes(changes: Iterable[Change]) -> str:
 
 
 def audit_lines(
-    plan: Plan | None, *, problems: Iterable[str] = (), notes: Iterable[str] = ()
+    plan: FieldPlan | None,
+    *,
+    problems: Iterable[str] = (),
+    notes: Iterable[str] = (),
+    now: datetime | None = None,
 ) -> list[str]:
     """The lines one sync adds to the audit (empty when there is nothing worth saying)."""
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M:%SZ")
     lines: list[str] = [f"{stamp} {note}" for note in notes]
     if plan is not None:
         if plan.to_crm:
@@ -76,16 +79,3 @@ def append_audit(existing: str | None, lines: list[str], *, limit: int = MAX_AUD
         kept.pop(0)
     text = "\n".join(kept)
     return text[-limit:]
-
-
-def history_changes(plan: Plan | None) -> list[FieldChange]:
-    """The field changes of a plan, for the history table."""
-    if plan is None:
-        return []
-    return [
-        FieldChange(
-            field=c.field, direction=direction, old=to_json_value(c.old), new=to_json_value(c.new)
-        )
-        for direction, changes in (("pc_to_crm", plan.to_crm), ("crm_to_pc", plan.to_pc))
-        for c in changes.values()
-    ]

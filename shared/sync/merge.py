@@ -1,4 +1,4 @@
-"""The three-way merge: (base, Partner Center deal, CRM deal) → a plan. Pure: no I/O.
+"""The three-way merge: (base, Partner Center deal, CRM deal) → a field plan. Pure: no I/O.
 
 Which way each field flows after creation is the ``OWNERSHIP`` table (SPEC 4.1). For fields
 that flow both ways: changed on one side only → copied to the other; changed on both to
@@ -90,8 +90,8 @@ class Change:
 
 
 @dataclass(frozen=True)
-class Plan:
-    """What one sync should do; the engine applies it."""
+class FieldPlan:
+    """The merge's decision for every field: the merged deal and what goes to each side."""
 
     merged: Deal
     to_pc: dict[str, Change] = field(default_factory=dict)
@@ -152,7 +152,7 @@ def merge(
     pc_updated_at: datetime | None = None,
     crm_modified_on: datetime | None = None,
     pc_status: str | None = None,
-) -> Plan:
+) -> FieldPlan:
     """Decide every field. ``pc_status`` is the referral's raw status (New/Active/Closed)."""
     merged: dict[str, Any] = {}
     to_pc: dict[str, Change] = {}
@@ -194,7 +194,7 @@ def merge(
             to_crm[name] = Change(name, actual, value)
 
     merged["close_reason"] = pc.close_reason if pc.status is merged["status"] else crm.close_reason
-    return Plan(
+    return FieldPlan(
         merged=Deal.model_validate(merged),
         to_pc=to_pc,
         to_crm=to_crm,

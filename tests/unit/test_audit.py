@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shared.sync.audit import append_audit, audit_lines, describe_changes
 from shared.sync.deal import Deal
-from shared.sync.merge import Change, Plan
+from shared.sync.merge import Change, FieldPlan
 
 
 def test_changes_read_as_old_to_new() -> None:
@@ -14,7 +14,7 @@ def test_changes_read_as_old_to_new() -> None:
 
 
 def test_audit_lines_name_direction_conflicts_and_problems() -> None:
-    plan = Plan(
+    plan = FieldPlan(
         merged=Deal(),
         to_crm={"notes": Change("notes", "a", "b")},
         conflicts=("notes: changed in both systems; kept the Partner Center value",),

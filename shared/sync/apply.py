@@ -1,0 +1,274 @@
+"""Apply stage: run a plan's steps in order against Partner Center, Dataverse and the links.
+
+One handler per step type (``_HANDLERS``); no decisions and no dry-run branches here (a dry
+run never gets this far). Writes are conditional where the APIs allow it (If-Match on the
+referral, the opportunity and the link), so a lost race raises the shared
+``PreconditionFailedError`` / ``AlreadyExistsError`` and the engine starts the attempt again.
+``Current`` follows what the writes return (new eTags, the created referral), so each step
+writes against the version the previous one left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from shared.errors import PreconditionFailedError
+from shared.partner_center import PatchOperation, Referral
+from shared.state import LinkResult, LinkStore, OpportunityIndex, PendingCreate, SyncLink
+from shared.sync.merge import SyncBase
+from shared.sync.plan import SyncPolicy, after_referral_created
+from shared.sync.read import Stored
+from shared.sync.sides import CrmSide, PartnerCenterSide, Version
+from shared.sync.snapshot import Snapshot
+from shared.sync.steps import (
+    AdoptOpportunity,
+    CloseOpportunity,
+    CreateLead,
+    CreateLink,
+    CreateOpportunity,
+    CreateReferral,
+    LinkNewReferral,
+    LinkOpportunity,
+    PatchReferral,
+    Plan,
+    RecordCreateIntent,
+    RecordRefusal,
+    SaveInFlight,
+    SaveLink,
+    Step,
+    WriteContact,
+    WriteCrmId,
+    WriteOpportunity,
+)
+
+
+@dataclass
+class Current:
+    """What the records look like now, as the writes so far left them."""
+
+    referral: Referral | None
+    opportunity: Version
+    link: SyncLink | None
+    index: OpportunityIndex | None
+
+
+@dataclass(frozen=True)
+class Applier:
+    """Runs steps; one instance per engine (it holds only the adapters and the policy)."""
+
+    pc: PartnerCenterSide
+    crm: CrmSide
+    links: LinkStore
+    policy: SyncPolicy
+
+    async def apply(self, plan: Plan, snapshot: Snapshot, stored: Stored) -> Current:
+        """Run every step of ``plan``; returns the records' versions afterwards."""
+        opportunity = snapshot.opportunity
+        current = Current(
+            referral=snapshot.referral,
+            opportunity=Version(opportunity.etag, opportunity.modified_on)
+            if opportunity
+            else Version(None, None),
+            link=stored.link,
+            index=stored.index,
+        )
+        run = _Run(self, snapshot, current)
+        for step in plan.steps:
+            await run.step(step)
+        return current
+
+
+@dataclass
+class _Run:
+    """One application of one plan."""
+
+    applier: Applier
+    snapshot: Snapshot
+    current: Current
+
+    @property
+    def now(self) -> datetime:
+        return self.snapshot.now
+
+    async def step(self, step: Step) -> None:
+        await _HANDLERS[type(step)](self, step)
+
+    def _link(self) -> SyncLink:
+        assert self.current.link is not None, "a link step before the link exists"
+        return self.current.link
+
+    def _referral(self) -> Referral:
+        assert self.current.referral is not None and self.current.referral.id is not None
+        return self.current.referral
+
+    # -- links and intents ----------------------------------------------------------------
+
+    async def create_link(self, step: CreateLink) -> None:
+        link = SyncLink(referral_id=step.referral_id, opportunity_id=step.opportunity_id)
+        if step.base is not None:
+            referral = self._referral()
+            versions: dict[str, Any] = {
+                "base": SyncBase(deal=step.base).model_dump(mode="json"),
+                "referral_etag": referral.e_tag,
+                "referral_updated_at": referral.updated_date_time,
+            }
+            if step.waiting_lead_id:
+                versions["pending_create"] = PendingCreate(
+                    side="crm", target_id=step.waiting_lead_id, started_at=self.now
+                )
+                versions["last_result"] = LinkResult(
+                    status="pending", message="waiting for the lead", at=self.now
+                )
+            else:
+                versions["opportunity_etag"] = self.current.opportunity.etag
+                versions["opportunity_modified_on"] = self.current.opportunity.modified_on
+                versions["last_result"] = LinkResult(status="synced", at=self.now)
+            link = link.model_copy(update=versions)
+        self.current.link = await self.applier.links.create_link(link)
+
+    async def link_opportunity(self, step: LinkOpportunity) -> None:
+        adopted = {"opportunity_id": step.opportunity_id, "pending_create": None}
+        self.current.link = await self.applier.links.update_link(
+            self._link().model_copy(update=adopted)
+        )
+
+    async def record_create_intent(self, step: RecordCreateIntent) -> None:
+        index = self.current.index or OpportunityIndex(opportunity_id=step.opportunity_id)
+        intent = PendingCreate(side="partner_center", started_at=self.now)
+        self.current.index = await self.applier.links.save_opportunity_index(
+            index.model_copy(update={"pending_create": intent})
+        )
+
+    async def record_refusal(self, step: RecordRefusal) -> None:
+        index = self.current.index or OpportunityIndex(opportunity_id=step.opportunity_id)
+        result = LinkResult(status="error", message=step.message, at=self.now)
+        self.current.index = await self.applier.links.save_opportunity_index(
+            index.model_copy(update={
+                "opportunity_modified_on": self.current.opportunity.modified_on,
+                "last_result": result,
+            })
+        )  # fmt: skip
+
+    async def save_in_flight(self, step: SaveInFlight) -> None:
+        journal = {"base": step.base.model_dump(mode="json")}
+        self.current.link = await self.applier.links.update_link(
+            self._link().model_copy(update=journal)
+        )
+
+    async def save_link(self, step: SaveLink) -> None:
+        referral = self._referral()
+        saved = self._link().model_copy(
+            update={
+                "base": step.base.model_dump(mode="json"),
+                "referral_etag": referral.e_tag,
+                "referral_updated_at": referral.updated_date_time,
+                "opportunity_etag": self.current.opportunity.etag,
+                "opportunity_modified_on": self.current.opportunity.modified_on,
+                "pending_create": None,
+                "last_result": LinkResult(status=step.status, message=step.message, at=self.now),
+            }
+        )
+        self.current.link = await self.applier.links.update_link(saved)
+
+    # -- Partner Center -------------------------------------------------------------------
+
+    async def create_referral(self, step: CreateReferral) -> None:
+        self.current.referral = await self.applier.pc.create_referral(step.body)
+
+    async def link_new_referral(self, step: LinkNewReferral) -> None:
+        opportunity = self.snapshot.opportunity
+        assert opportunity is not None
+        versioned = replace(opportunity, etag=self.current.opportunity.etag,
+                            modified_on=self.current.opportunity.modified_on)  # fmt: skip
+        for concrete in after_referral_created(self._referral(), versioned,
+                                               step.opportunity_deal, self.applier.policy,
+                                               now=self.now):  # fmt: skip
+            await self.step(concrete)
+
+    async def patch_referral(self, step: PatchReferral) -> None:
+        referral = self._referral()
+        assert referral.id is not None
+        self.current.referral = await self.applier.pc.patch_referral(
+            referral.id, step.operations, etag=referral.e_tag
+        )
+
+    async def write_crm_id(self, step: WriteCrmId) -> None:
+        referral = self._referral()
+        assert referral.id is not None
+        operation = PatchOperation(op=step.op, path="/externalReferenceId",
+                                   value=step.opportunity_id)  # fmt: skip
+        try:
+            updated = await self.applier.pc.patch_referral(
+                referral.id, [operation], etag=referral.e_tag
+            )
+        except PreconditionFailedError:
+            return  # the referral changed meanwhile; the next sync writes the id as a field
+        self.current.referral = updated
+        self.current.link = await self.applier.links.update_link(
+            self._link().model_copy(update={
+                "referral_etag": updated.e_tag,
+                "referral_updated_at": updated.updated_date_time,
+            })
+        )  # fmt: skip
+
+    # -- Dataverse ------------------------------------------------------------------------
+
+    async def create_opportunity(self, step: CreateOpportunity) -> None:
+        self.current.opportunity = await self.applier.crm.create_opportunity(
+            step.opportunity_id,
+            step.body,
+            currency=step.currency,
+            account_id=step.account_id,
+            new_account=step.new_account,
+        )
+
+    async def create_lead(self, step: CreateLead) -> None:
+        await self.applier.crm.create_once("leads", step.columns, step.lead_id)
+
+    async def adopt_opportunity(self, step: AdoptOpportunity) -> None:
+        self.current.opportunity = await self.applier.crm.update_opportunity(
+            step.opportunity_id, step.columns
+        )
+
+    async def write_contact(self, step: WriteContact) -> None:
+        if step.create:
+            await self.applier.crm.create_once("contacts", step.columns, step.contact_id)
+        else:
+            await self.applier.crm.update_contact(step.contact_id, step.columns)
+
+    async def write_opportunity(self, step: WriteOpportunity) -> None:
+        self.current.opportunity = await self.applier.crm.update_opportunity(
+            step.opportunity_id,
+            step.columns,
+            currency=step.currency,
+            etag=self.current.opportunity.etag or "*",
+        )
+
+    async def close_opportunity(self, step: CloseOpportunity) -> None:
+        self.current.opportunity = await self.applier.crm.close_opportunity(
+            step.opportunity_id, won=step.won, status=step.statuscode
+        )
+
+
+# Step type → its handler: the whole apply stage at a glance.
+_HANDLERS: dict[type[Step], Callable[[_Run, Any], Awaitable[None]]] = {
+    CreateLink: _Run.create_link,
+    LinkOpportunity: _Run.link_opportunity,
+    RecordCreateIntent: _Run.record_create_intent,
+    RecordRefusal: _Run.record_refusal,
+    SaveInFlight: _Run.save_in_flight,
+    SaveLink: _Run.save_link,
+    CreateReferral: _Run.create_referral,
+    LinkNewReferral: _Run.link_new_referral,
+    PatchReferral: _Run.patch_referral,
+    WriteCrmId: _Run.write_crm_id,
+    CreateOpportunity: _Run.create_opportunity,
+    CreateLead: _Run.create_lead,
+    AdoptOpportunity: _Run.adopt_opportunity,
+    WriteContact: _Run.write_contact,
+    WriteOpportunity: _Run.write_opportunity,
+    CloseOpportunity: _Run.close_opportunity,
+}

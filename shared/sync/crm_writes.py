@@ -1,0 +1,183 @@
+"""What to write into Dataverse for a deal, as steps (pure): the opportunity write of a sync,
+the rows of a new opportunity, a lead's columns, a qualified lead's adoption.
+
+One opportunity write is one PATCH carrying the changed columns, the audit, the sync status and
+the ✔/✖ mark together; a contact is its own row; closing goes through WinOpportunity /
+LoseOpportunity, which Dataverse requires (SPEC 4.3). Nothing is written when nothing differs
+from what the row holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from shared.sync.audit import append_audit
+from shared.sync.deal import Deal
+from shared.sync.mapping import (
+    ERROR_MARK,
+    SYNC_STATUS_CHOICE,
+    SYNCED_MARK,
+    Columns,
+    contact_columns,
+    new_opportunity,
+    opportunity_update,
+    record_id,
+)
+from shared.sync.merge import Change
+from shared.sync.snapshot import AccountMatch, CrmOpportunity
+from shared.sync.status import IN_PROGRESS, WON, CrmStatus, to_crm
+from shared.sync.steps import (
+    CloseOpportunity,
+    CreateOpportunity,
+    LinkStatus,
+    Step,
+    WriteContact,
+    WriteOpportunity,
+)
+
+
+def marked_name(name: str | None, status: LinkStatus, *, show_mark: bool) -> str | None:
+    """The opportunity name with the ✔/✖ prefix of the last result (SPEC 4.4 step 7)."""
+    if name is None or not show_mark:
+        return name
+    return (ERROR_MARK if status == "error" else SYNCED_MARK) + name
+
+
+def opportunity_write(
+    opportunity: CrmOpportunity,
+    changes: Mapping[str, Change],
+    merged: Deal,
+    *,
+    columns: Columns,
+    show_mark: bool,
+    status: LinkStatus,
+    audit: Sequence[str],
+    audit_if_writing: Sequence[str] = (),
+) -> list[Step]:
+    """The steps that bring the opportunity to ``merged`` for the CRM-bound ``changes``, plus
+    audit, status and mark. ``audit_if_writing`` lines go along only when something else is
+    written anyway (empty list: the row already says all of it)."""
+    row = opportunity.row
+    steps: list[Step] = []
+    update = opportunity_update(changes, merged, columns=columns, currency_ids={})
+    currency = merged.currency if "currency" in changes and merged.currency else None
+    name = marked_name(merged.name, status, show_mark=show_mark)
+    if name is not None and row.get("name") != name:
+        update["name"] = name
+    if row.get(columns.syncstatus) != SYNC_STATUS_CHOICE[status]:
+        update[columns.syncstatus] = SYNC_STATUS_CHOICE[status]
+    if "contact" in changes and merged.contact is not None:
+        contact = {k: v for k, v in contact_columns(merged.contact).items() if v is not None}
+        if opportunity.contact_id:
+            steps.append(WriteContact(opportunity.contact_id, contact, create=False))
+        else:
+            contact_id = record_id("contact", opportunity.id)
+            steps.append(WriteContact(contact_id, contact, create=True))
+            update["parentcontactid@odata.bind"] = f"/contacts({contact_id})"
+
+    close = None
+    if "status" in changes and merged.status is not None:
+        target = to_crm(merged.status, close_reason=merged.close_reason)
+        current = CrmStatus(int(row.get("statecode") or 0), int(row.get("statuscode") or 0))
+        if not target.closed:
+            # Reopening, or moving between open reasons, is a plain PATCH (reference 8.2).
+            update["statecode"], update["statuscode"] = 0, target.statuscode
+        else:
+            if current.closed:
+                # Won ↔ Lost: reopen in this PATCH, then close again through the action.
+                update["statecode"], update["statuscode"] = 0, IN_PROGRESS
+            close = close_step(opportunity.id, target)
+    # Waiting audit lines ride along only when the opportunity is written anyway.
+    lines = [*audit_if_writing, *audit] if (update or currency or audit) else []
+    if lines:
+        update[columns.audit] = append_audit(row.get(columns.audit), lines)
+    if update or currency:
+        steps.append(WriteOpportunity(opportunity.id, update, currency=currency))
+    if close is not None:
+        steps.append(close)
+    return steps
+
+
+def close_step(opportunity_id: str, target: CrmStatus) -> CloseOpportunity:
+    return CloseOpportunity(opportunity_id, won=target.statecode == WON,
+                            statuscode=target.statuscode)  # fmt: skip
+
+
+def creation_steps(
+    deal: Deal,
+    *,
+    referral_id: str,
+    account: AccountMatch,
+    columns: Columns,
+    show_mark: bool,
+) -> list[Step]:
+    """The opportunity for a new referral with its contact, solution rows and (if new) its
+    account, all ids derived from the referral id; a closed referral is closed after it."""
+    opportunity_id = record_id("opportunity", referral_id)
+    body = new_opportunity(
+        deal.model_copy(update={"name": marked_name(deal.name, "synced", show_mark=show_mark)}),
+        columns=columns,
+        account_id=account.account_id,
+        contact_id=None,
+        currency_id=None,  # bound by apply: the currency's id is looked up there
+    )
+    if deal.contact is not None:
+        contact = {k: v for k, v in contact_columns(deal.contact).items() if v is not None}
+        body["parentcontactid"] = {**contact, "contactid": record_id("contact", referral_id)}
+    body[columns.solutions_relationship] = [
+        {
+            columns.name: identifier,
+            columns.solutionidentifier: identifier,
+            columns.solutionid: record_id("solution", f"{referral_id}|{identifier}"),
+        }
+        for identifier in deal.solutions
+    ]
+    steps: list[Step] = [
+        CreateOpportunity(
+            opportunity_id,
+            body,
+            currency=deal.currency,
+            account_id=account.account_id,
+            new_account=account.new_account,
+        )
+    ]
+    if deal.status is not None and deal.status.closed:
+        steps.append(
+            close_step(opportunity_id, to_crm(deal.status, close_reason=deal.close_reason))
+        )
+    return steps
+
+
+def lead_columns(deal: Deal, *, columns: Columns) -> dict[str, Any]:
+    """A Dataverse lead for a marketplace lead (SPEC 4.5, ``SYNC_COSELL_ONLY=false``)."""
+    contact = deal.contact
+    customer = deal.customer
+    body: dict[str, Any] = {
+        "subject": deal.name,
+        "companyname": customer.name if customer else None,
+        "firstname": contact.first_name if contact else None,
+        "lastname": (contact.last_name if contact else None) or "(unknown)",
+        "emailaddress1": contact.email if contact else None,
+        "telephone1": contact.phone if contact else None,
+        "description": deal.notes,
+        "estimatedamount": deal.deal_value,
+        "estimatedclosedate": deal.close_date.isoformat() if deal.close_date else None,
+        "address1_city": customer.city if customer else None,
+        "address1_postalcode": customer.postal_code if customer else None,
+        "address1_country": customer.country if customer else None,
+        columns.referralid: deal.referral_id,
+        columns.referrallink: deal.referral_link,
+    }
+    return {k: v for k, v in body.items() if v is not None}
+
+
+def adoption_columns(
+    referral_id: str, referral_link: str | None, *, columns: Columns
+) -> dict[str, Any]:
+    """What a qualified lead's opportunity gets to sync with the lead's referral."""
+    return {
+        columns.syncwithpartnercenter: True,
+        columns.referralid: referral_id,
+        columns.referrallink: referral_link,
+    }

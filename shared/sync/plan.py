@@ -1,0 +1,426 @@
+"""Every decision of a sync, in one pure function: ``plan(snapshot, policy) -> Plan``.
+
+Given what one attempt read (``Snapshot``), the plan says what the sync will do: its outcome,
+the field plan of the merge and an ordered list of typed steps (``steps.py``). Nothing here does
+I/O or reads settings; ``read.py`` uses the predicates below to read only what the plan can use,
+``apply.py`` runs the steps, and ``cosell sync --dry-run`` prints them.
+
+The paths (SPEC 4.4-4.6):
+* **linked pair** → ``reconcile``: settle an interrupted sync, merge, validate what would go to
+  Partner Center, then: save the in-flight record, patch the referral, write (and close) the
+  opportunity, save the link;
+* **referral without a link** → link an existing opportunity (named by ``cosell_referralid`` or
+  the referral's ``externalReferenceId``) or create one (ids derived from the referral id);
+  a marketplace lead becomes a Dataverse lead instead (``SYNC_COSELL_ONLY=false``);
+* **link waiting on a lead** → qualified: adopt its opportunity and reconcile (the referral is
+  accepted); disqualified: decline the referral;
+* **flagged opportunity without a link** → link the referral it names, or validate, record the
+  intent, create the referral and link it; a refusal is written once per set of reasons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from shared.jobs import SyncJob
+from shared.partner_center import PatchOperation, Referral, ReferralStatus, ReferralType
+from shared.sync.audit import audit_lines
+from shared.sync.crm_writes import (
+    adoption_columns,
+    creation_steps,
+    lead_columns,
+    opportunity_write,
+)
+from shared.sync.deal import Deal
+from shared.sync.mapping import Columns, new_referral, record_id, referral_patch, referral_to_deal
+from shared.sync.merge import Change, ConflictPolicy, FieldPlan, SyncBase, merge, settle_in_flight
+from shared.sync.snapshot import (
+    LEAD_DISQUALIFIED,
+    LEAD_QUALIFIED,
+    CrmOpportunity,
+    LinkState,
+    Snapshot,
+    opportunity_of,
+)
+from shared.sync.steps import (
+    AdoptOpportunity,
+    CreateLead,
+    CreateLink,
+    CreateReferral,
+    LinkNewReferral,
+    LinkOpportunity,
+    LinkStatus,
+    Outcome,
+    PatchReferral,
+    Plan,
+    RecordCreateIntent,
+    RecordRefusal,
+    SaveInFlight,
+    SaveLink,
+    Step,
+    WriteCrmId,
+)
+from shared.sync.validation import validate_for_partner_center
+
+MAX_PENDING_AUDIT = 20  # audit lines kept in the link until the next opportunity write
+MARKETPLACE_LEAD = "Marketplace lead"
+# Fields shown in the plan of a creation (what the new record will carry).
+SHOWN_ON_CREATE = ("name", "deal_value", "currency", "close_date", "status", "solutions", "contact")
+# Fields that come from a new referral into its opportunity (SPEC 4.1, PC → CRM).
+PC_OWNED_ON_CREATE = ("referral_id", "referral_link", "program", "microsoft_crm_id")
+
+
+@dataclass(frozen=True)
+class SyncPolicy:
+    """The settings a plan depends on (the engine builds it from ``Settings``)."""
+
+    columns: Columns
+    conflict_policy: ConflictPolicy = "newest"
+    referral_link_template: str = ""
+    cosell_only: bool = True
+    show_sync_mark: bool = True
+
+    def pc_deal(self, referral: Referral, related: tuple[Referral, ...] = ()) -> Deal:
+        return referral_to_deal(
+            referral, link_template=self.referral_link_template, related=related
+        )
+
+
+def plan(snapshot: Snapshot, policy: SyncPolicy) -> Plan:
+    """What this attempt will do, decided from what it read."""
+    if snapshot.job.kind == "referral":
+        return _for_referral(snapshot, policy)
+    return _for_opportunity(snapshot, policy)
+
+
+# -- what to read (read.py asks these, so it reads only what the plan can use) ----------------
+
+
+def covered(job: SyncJob, seen_up_to: datetime | None) -> bool:
+    """True when the change the job observed is no newer than what the link already holds.
+
+    ``observed_at`` is the changed record's own timestamp (the referral's updatedDateTime for
+    webhook and reconcile jobs, the opportunity's modifiedon for poll jobs), so it compares with
+    the link's copy of that timestamp; other jobs always run.
+    """
+    if seen_up_to is None:
+        return False
+    source = job.reason.source
+    same_clock = (job.kind == "referral" and source in ("webhook", "reconcile")) or (
+        job.kind == "opportunity" and source == "poll"
+    )
+    return same_clock and job.observed_at <= seen_up_to
+
+
+def looks_for_engagement_link(job: SyncJob, referral: Referral) -> bool:
+    """A related-referral event: the referral may be Microsoft's side of a pair we sync."""
+    return bool(referral.engagement_id) and job.reason.related_event
+
+
+def looks_for_existing_opportunity(referral: Referral, attempt: int) -> bool:
+    """An opportunity made elsewhere for this referral carries its id in externalReferenceId
+    (the "CRM ID", SPEC 4.5); one of ours has the derived id, and creating it again collides
+    and restarts the sync. So the lookup is needed only then, which keeps a new referral at two
+    Dataverse requests (SPEC 11)."""
+    return bool(referral.external_reference_id) or attempt > 0
+
+
+def needs_related(job: SyncJob, referral: Referral) -> bool:
+    """Microsoft's referral of the engagement is read when ours lacks Microsoft's CRM id, by
+    the periodic and operator paths only: otherwise Microsoft's changes arrive as
+    ``related-referral-*`` events, which carry that referral itself."""
+    has_id = referral.tracking_info and referral.tracking_info.microsoft_msx_id
+    shared = referral.type == ReferralType.SHARED
+    return bool(job.reason.sweep and shared and referral.engagement_id and not has_id)
+
+
+def is_marketplace_lead(deal: Deal) -> bool:
+    return deal.program == MARKETPLACE_LEAD
+
+
+def adopted(opportunity: CrmOpportunity, referral_id: str, link: str | None,
+            columns: Columns) -> CrmOpportunity:  # fmt: skip
+    """A qualified lead's opportunity as it will be once ``AdoptOpportunity`` has run."""
+    row = {**opportunity.row, **adoption_columns(referral_id, link, columns=columns)}
+    return opportunity_of(row, columns)
+
+
+# -- referral jobs ----------------------------------------------------------------------------
+
+
+def _for_referral(s: Snapshot, policy: SyncPolicy) -> Plan:
+    referral_id = str(s.job.id)
+    link = s.link
+    if link is not None and covered(s.job, link.referral_updated_at):
+        return Plan("no_change", referral_id, link.opportunity_id)
+    referral = s.referral
+    if referral is None:
+        return Plan("skipped", referral_id, notes=("referral not found",))
+    if link is None:
+        return _new_referral(s, referral, policy)
+    notes = (_microsoft_decision(s.changed_related),) if s.changed_related else ()
+    if link.opportunity_id is None and link.waiting_lead_id is not None:
+        return _follow_lead(s, link, referral, policy, notes)
+    if link.referral_etag == referral.e_tag and not s.related and s.job.reason != "manual":
+        return Plan("no_change", referral_id, link.opportunity_id)
+    if s.opportunity is None:
+        return Plan("skipped", referral_id, link.opportunity_id,
+                    notes=("the linked opportunity no longer exists",))  # fmt: skip
+    return reconcile(s, policy, link, referral, s.opportunity, notes=notes)
+
+
+def _new_referral(s: Snapshot, referral: Referral, policy: SyncPolicy) -> Plan:
+    assert referral.id is not None
+    deal = policy.pc_deal(referral)
+    if is_marketplace_lead(deal):
+        if policy.cosell_only:
+            return Plan("skipped", referral.id, notes=(
+                "a marketplace lead, not a co-sell opportunity (SYNC_COSELL_ONLY=true)",
+            ))  # fmt: skip
+        lead_id = record_id("lead", referral.id)
+        return Plan("created", referral.id, steps=(
+            CreateLead(lead_id, lead_columns(deal, columns=policy.columns)),
+            CreateLink(referral.id, None, base=deal, waiting_lead_id=lead_id),
+        ))  # fmt: skip
+    if s.opportunity is not None:
+        existing = s.opportunity
+        link = LinkState(referral_id=referral.id, opportunity_id=existing.id)
+        return reconcile(s, policy, link, referral, existing,
+                         first=(CreateLink(referral.id, existing.id),))  # fmt: skip
+    assert s.account is not None and deal.customer is not None
+    steps = creation_steps(deal, referral_id=referral.id, account=s.account,
+                           columns=policy.columns, show_mark=policy.show_sync_mark)  # fmt: skip
+    opportunity_id = record_id("opportunity", referral.id)
+    base = deal.model_copy(
+        update={"external_reference_id": opportunity_id, "customer": s.account.customer}
+    )
+    steps.append(CreateLink(referral.id, opportunity_id, base=base))
+    if referral.external_reference_id != opportunity_id:
+        steps.append(
+            WriteCrmId(
+                opportunity_id, "replace" if referral.external_reference_id is not None else "add"
+            )
+        )
+    fields = FieldPlan(merged=deal, to_crm=_shown(deal))
+    return Plan("created", referral.id, opportunity_id, fields, tuple(steps))
+
+
+def _follow_lead(
+    s: Snapshot, link: LinkState, referral: Referral, policy: SyncPolicy, notes: tuple[str, ...]
+) -> Plan:
+    """The link waits on a Dataverse lead: qualified → adopt its opportunity and accept."""
+    lead = s.lead
+    if lead is None:
+        return Plan("skipped", link.referral_id, notes=("the lead was deleted",))
+    if lead.statecode == LEAD_DISQUALIFIED:
+        if referral.status != ReferralStatus.NEW:
+            return Plan("no_change", link.referral_id)
+        decline = PatchReferral((
+            PatchOperation.replace("/status", "Closed"),
+            PatchOperation.replace("/substatus", "Declined"),
+            PatchOperation.replace("/statusReason", "Lead disqualified in Dynamics 365"),
+        ))  # fmt: skip
+        return Plan("synced", link.referral_id, steps=(decline,),
+                    notes=("lead disqualified in Dynamics 365: referral declined",))  # fmt: skip
+    if lead.statecode != LEAD_QUALIFIED or not lead.opportunity_id:
+        return Plan("no_change", link.referral_id, notes=("the lead is still open",))
+    if s.opportunity is None:
+        return Plan("skipped", link.referral_id, notes=("the new opportunity vanished",))
+    referral_link = policy.pc_deal(referral).referral_link
+    columns = adoption_columns(link.referral_id, referral_link, columns=policy.columns)
+    opportunity = adopted(s.opportunity, link.referral_id, referral_link, policy.columns)
+    # The base says "New" while the qualified opportunity is open: the merge sees that as the
+    # seller accepting in CRM and accepts the referral (SPEC 4.5).
+    return reconcile(
+        s,
+        policy,
+        replace(link, opportunity_id=opportunity.id, waiting_lead_id=None),
+        referral,
+        opportunity,
+        first=(AdoptOpportunity(opportunity.id, columns), LinkOpportunity(opportunity.id)),
+        notes=(*notes, "✔ lead qualified in Dynamics 365: referral accepted"),
+    )
+
+
+# -- opportunity jobs -------------------------------------------------------------------------
+
+
+def _for_opportunity(s: Snapshot, policy: SyncPolicy) -> Plan:
+    opportunity_id = str(s.job.id)
+    link, index = s.link, s.index
+    seen = link.opportunity_modified_on if link else None
+    if link is None and index is not None:
+        seen = index.opportunity_modified_on  # our own write before a referral existed
+    if covered(s.job, seen):
+        return Plan("no_change", link.referral_id if link else None, opportunity_id)
+    opportunity = s.opportunity
+    if opportunity is None:
+        return Plan("skipped", None, opportunity_id, notes=("opportunity not found",))
+    if not opportunity.sync_enabled and link is None:
+        return Plan("skipped", None, opportunity_id, notes=("sync flag is off",))
+    if link is None:
+        return _new_opportunity(s, opportunity, policy)
+    if s.referral is None:
+        return Plan("skipped", link.referral_id, opportunity_id,
+                    notes=("the linked referral no longer exists",))  # fmt: skip
+    return reconcile(s, policy, link, s.referral, opportunity)
+
+
+def _new_opportunity(s: Snapshot, opportunity: CrmOpportunity, policy: SyncPolicy) -> Plan:
+    deal = opportunity.deal
+    if deal.referral_id:
+        if s.referral is None:
+            return Plan("skipped", deal.referral_id, opportunity.id, notes=(
+                "the opportunity names a referral that does not exist",
+            ))  # fmt: skip
+        link = LinkState(referral_id=deal.referral_id, opportunity_id=opportunity.id)
+        return reconcile(s, policy, link, s.referral, opportunity,
+                         first=(CreateLink(deal.referral_id, opportunity.id),))  # fmt: skip
+    problems = validate_for_partner_center(deal)
+    if problems:
+        return _refuse(s, opportunity, problems, policy)
+    steps: list[Step] = []
+    # ``referral`` is the one an interrupted earlier run created, if read.py found it.
+    if s.referral is None:
+        if s.index is None or not s.index.creating_referral:
+            steps.append(RecordCreateIntent(opportunity.id))
+        steps.append(CreateReferral(new_referral(deal, opportunity_id=opportunity.id)))
+    steps.append(LinkNewReferral(deal))
+    fields = FieldPlan(merged=deal, to_pc=_shown(deal))
+    referral_id = s.referral.id if s.referral else None
+    return Plan("created", referral_id, opportunity.id, fields, tuple(steps))
+
+
+def after_referral_created(
+    referral: Referral,
+    opportunity: CrmOpportunity,
+    deal: Deal,
+    policy: SyncPolicy,
+    *,
+    now: datetime,
+) -> list[Step]:
+    """``LinkNewReferral`` made concrete once the referral exists: link it first (from here on
+    a crash leaves a link, and the next sync writes the referral id into the opportunity as an
+    ordinary PC → CRM change), then write Partner Center's fields into the opportunity."""
+    assert referral.id is not None
+    pc = policy.pc_deal(referral)
+    owned = {name: getattr(pc, name) for name in PC_OWNED_ON_CREATE}
+    merged = deal.model_copy(update=owned)
+    changes = {name: Change(name, getattr(deal, name), owned[name]) for name in PC_OWNED_ON_CREATE
+               if owned[name] != getattr(deal, name)}  # fmt: skip
+    lines = audit_lines(None, notes=[f"✔ created referral {referral.id} in Partner Center"],
+                        now=now)  # fmt: skip
+    return [
+        CreateLink(referral.id, opportunity.id, base=merged),
+        *opportunity_write(opportunity, changes, merged, columns=policy.columns,
+                           show_mark=policy.show_sync_mark, status="synced", audit=lines),
+        SaveLink(SyncBase(deal=merged), "synced"),
+    ]  # fmt: skip
+
+
+def _refuse(
+    s: Snapshot, opportunity: CrmOpportunity, problems: list[str], policy: SyncPolicy
+) -> Plan:
+    """SPEC 4.6: nothing is sent; reasons in the audit, status Error, ✖ in the name. Written
+    once per distinct set of reasons, so our own write does not come back as a new edit."""
+    message = "; ".join(problems)
+    result = Plan("error", None, opportunity.id, problems=tuple(problems))
+    if s.index is not None and s.index.last_message == message:
+        return result
+    lines = audit_lines(None, problems=problems, now=s.now)
+    write = opportunity_write(opportunity, {}, opportunity.deal, columns=policy.columns,
+                              show_mark=policy.show_sync_mark, status="error", audit=lines)  # fmt: skip
+    return replace(result, steps=(*write, RecordRefusal(opportunity.id, message)))
+
+
+# -- a linked pair ----------------------------------------------------------------------------
+
+
+def reconcile(
+    s: Snapshot,
+    policy: SyncPolicy,
+    link: LinkState,
+    referral: Referral,
+    opportunity: CrmOpportunity,
+    *,
+    first: tuple[Step, ...] = (),
+    notes: tuple[str, ...] = (),
+) -> Plan:
+    """Merge a linked pair and write what differs; ``first`` are steps that link the pair."""
+    if not opportunity.sync_enabled:
+        # The seller switched "Sync with Partner Center" off: the pair stays linked (switching
+        # it on again resumes) but nothing flows either way meanwhile.
+        return Plan("skipped", link.referral_id, link.opportunity_id, steps=first, notes=(
+            "sync with Partner Center is off for this opportunity",
+        ))  # fmt: skip
+    pc = policy.pc_deal(referral, s.related)
+    base = link.base
+    if base is not None:
+        base = settle_in_flight(base, pc, opportunity.deal)
+    fields = merge(
+        base,
+        pc,
+        opportunity.deal,
+        policy=policy.conflict_policy,
+        pc_updated_at=referral.updated_date_time,
+        crm_modified_on=opportunity.modified_on,
+        pc_status=str(referral.status) if referral.status is not None else None,
+    )
+    problems = validate_for_partner_center(_with_crm_customer(fields.merged, opportunity.deal))
+    if fields.to_pc and problems:
+        fields = _hold_pc_changes(fields, pc)
+    else:
+        problems = []
+    status: LinkStatus = "error" if problems else "synced"
+    lines = audit_lines(fields, problems=problems, notes=notes, now=s.now)
+
+    steps = list(first)
+    if base is not None and not fields.empty:
+        steps.append(SaveInFlight(base.model_copy(update={"in_flight": fields.in_flight()})))
+    operations = referral_patch(fields.to_pc, fields.merged, referral) if fields.to_pc else []
+    if operations:
+        steps.append(PatchReferral(tuple(operations)))
+    # A change that only went to Partner Center does not write the opportunity just for its
+    # audit line: the line waits in the link and goes with the next opportunity write.
+    urgent = bool(fields.to_crm or problems or fields.conflicts or fields.newly_blocked or notes)
+    waiting = [*(base.pending_audit if base else ()), *([] if urgent else lines)]
+    write = opportunity_write(opportunity, fields.to_crm, fields.merged, columns=policy.columns,
+                              show_mark=policy.show_sync_mark, status=status,
+                              audit=lines if urgent else [], audit_if_writing=waiting)  # fmt: skip
+    steps += write
+    pending = () if write else tuple(waiting[-MAX_PENDING_AUDIT:])
+    new_base = fields.base(pending_audit=pending)
+    unchanged = (
+        fields.empty
+        and not write
+        and link.base == new_base
+        and link.referral_etag == referral.e_tag
+        and link.opportunity_etag == opportunity.etag
+        and link.last_status == status
+    )
+    if not unchanged:
+        steps.append(SaveLink(new_base, status, "; ".join(problems)))
+    outcome: Outcome = "error" if problems else ("no_change" if fields.empty else "synced")
+    return Plan(outcome, link.referral_id, link.opportunity_id, fields, tuple(steps),
+                tuple(problems), notes)  # fmt: skip
+
+
+def _shown(deal: Deal) -> dict[str, Change]:
+    return {name: Change(name, None, getattr(deal, name)) for name in SHOWN_ON_CREATE}
+
+
+def _with_crm_customer(deal: Deal, crm: Deal) -> Deal:
+    # The account is CRM's after creation: validate the country the seller can fix.
+    return deal.model_copy(update={"customer": crm.customer or deal.customer})
+
+
+def _hold_pc_changes(fields: FieldPlan, pc: Deal) -> FieldPlan:
+    """Send nothing to Partner Center: keep PC's values in the base so the change is seen
+    again (and validated again) on the next edit, while CRM-bound changes still apply."""
+    held = {name: getattr(pc, name) for name in fields.to_pc}
+    return replace(fields, merged=fields.merged.model_copy(update=held), to_pc={})
+
+
+def _microsoft_decision(referral: Referral) -> str:
+    return f"Microsoft's referral of this engagement is now {referral.status}/{referral.substatus}"

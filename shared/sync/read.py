@@ -1,0 +1,189 @@
+"""Read stage: one ``Snapshot`` per attempt, with only the reads the plan can use.
+
+Order matters for cost (SPEC 11): the link first (Table Storage, no remote call), so an echo or
+a duplicate event stops there; then the changed record; then, depending on what those say
+(the predicates of ``plan.py``), the other side, the engagement's other referrals, the account
+a new opportunity would get, or the lead a link waits on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.jobs import SyncJob
+from shared.partner_center import Referral
+from shared.state import LinkStore, OpportunityIndex, SyncLink
+from shared.sync.merge import SyncBase
+from shared.sync.plan import (
+    SyncPolicy,
+    covered,
+    is_marketplace_lead,
+    looks_for_engagement_link,
+    looks_for_existing_opportunity,
+    needs_related,
+)
+from shared.sync.sides import CrmSide, PartnerCenterSide
+from shared.sync.snapshot import LEAD_QUALIFIED, IndexState, LinkState, Snapshot
+from shared.sync.validation import validate_for_partner_center
+
+
+@dataclass(frozen=True)
+class Stored:
+    """The state rows as read, with their ETags: apply writes them back conditionally."""
+
+    link: SyncLink | None = None
+    index: OpportunityIndex | None = None
+
+
+@dataclass(frozen=True)
+class Reader:
+    """Reads one job's snapshot from both systems and the link store."""
+
+    pc: PartnerCenterSide
+    crm: CrmSide
+    links: LinkStore
+    policy: SyncPolicy
+
+    async def read(self, job: SyncJob, *, attempt: int = 0) -> tuple[Snapshot, Stored]:
+        start = Snapshot(job, attempt)
+        if job.kind == "referral":
+            return await self._for_referral(start)
+        return await self._for_opportunity(start)
+
+    async def _for_referral(self, s: Snapshot) -> tuple[Snapshot, Stored]:
+        link = await self.links.get_link(str(s.job.id))
+        stored = Stored(link=link)
+        s = s.but(link=link_state(link))
+        if s.link is not None and covered(s.job, s.link.referral_updated_at):
+            return s, stored
+        referral = await self.pc.get_referral(str(s.job.id))
+        s = s.but(referral=referral)
+        if referral is None:
+            return s, stored
+        if s.link is None and looks_for_engagement_link(s.job, referral):
+            found = await self._link_of_related(referral)
+            if found is not None:
+                ours, link = found
+                stored = Stored(link=link)
+                s = s.but(link=link_state(link), referral=ours, related=(referral,),
+                          changed_related=referral)  # fmt: skip
+        if s.link is None:
+            return await self._for_new_referral(s), stored
+        assert s.referral is not None
+        if s.link.opportunity_id is None and s.link.waiting_lead_id is not None:
+            return await self._for_lead(s, s.link.waiting_lead_id), stored
+        unchanged = s.link.referral_etag == s.referral.e_tag
+        if (unchanged and not s.related and s.job.reason != "manual") or not s.link.opportunity_id:
+            return s, stored
+        opportunity = await self.crm.get_opportunity(s.link.opportunity_id)
+        return await self._related(s.but(opportunity=opportunity)), stored
+
+    async def _for_new_referral(self, s: Snapshot) -> Snapshot:
+        referral = s.referral
+        assert referral is not None and referral.id is not None
+        deal = self.policy.pc_deal(referral)
+        if is_marketplace_lead(deal):
+            return s
+        if looks_for_existing_opportunity(referral, s.attempt):
+            existing = await self.crm.find_for_referral(referral.id,
+                                                        referral.external_reference_id)  # fmt: skip
+            if existing is not None:
+                return await self._related(s.but(opportunity=existing))
+        assert deal.customer is not None
+        return s.but(account=await self.crm.find_account(deal.customer))
+
+    async def _for_lead(self, s: Snapshot, lead_id: str) -> Snapshot:
+        lead = await self.crm.get_lead(lead_id)
+        s = s.but(lead=lead)
+        if lead is None or lead.statecode != LEAD_QUALIFIED or lead.opportunity_id is None:
+            return s
+        opportunity = await self.crm.get_opportunity(lead.opportunity_id)
+        return await self._related(s.but(opportunity=opportunity))
+
+    async def _for_opportunity(self, s: Snapshot) -> tuple[Snapshot, Stored]:
+        index = await self.links.get_opportunity_index(str(s.job.id))
+        link = await self.links.get_link_of(index)
+        stored = Stored(link=link, index=index)
+        s = s.but(link=link_state(link), index=index_state(index))
+        seen = s.link.opportunity_modified_on if s.link else None
+        if s.link is None and s.index is not None:
+            seen = s.index.opportunity_modified_on
+        if covered(s.job, seen):
+            return s, stored
+        opportunity = await self.crm.get_opportunity(str(s.job.id))
+        s = s.but(opportunity=opportunity)
+        if opportunity is None or (not opportunity.sync_enabled and s.link is None):
+            return s, stored
+        if s.link is not None:
+            referral = await self.pc.get_referral(s.link.referral_id)
+            return await self._related(s.but(referral=referral)), stored
+        named = opportunity.deal.referral_id
+        if named:
+            referral = await self.pc.get_referral(named)
+            return await self._related(s.but(referral=referral)), stored
+        if validate_for_partner_center(opportunity.deal):
+            return s, stored  # refused: nothing more to read
+        return s.but(referral=await self._earlier_referral(str(s.job.id), s.index)), stored
+
+    async def _earlier_referral(self, opportunity_id: str, index: IndexState | None
+                                ) -> Referral | None:  # fmt: skip
+        """The referral an interrupted earlier run created for this opportunity, if any: named
+        by the index row, or (when only the intent was recorded) found by its
+        ``externalReferenceId``."""
+        if index is None:
+            return None
+        if index.referral_id:
+            found = await self.pc.get_referral(index.referral_id)
+            if found is not None:
+                return found
+        if index.creating_referral:
+            return await self.pc.find_by_external_id(opportunity_id)
+        return None
+
+    async def _link_of_related(self, referral: Referral) -> tuple[Referral, SyncLink] | None:
+        """(our referral, its link) when ``referral`` is the other side of a pair we sync."""
+        for other in await self.pc.list_related(referral):
+            assert other.id is not None
+            link = await self.links.get_link(other.id)
+            if link is not None:
+                return other, link
+        return None
+
+    async def _related(self, s: Snapshot) -> Snapshot:
+        """Microsoft's referral of the engagement, when the plan will merge and needs it."""
+        if s.related or s.referral is None or s.opportunity is None:
+            return s
+        if not s.opportunity.sync_enabled and s.lead is None:
+            return s
+        if not needs_related(s.job, s.referral):
+            return s
+        return s.but(related=tuple(await self.pc.list_related(s.referral)))
+
+
+def link_state(link: SyncLink | None) -> LinkState | None:
+    """The stored link, typed for the plan; its base is validated here, once."""
+    if link is None:
+        return None
+    pending = link.pending_create
+    return LinkState(
+        referral_id=link.referral_id,
+        opportunity_id=link.opportunity_id,
+        base=SyncBase.model_validate(link.base) if link.base else None,
+        referral_etag=link.referral_etag,
+        referral_updated_at=link.referral_updated_at,
+        opportunity_etag=link.opportunity_etag,
+        opportunity_modified_on=link.opportunity_modified_on,
+        waiting_lead_id=pending.target_id if pending and pending.side == "crm" else None,
+        last_status=link.last_result.status if link.last_result else None,
+    )
+
+
+def index_state(index: OpportunityIndex | None) -> IndexState | None:
+    if index is None:
+        return None
+    return IndexState(
+        referral_id=index.referral_id,
+        creating_referral=index.pending_create is not None,
+        opportunity_modified_on=index.opportunity_modified_on,
+        last_message=index.last_result.message if index.last_result else None,
+    )

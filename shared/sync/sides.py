@@ -1,0 +1,292 @@
+"""The two systems as the sync uses them: ``PartnerCenterSide`` and ``CrmSide``.
+
+Each adapter turns the few reads and writes the sync needs into client calls, in the fewest
+requests, and answers in the sync's own types (``Referral``, ``CrmOpportunity``, versions).
+"Not found" is ``None`` on reads; everything else is the client's typed error. No decisions
+live here: ``plan.py`` makes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shared.dataverse import (
+    AlreadyExists,
+    Create,
+    DataverseClient,
+    Expand,
+    NotFound,
+    all_of,
+    any_of,
+    content_id,
+    eq,
+    etag_of,
+)
+from shared.partner_center import NotFound as PcNotFound
+from shared.partner_center import PartnerCenterClient, PatchOperation, Referral
+from shared.sync.deal import Customer
+from shared.sync.mapping import (
+    CONTACT_SELECT,
+    Columns,
+    account_customer,
+    new_account,
+    record_id,
+)
+from shared.sync.snapshot import (
+    AccountMatch,
+    CrmOpportunity,
+    LeadState,
+    modified_on_in,
+    opportunity_of,
+)
+
+
+@dataclass(frozen=True)
+class Version:
+    """A Dataverse row's version after a write: its etag and ``modifiedon``."""
+
+    etag: str | None
+    modified_on: datetime | None
+
+
+class PartnerCenterSide:
+    """Referral reads and writes."""
+
+    def __init__(self, client: PartnerCenterClient) -> None:
+        self.client = client
+
+    async def get_referral(self, referral_id: str) -> Referral | None:
+        try:
+            return await self.client.get_referral(referral_id)
+        except PcNotFound:
+            return None
+
+    async def list_related(self, referral: Referral) -> list[Referral]:
+        """The other referrals of the referral's engagement (one query)."""
+        assert referral.engagement_id is not None
+        return [
+            other
+            async for other in self.client.list_related_referrals(referral.engagement_id)
+            if other.id and other.id != referral.id
+        ]
+
+    async def find_by_external_id(self, opportunity_id: str) -> Referral | None:
+        """The referral whose ``externalReferenceId`` is this opportunity, if any."""
+        async for referral in self.client.list_referrals(
+            filter=f"externalReferenceId eq '{opportunity_id}'", top=1
+        ):
+            return referral
+        return None
+
+    async def create_referral(self, body: Mapping[str, Any]) -> Referral:
+        return await self.client.create_referral(body)
+
+    async def patch_referral(
+        self, referral_id: str, operations: Sequence[PatchOperation], *, etag: str | None
+    ) -> Referral:
+        """Patch and return the new referral (read back when the service answers 204)."""
+        updated = await self.client.patch_referral(referral_id, operations, etag=etag)
+        return updated if updated is not None else await self.client.get_referral(referral_id)
+
+
+class CrmSide:
+    """Opportunity, account, contact and lead reads and writes in Dataverse.
+
+    An opportunity is read in one request (``$expand`` of its account, contact, currency and
+    solution rows, reference 2.4).
+    """
+
+    def __init__(self, dataverse: DataverseClient, columns: Columns) -> None:
+        self.dataverse = dataverse
+        self.columns = columns
+        self.nested_binds = True  # see _insert
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def _expand(self) -> list[str | Expand]:
+        return [
+            Expand("parentaccountid", self.columns.account_select),
+            Expand("parentcontactid", CONTACT_SELECT),
+            Expand("transactioncurrencyid", ["isocurrencycode"]),
+            Expand(self.columns.solutions_relationship, [self.columns.solutionidentifier]),
+        ]
+
+    async def get_opportunity(self, opportunity_id: str) -> CrmOpportunity | None:
+        try:
+            row = await self.dataverse.get(
+                "opportunities",
+                opportunity_id,
+                select=self.columns.opportunity_select,
+                expand=self._expand(),
+            )
+        except NotFound:
+            return None
+        return opportunity_of(row, self.columns)
+
+    async def find_for_referral(
+        self, referral_id: str, external_reference_id: str | None
+    ) -> CrmOpportunity | None:
+        """An opportunity already carrying this referral id, or named by the referral's
+        ``externalReferenceId`` (SPEC 4.5), in one query."""
+        conditions = [eq(self.columns.referralid, referral_id)]
+        if external_reference_id and _is_guid(external_reference_id):
+            conditions.append(eq("opportunityid", uuid.UUID(external_reference_id)))
+        row = await self.dataverse.first(
+            "opportunities",
+            select=self.columns.opportunity_select,
+            filter=any_of(*conditions) if len(conditions) > 1 else conditions[0],
+            expand=self._expand(),
+        )
+        return None if row is None else opportunity_of(row, self.columns)
+
+    async def find_account(self, customer: Customer) -> AccountMatch:
+        """The account matching name + postal code (SPEC 4.5); else a new one whose id is
+        derived from both, so two referrals for one new customer make one account."""
+        conditions = [eq("name", customer.name or "")]
+        if customer.postal_code:
+            conditions.append(eq("address1_postalcode", customer.postal_code))
+        found = await self.dataverse.first(
+            "accounts", select=self.columns.account_select, filter=all_of(*conditions)
+        )
+        if found is not None:
+            return AccountMatch(
+                str(found["accountid"]), account_customer(found, columns=self.columns)
+            )
+        account_id = record_id("account", f"{customer.name}|{customer.postal_code or ''}")
+        body = {k: v for k, v in new_account(customer, columns=self.columns).items() if v}
+        return AccountMatch(account_id, customer, body)
+
+    async def get_lead(self, lead_id: str) -> LeadState | None:
+        try:
+            lead = await self.dataverse.get(
+                "leads", lead_id, select=["statecode", "_qualifyingopportunityid_value"]
+            )
+        except NotFound:
+            return None
+        opportunity_id = lead.get("_qualifyingopportunityid_value")
+        state = lead.get("statecode")
+        return LeadState(
+            int(state) if isinstance(state, int) else None,
+            str(uuid.UUID(str(opportunity_id))) if opportunity_id else None,
+        )
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def create_once(self, entity_set: str, body: Mapping[str, Any], row_id: str) -> None:
+        """Create a row with a derived id; if it exists, an earlier or concurrent run made it."""
+        with contextlib.suppress(AlreadyExists):
+            await self.dataverse.create(entity_set, body, row_id=row_id)
+
+    async def update_contact(self, contact_id: str, columns: Mapping[str, Any]) -> None:
+        await self.dataverse.update("contacts", contact_id, columns)
+
+    async def update_opportunity(
+        self,
+        opportunity_id: str,
+        columns: Mapping[str, Any],
+        *,
+        currency: str | None = None,
+        etag: str = "*",
+    ) -> Version:
+        """PATCH the opportunity (If-Match ``etag``); ``currency`` is bound by ISO code."""
+        update = dict(columns)
+        if currency:
+            currency_id = await self.dataverse.currency_id(currency)
+            update["transactioncurrencyid@odata.bind"] = f"/transactioncurrencies({currency_id})"
+        written = await self.dataverse.update(
+            "opportunities", opportunity_id, update, etag=etag, select=["modifiedon"]
+        )
+        return Version(etag_of(written), modified_on_in(written))
+
+    async def close_opportunity(self, opportunity_id: str, *, won: bool, status: int) -> Version:
+        """Win or lose through the action, then read the new version back for the link."""
+        action = self.dataverse.win_opportunity if won else self.dataverse.lose_opportunity
+        await action(opportunity_id, status=status)
+        fresh = await self.dataverse.get("opportunities", opportunity_id, select=["modifiedon"])
+        return Version(etag_of(fresh), modified_on_in(fresh))
+
+    async def create_opportunity(
+        self,
+        opportunity_id: str,
+        body: Mapping[str, Any],
+        *,
+        currency: str | None,
+        account_id: str,
+        new_account: Mapping[str, Any] | None,
+    ) -> Version:
+        """The deep insert of the opportunity (with contact and solution rows, and a new
+        account if one is given): all or nothing. ``AlreadyExists`` means another run made the
+        opportunity (or the account) first."""
+        data = dict(body)
+        if currency:
+            try:
+                currency_id = await self.dataverse.currency_id(currency)
+            except NotFound:
+                pass  # an ISO code this org does not have: keep the base currency
+            else:
+                data["transactioncurrencyid@odata.bind"] = f"/transactioncurrencies({currency_id})"
+        written = await self._insert(data, opportunity_id, account_id=account_id,
+                                     new_account=new_account)  # fmt: skip
+        # The solution rows are stamped too: the link must cover their modifiedon, or the next
+        # poll would take our own insert for a seller's change.
+        stamps = [modified_on_in(row) for row in written.get(self.columns.solutions_relationship)
+                  or []]  # fmt: skip
+        modified = [m for m in (modified_on_in(written), *stamps) if m is not None]
+        return Version(etag_of(written), max(modified, default=None))
+
+    async def _insert(
+        self,
+        body: dict[str, Any],
+        opportunity_id: str,
+        *,
+        account_id: str,
+        new_account: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        """One request (reference 4.1). A new account rides in it as ``parentaccountid`` and
+        is bound as ``customerid`` too (required, SPEC 4.1).
+
+        UNCERTAIN: whether Dataverse takes a bind to a row the same deep insert creates (the
+        platform makes such related rows first, so it should). If it refuses with "does not
+        exist", the account and the opportunity go as one ``$batch`` change set instead, the
+        opportunity binding both lookups to the account as ``$1`` (reference 5): still all or
+        nothing, still one request, but two operations against service protection — and from
+        then on for this worker.
+        """
+        select = ["modifiedon"]
+        expand: list[str | Expand] = [Expand(self.columns.solutions_relationship, ["modifiedon"])]
+
+        async def deep_insert(data: dict[str, Any]) -> dict[str, Any]:
+            return await self.dataverse.create(
+                "opportunities", data, row_id=opportunity_id, select=select, expand=expand
+            )
+
+        if new_account is None:
+            return await deep_insert(body)
+        if self.nested_binds:
+            nested = {**body, "parentaccountid": {**new_account, "accountid": account_id}}
+            del nested["parentaccountid@odata.bind"]
+            try:
+                return await deep_insert(nested)
+            except NotFound as error:
+                if account_id.lower() not in str(error).lower():
+                    raise
+                self.nested_binds = False
+        batched = {**body, "parentaccountid@odata.bind": content_id(0),
+                   "customerid_account@odata.bind": content_id(0)}  # fmt: skip
+        account = Create("accounts", new_account, row_id=account_id, select=["accountid"])
+        opportunity = Create("opportunities", batched, row_id=opportunity_id, select=select,
+                             expand=expand)  # fmt: skip
+        return (await self.dataverse.create_in_change_set([account, opportunity]))[1]
+
+
+def _is_guid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

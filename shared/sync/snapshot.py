@@ -1,0 +1,141 @@
+"""What one sync attempt knows: the ``Snapshot`` that ``read.py`` builds and ``plan`` decides on.
+
+Pure data. The stored link and index row appear as ``LinkState`` / ``IndexState`` (the store's
+rows typed for the sync, the base validated once here), so the plan stage never sees a storage
+model; ``apply.py`` writes them back through the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.jobs import SyncJob
+from shared.partner_center import Referral
+from shared.sync.deal import Customer, Deal
+from shared.sync.mapping import Columns, opportunity_to_deal
+from shared.sync.merge import SyncBase
+
+# Dataverse lead states (reference 8): what the seller did with a lead.
+LEAD_QUALIFIED = 1
+LEAD_DISQUALIFIED = 2
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """The pair's link as the last sync left it."""
+
+    referral_id: str
+    opportunity_id: str | None = None
+    base: SyncBase | None = None
+    referral_etag: str | None = None
+    referral_updated_at: datetime | None = None
+    opportunity_etag: str | None = None
+    opportunity_modified_on: datetime | None = None
+    waiting_lead_id: str | None = None  # the link waits on this Dataverse lead
+    last_status: str | None = None
+
+
+@dataclass(frozen=True)
+class IndexState:
+    """The opportunity's index row: its referral, or the intent to create one."""
+
+    referral_id: str | None = None
+    creating_referral: bool = False  # an intent was recorded before a Partner Center POST
+    opportunity_modified_on: datetime | None = None  # our own write before a referral existed
+    last_message: str | None = None  # the reasons of the last refusal
+
+
+@dataclass(frozen=True)
+class CrmOpportunity:
+    """An opportunity as read: the raw row, its deal, and its version."""
+
+    id: str
+    row: Mapping[str, Any]
+    deal: Deal
+    etag: str | None
+    modified_on: datetime | None
+    sync_enabled: bool = True
+
+    @property
+    def contact_id(self) -> str | None:
+        value = self.row.get("_parentcontactid_value")
+        return str(value) if value else None
+
+
+def opportunity_of(row: Mapping[str, Any], columns: Columns) -> CrmOpportunity:
+    """The opportunity a row (read with its ``$expand``s, see ``sides.CrmSide``) describes."""
+    currency = row.get("transactioncurrencyid") or {}
+    deal = opportunity_to_deal(
+        row,
+        columns=columns,
+        account=row.get("parentaccountid"),
+        contact=row.get("parentcontactid"),
+        currency=currency.get("isocurrencycode") if isinstance(currency, dict) else None,
+        solutions=row.get(columns.solutions_relationship) or [],
+    )
+    return CrmOpportunity(
+        str(row["opportunityid"]),
+        row,
+        deal,
+        etag_in(row),
+        modified_on_in(row),
+        sync_enabled=bool(row.get(columns.syncwithpartnercenter)),
+    )
+
+
+def etag_in(row: Mapping[str, Any]) -> str | None:
+    value = row.get("@odata.etag")
+    return str(value) if value else None
+
+
+def modified_on_in(row: Mapping[str, Any]) -> datetime | None:
+    value = row.get("modifiedon")
+    if not value:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class AccountMatch:
+    """The account a new opportunity gets: the one matching name + postal code, or a new one
+    (``new_account`` is its body) with an id derived from both (SPEC 4.5)."""
+
+    account_id: str
+    customer: Customer
+    new_account: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class LeadState:
+    """A Dataverse lead the link waits on; ``opportunity_id`` once qualifying made one."""
+
+    statecode: int | None
+    opportunity_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one attempt read, in one place. A field is None when it was not needed
+    (``read.py`` reads only what the plan can use) or the record does not exist."""
+
+    job: SyncJob
+    attempt: int = 0  # restarts so far: a later attempt knows another run was busy here
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    link: LinkState | None = None
+    index: IndexState | None = None
+    referral: Referral | None = None
+    # The other referrals of the engagement: Microsoft's side of a co-sell (its CRM id).
+    related: tuple[Referral, ...] = ()
+    # Set when the job was for Microsoft's referral of an engagement we sync: ``referral`` is
+    # then ours and this is the one whose change started the job.
+    changed_related: Referral | None = None
+    opportunity: CrmOpportunity | None = None
+    account: AccountMatch | None = None
+    lead: LeadState | None = None
+    lead_found: bool = True
+
+    def but(self, **changes: Any) -> Snapshot:
+        return replace(self, **changes)
