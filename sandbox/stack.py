@@ -30,6 +30,7 @@ from sandbox import dataverse, partner_center
 from sandbox.azurite import Azurite
 from sandbox.host import FunctionHost, quiet_server, serve_in_background
 from sandbox.partner_center.webhooks import SUPPORTED_EVENTS
+from shared.crm_schema import DEFAULT_PREFIX
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -137,7 +138,11 @@ class SandboxStack:
         self.partner_center_app: Starlette = partner_center_app or partner_center.create_app(
             token=EMULATOR_TOKEN
         )
-        self.dataverse_app: Starlette = dataverse_app or dataverse.create_app(token=EMULATOR_TOKEN)
+        # The emulator's custom columns carry the prefix the app is configured with.
+        prefix = self.overrides.get("CRM_COLUMN_PREFIX", DEFAULT_PREFIX)
+        self.dataverse_app: Starlette = dataverse_app or dataverse.create_app(
+            token=EMULATOR_TOKEN, column_prefix=prefix
+        )
         self.host: FunctionHost | None = None
         self.settings: dict[str, str] = {}
         self.webhook_url: str | None = None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import httpx
 from azure.data.tables.aio import TableServiceClient
 
+from shared.crm_schema import primary_keys
 from shared.dataverse import DataverseClient
 from shared.partner_center import (
     PartnerCenterAuthError,
@@ -137,11 +138,7 @@ def partner_center_client(
 
 def crm_primary_keys(settings: Settings) -> dict[str, str]:
     """Entity set → primary key of the app's custom tables, for the configured prefix."""
-    prefix = settings.crm_column_prefix
-    return {
-        f"{prefix}solutions": f"{prefix}solutionid",
-        f"{prefix}solutiondetails": f"{prefix}solutiondetailid",
-    }
+    return primary_keys(settings.crm_column_prefix)
 
 
 def dataverse_client(

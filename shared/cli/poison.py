@@ -135,7 +135,7 @@ async def list_poison(ctx: Context) -> int:
             "inserted_on": m.inserted_on,
             "kind": m.job.kind if m.job else None,
             "id": str(m.job.id) if m.job else None,
-            "job_reason": m.job.reason if m.job else None,
+            "job_reason": str(m.job.reason) if m.job else None,
             "reason": m.reason,
             "last_sync_error": last_errors.get(str(m.job.id)) if m.job else None,
             "body": None if m.job else m.body_excerpt,

@@ -1,8 +1,9 @@
 """``cosell sync referral|opportunity ID [--dry-run]``: one sync, inline, with its plan.
 
-The engine does the work (``SyncEngine.sync``); this module only builds the job and prints the
-field-by-field plan it returns. With ``--dry-run`` the engine reads but writes nothing, and the
-CLI creates nothing either (no table, no history row).
+The engine does the work (``SyncEngine.sync``); this module only builds the job and prints what
+it returns: the field-by-field plan and the typed steps, in order. With ``--dry-run`` the engine
+reads and plans but runs no step (that is the dry run: "show the plan"), and the CLI creates
+nothing either (no table, no history row).
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def add_parser(commands: Any) -> None:
                 f"cosell sync {kind} 6f1f8a5e-3d4c-4b2a-9e8f-000000000001 --dry-run",
                 f"cosell sync {kind} 6f1f8a5e-3d4c-4b2a-9e8f-000000000001 --json",
             ),
-            notes="The plan lists each field to write (old → new, and which way), conflicts "
-            "and validation failures. --dry-run computes it and writes nothing anywhere. "
+            notes="The plan lists each field to write (old → new, and which way), the steps "
+            "that write them, conflicts and validation failures. --dry-run computes it and "
+            "writes nothing anywhere. "
             "Exit status 1 when the sync ended in an error or the record was not found.",
             handler=run,
         )
@@ -97,6 +99,7 @@ def result_document(result: SyncResult) -> dict[str, Any]:
         "validation_failures": list(plan.newly_blocked) if plan else [],
         "problems": list(result.problems),
         "notes": list(result.notes),
+        "steps": [step.describe() for step in result.steps],
         "remote_calls": result.remote_calls,
         "duration_ms": result.duration_ms,
     }
@@ -124,6 +127,13 @@ def print_result(out: Output, document: dict[str, Any]) -> None:
         ("field", "direction", "old", "new"),
         title="Plan" + (" (would write)" if document["dry_run"] else ""),
         empty="(nothing to change)",
+    )
+    out.line()
+    out.table(
+        [(str(n), text) for n, text in enumerate(document["steps"], start=1)],
+        ("#", "step"),
+        title="Steps" + (" (would run)" if document["dry_run"] else ""),
+        empty="(nothing to do)",
     )
     for title, key in (
         ("Conflicts", "conflicts"),

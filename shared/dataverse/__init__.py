@@ -7,9 +7,10 @@ async with DataverseClient(url, credential=DefaultAzureCredential()) as datavers
 
 Read an opportunity with its solutions in one request (reference 2.4):
 
+    solutions = crm_schema().solution_opportunity.collection  # the navigation property
     row = await dataverse.get("opportunities", opportunity_id, select=["name"], expand=[
-        Expand(OPPORTUNITY_SOLUTIONS, ["cosell_solutionidentifier"], top=100)])
-    row[OPPORTUNITY_SOLUTIONS]  # a list of rows, [] when none
+        Expand(solutions, ["cosell_solutionidentifier"], top=100)])
+    row[solutions]  # a list of rows, [] when none
 
 A new account and an opportunity bound to it (``customerid`` and ``parentaccountid``) in one
 atomic ``$batch`` change set (reference 5), the later row referring to the earlier as ``$1``:
@@ -58,7 +59,6 @@ from shared.dataverse._models import (
     WhoAmI,
     etag_of,
 )
-from shared.dataverse._names import OPPORTUNITY_SOLUTIONS
 from shared.dataverse._odata import (
     Expand,
     Filter,
@@ -80,7 +80,6 @@ from shared.dataverse._odata import (
 from shared.dataverse._throttle import AdaptiveThrottle
 
 __all__ = [
-    "OPPORTUNITY_SOLUTIONS",
     "AccessDenied",
     "AdaptiveThrottle",
     "AlreadyExists",

@@ -575,8 +575,8 @@ class DataverseClient:
     async def list_one_to_many(self, logical_name: str) -> list[RelationshipMetadata]:
         """The one-to-many relationships where ``logical_name`` is the "one" side, e.g. for
         ``opportunity`` the one to ``cosell_solution`` whose collection-valued navigation
-        property the engine expands (``OPPORTUNITY_SOLUTIONS``); lets `schema check` confirm
-        that name instead of assuming it (reference 4.5)."""
+        property the engine expands (``crm_schema.opportunity_solutions``); lets
+        `schema check` confirm that name instead of assuming it (reference 4.5)."""
         response = await self._send(
             "GET",
             f"EntityDefinitions(LogicalName='{check_name(logical_name)}')/OneToManyRelationships",

@@ -151,8 +151,9 @@ class Expand:
 
     Single-valued (a lookup, e.g. ``Expand("parentaccountid", ["name"])``): the related row or
     null; only ``select`` and ``expand`` apply. Collection-valued (a one-to-many relationship,
-    e.g. ``Expand(OPPORTUNITY_SOLUTIONS, ["cosell_solutionidentifier"], filter=eq(...),
-    orderby=["cosell_name asc"], top=50)``): a JSON array of rows, empty when none; ``filter``,
+    e.g. ``Expand("cosell_opportunity_cosell_solutions", ["cosell_solutionidentifier"],
+    filter=eq(...), orderby=["cosell_name asc"], top=50)``): a JSON array of rows, empty when
+    none; ``filter``,
     ``orderby`` and ``top`` apply to that array. Names are validated and the filter comes from
     the safe helpers, exactly as for a top-level query.
     """

@@ -146,11 +146,13 @@ class _Run:
         index = self.current.index or OpportunityIndex(opportunity_id=step.opportunity_id)
         result = LinkResult(status="error", message=step.message, at=self.now)
         self.current.index = await self.applier.links.save_opportunity_index(
-            index.model_copy(update={
-                "opportunity_modified_on": self.current.opportunity.modified_on,
-                "last_result": result,
-            })
-        )  # fmt: skip
+            index.model_copy(
+                update={
+                    "opportunity_modified_on": self.current.opportunity.modified_on,
+                    "last_result": result,
+                }
+            )
+        )
 
     async def save_in_flight(self, step: SaveInFlight) -> None:
         journal = {"base": step.base.model_dump(mode="json")}
@@ -181,11 +183,14 @@ class _Run:
     async def link_new_referral(self, step: LinkNewReferral) -> None:
         opportunity = self.snapshot.opportunity
         assert opportunity is not None
-        versioned = replace(opportunity, etag=self.current.opportunity.etag,
-                            modified_on=self.current.opportunity.modified_on)  # fmt: skip
-        for concrete in after_referral_created(self._referral(), versioned,
-                                               step.opportunity_deal, self.applier.policy,
-                                               now=self.now):  # fmt: skip
+        versioned = replace(
+            opportunity,
+            etag=self.current.opportunity.etag,
+            modified_on=self.current.opportunity.modified_on,
+        )
+        for concrete in after_referral_created(
+            self._referral(), versioned, step.opportunity_deal, self.applier.policy, now=self.now
+        ):
             await self.step(concrete)
 
     async def patch_referral(self, step: PatchReferral) -> None:
@@ -198,8 +203,9 @@ class _Run:
     async def write_crm_id(self, step: WriteCrmId) -> None:
         referral = self._referral()
         assert referral.id is not None
-        operation = PatchOperation(op=step.op, path="/externalReferenceId",
-                                   value=step.opportunity_id)  # fmt: skip
+        operation = PatchOperation(
+            op=step.op, path="/externalReferenceId", value=step.opportunity_id
+        )
         try:
             updated = await self.applier.pc.patch_referral(
                 referral.id, [operation], etag=referral.e_tag
@@ -208,11 +214,13 @@ class _Run:
             return  # the referral changed meanwhile; the next sync writes the id as a field
         self.current.referral = updated
         self.current.link = await self.applier.links.update_link(
-            self._link().model_copy(update={
-                "referral_etag": updated.e_tag,
-                "referral_updated_at": updated.updated_date_time,
-            })
-        )  # fmt: skip
+            self._link().model_copy(
+                update={
+                    "referral_etag": updated.e_tag,
+                    "referral_updated_at": updated.updated_date_time,
+                }
+            )
+        )
 
     # -- Dataverse ------------------------------------------------------------------------
 

@@ -100,8 +100,9 @@ def opportunity_write(
 
 
 def close_step(opportunity_id: str, target: CrmStatus) -> CloseOpportunity:
-    return CloseOpportunity(opportunity_id, won=target.statecode == WON,
-                            statuscode=target.statuscode)  # fmt: skip
+    return CloseOpportunity(
+        opportunity_id, won=target.statecode == WON, statuscode=target.statuscode
+    )
 
 
 def creation_steps(

@@ -577,9 +577,3 @@ def new_opportunity(
     if currency_id:
         body["transactioncurrencyid@odata.bind"] = f"/transactioncurrencies({currency_id})"
     return {k: v for k, v in body.items() if v is not None}
-
-
-# -- Old names, removed once shared/sync/ is moved over ----------------------------------------
-HELP_CODES = HELP_CODE_BY_CHOICE
-HELP_VALUES = HELP_CHOICE_BY_CODE
-SYNC_STATUS = SYNC_STATUS_CHOICE

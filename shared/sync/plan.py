@@ -139,8 +139,9 @@ def is_marketplace_lead(deal: Deal) -> bool:
     return deal.program == MARKETPLACE_LEAD
 
 
-def adopted(opportunity: CrmOpportunity, referral_id: str, link: str | None,
-            columns: Columns) -> CrmOpportunity:  # fmt: skip
+def adopted(
+    opportunity: CrmOpportunity, referral_id: str, link: str | None, columns: Columns
+) -> CrmOpportunity:
     """A qualified lead's opportunity as it will be once ``AdoptOpportunity`` has run."""
     row = {**opportunity.row, **adoption_columns(referral_id, link, columns=columns)}
     return opportunity_of(row, columns)
@@ -165,8 +166,12 @@ def _for_referral(s: Snapshot, policy: SyncPolicy) -> Plan:
     if link.referral_etag == referral.e_tag and not s.related and s.job.reason != "manual":
         return Plan("no_change", referral_id, link.opportunity_id)
     if s.opportunity is None:
-        return Plan("skipped", referral_id, link.opportunity_id,
-                    notes=("the linked opportunity no longer exists",))  # fmt: skip
+        return Plan(
+            "skipped",
+            referral_id,
+            link.opportunity_id,
+            notes=("the linked opportunity no longer exists",),
+        )
     return reconcile(s, policy, link, referral, s.opportunity, notes=notes)
 
 
@@ -175,22 +180,34 @@ def _new_referral(s: Snapshot, referral: Referral, policy: SyncPolicy) -> Plan:
     deal = policy.pc_deal(referral)
     if is_marketplace_lead(deal):
         if policy.cosell_only:
-            return Plan("skipped", referral.id, notes=(
-                "a marketplace lead, not a co-sell opportunity (SYNC_COSELL_ONLY=true)",
-            ))  # fmt: skip
+            return Plan(
+                "skipped",
+                referral.id,
+                notes=("a marketplace lead, not a co-sell opportunity (SYNC_COSELL_ONLY=true)",),
+            )
         lead_id = record_id("lead", referral.id)
-        return Plan("created", referral.id, steps=(
-            CreateLead(lead_id, lead_columns(deal, columns=policy.columns)),
-            CreateLink(referral.id, None, base=deal, waiting_lead_id=lead_id),
-        ))  # fmt: skip
+        return Plan(
+            "created",
+            referral.id,
+            steps=(
+                CreateLead(lead_id, lead_columns(deal, columns=policy.columns)),
+                CreateLink(referral.id, None, base=deal, waiting_lead_id=lead_id),
+            ),
+        )
     if s.opportunity is not None:
         existing = s.opportunity
         link = LinkState(referral_id=referral.id, opportunity_id=existing.id)
-        return reconcile(s, policy, link, referral, existing,
-                         first=(CreateLink(referral.id, existing.id),))  # fmt: skip
+        return reconcile(
+            s, policy, link, referral, existing, first=(CreateLink(referral.id, existing.id),)
+        )
     assert s.account is not None and deal.customer is not None
-    steps = creation_steps(deal, referral_id=referral.id, account=s.account,
-                           columns=policy.columns, show_mark=policy.show_sync_mark)  # fmt: skip
+    steps = creation_steps(
+        deal,
+        referral_id=referral.id,
+        account=s.account,
+        columns=policy.columns,
+        show_mark=policy.show_sync_mark,
+    )
     opportunity_id = record_id("opportunity", referral.id)
     base = deal.model_copy(
         update={"external_reference_id": opportunity_id, "customer": s.account.customer}
@@ -216,13 +233,19 @@ def _follow_lead(
     if lead.statecode == LEAD_DISQUALIFIED:
         if referral.status != ReferralStatus.NEW:
             return Plan("no_change", link.referral_id)
-        decline = PatchReferral((
-            PatchOperation.replace("/status", "Closed"),
-            PatchOperation.replace("/substatus", "Declined"),
-            PatchOperation.replace("/statusReason", "Lead disqualified in Dynamics 365"),
-        ))  # fmt: skip
-        return Plan("synced", link.referral_id, steps=(decline,),
-                    notes=("lead disqualified in Dynamics 365: referral declined",))  # fmt: skip
+        decline = PatchReferral(
+            (
+                PatchOperation.replace("/status", "Closed"),
+                PatchOperation.replace("/substatus", "Declined"),
+                PatchOperation.replace("/statusReason", "Lead disqualified in Dynamics 365"),
+            )
+        )
+        return Plan(
+            "synced",
+            link.referral_id,
+            steps=(decline,),
+            notes=("lead disqualified in Dynamics 365: referral declined",),
+        )
     if lead.statecode != LEAD_QUALIFIED or not lead.opportunity_id:
         return Plan("no_change", link.referral_id, notes=("the lead is still open",))
     if s.opportunity is None:
@@ -262,8 +285,12 @@ def _for_opportunity(s: Snapshot, policy: SyncPolicy) -> Plan:
     if link is None:
         return _new_opportunity(s, opportunity, policy)
     if s.referral is None:
-        return Plan("skipped", link.referral_id, opportunity_id,
-                    notes=("the linked referral no longer exists",))  # fmt: skip
+        return Plan(
+            "skipped",
+            link.referral_id,
+            opportunity_id,
+            notes=("the linked referral no longer exists",),
+        )
     return reconcile(s, policy, link, s.referral, opportunity)
 
 
@@ -271,12 +298,21 @@ def _new_opportunity(s: Snapshot, opportunity: CrmOpportunity, policy: SyncPolic
     deal = opportunity.deal
     if deal.referral_id:
         if s.referral is None:
-            return Plan("skipped", deal.referral_id, opportunity.id, notes=(
-                "the opportunity names a referral that does not exist",
-            ))  # fmt: skip
+            return Plan(
+                "skipped",
+                deal.referral_id,
+                opportunity.id,
+                notes=("the opportunity names a referral that does not exist",),
+            )
         link = LinkState(referral_id=deal.referral_id, opportunity_id=opportunity.id)
-        return reconcile(s, policy, link, s.referral, opportunity,
-                         first=(CreateLink(deal.referral_id, opportunity.id),))  # fmt: skip
+        return reconcile(
+            s,
+            policy,
+            link,
+            s.referral,
+            opportunity,
+            first=(CreateLink(deal.referral_id, opportunity.id),),
+        )
     problems = validate_for_partner_center(deal)
     if problems:
         return _refuse(s, opportunity, problems, policy)
@@ -307,16 +343,27 @@ def after_referral_created(
     pc = policy.pc_deal(referral)
     owned = {name: getattr(pc, name) for name in PC_OWNED_ON_CREATE}
     merged = deal.model_copy(update=owned)
-    changes = {name: Change(name, getattr(deal, name), owned[name]) for name in PC_OWNED_ON_CREATE
-               if owned[name] != getattr(deal, name)}  # fmt: skip
-    lines = audit_lines(None, notes=[f"✔ created referral {referral.id} in Partner Center"],
-                        now=now)  # fmt: skip
+    changes = {
+        name: Change(name, getattr(deal, name), owned[name])
+        for name in PC_OWNED_ON_CREATE
+        if owned[name] != getattr(deal, name)
+    }
+    lines = audit_lines(
+        None, notes=[f"✔ created referral {referral.id} in Partner Center"], now=now
+    )
     return [
         CreateLink(referral.id, opportunity.id, base=merged),
-        *opportunity_write(opportunity, changes, merged, columns=policy.columns,
-                           show_mark=policy.show_sync_mark, status="synced", audit=lines),
+        *opportunity_write(
+            opportunity,
+            changes,
+            merged,
+            columns=policy.columns,
+            show_mark=policy.show_sync_mark,
+            status="synced",
+            audit=lines,
+        ),
         SaveLink(SyncBase(deal=merged), "synced"),
-    ]  # fmt: skip
+    ]
 
 
 def _refuse(
@@ -329,8 +376,15 @@ def _refuse(
     if s.index is not None and s.index.last_message == message:
         return result
     lines = audit_lines(None, problems=problems, now=s.now)
-    write = opportunity_write(opportunity, {}, opportunity.deal, columns=policy.columns,
-                              show_mark=policy.show_sync_mark, status="error", audit=lines)  # fmt: skip
+    write = opportunity_write(
+        opportunity,
+        {},
+        opportunity.deal,
+        columns=policy.columns,
+        show_mark=policy.show_sync_mark,
+        status="error",
+        audit=lines,
+    )
     return replace(result, steps=(*write, RecordRefusal(opportunity.id, message)))
 
 
@@ -351,9 +405,13 @@ def reconcile(
     if not opportunity.sync_enabled:
         # The seller switched "Sync with Partner Center" off: the pair stays linked (switching
         # it on again resumes) but nothing flows either way meanwhile.
-        return Plan("skipped", link.referral_id, link.opportunity_id, steps=first, notes=(
-            "sync with Partner Center is off for this opportunity",
-        ))  # fmt: skip
+        return Plan(
+            "skipped",
+            link.referral_id,
+            link.opportunity_id,
+            steps=first,
+            notes=("sync with Partner Center is off for this opportunity",),
+        )
     pc = policy.pc_deal(referral, s.related)
     base = link.base
     if base is not None:
@@ -385,9 +443,16 @@ def reconcile(
     # audit line: the line waits in the link and goes with the next opportunity write.
     urgent = bool(fields.to_crm or problems or fields.conflicts or fields.newly_blocked or notes)
     waiting = [*(base.pending_audit if base else ()), *([] if urgent else lines)]
-    write = opportunity_write(opportunity, fields.to_crm, fields.merged, columns=policy.columns,
-                              show_mark=policy.show_sync_mark, status=status,
-                              audit=lines if urgent else [], audit_if_writing=waiting)  # fmt: skip
+    write = opportunity_write(
+        opportunity,
+        fields.to_crm,
+        fields.merged,
+        columns=policy.columns,
+        show_mark=policy.show_sync_mark,
+        status=status,
+        audit=lines if urgent else [],
+        audit_if_writing=waiting,
+    )
     steps += write
     pending = () if write else tuple(waiting[-MAX_PENDING_AUDIT:])
     new_base = fields.base(pending_audit=pending)
@@ -402,8 +467,9 @@ def reconcile(
     if not unchanged:
         steps.append(SaveLink(new_base, status, "; ".join(problems)))
     outcome: Outcome = "error" if problems else ("no_change" if fields.empty else "synced")
-    return Plan(outcome, link.referral_id, link.opportunity_id, fields, tuple(steps),
-                tuple(problems), notes)  # fmt: skip
+    return Plan(
+        outcome, link.referral_id, link.opportunity_id, fields, tuple(steps), tuple(problems), notes
+    )
 
 
 def _shown(deal: Deal) -> dict[str, Change]:

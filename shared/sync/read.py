@@ -65,8 +65,12 @@ class Reader:
             if found is not None:
                 ours, link = found
                 stored = Stored(link=link)
-                s = s.but(link=link_state(link), referral=ours, related=(referral,),
-                          changed_related=referral)  # fmt: skip
+                s = s.but(
+                    link=link_state(link),
+                    referral=ours,
+                    related=(referral,),
+                    changed_related=referral,
+                )
         if s.link is None:
             return await self._for_new_referral(s), stored
         assert s.referral is not None
@@ -85,8 +89,7 @@ class Reader:
         if is_marketplace_lead(deal):
             return s
         if looks_for_existing_opportunity(referral, s.attempt):
-            existing = await self.crm.find_for_referral(referral.id,
-                                                        referral.external_reference_id)  # fmt: skip
+            existing = await self.crm.find_for_referral(referral.id, referral.external_reference_id)
             if existing is not None:
                 return await self._related(s.but(opportunity=existing))
         assert deal.customer is not None
@@ -125,8 +128,9 @@ class Reader:
             return s, stored  # refused: nothing more to read
         return s.but(referral=await self._earlier_referral(str(s.job.id), s.index)), stored
 
-    async def _earlier_referral(self, opportunity_id: str, index: IndexState | None
-                                ) -> Referral | None:  # fmt: skip
+    async def _earlier_referral(
+        self, opportunity_id: str, index: IndexState | None
+    ) -> Referral | None:
         """The referral an interrupted earlier run created for this opportunity, if any: named
         by the index row, or (when only the intent was recorded) found by its
         ``externalReferenceId``."""

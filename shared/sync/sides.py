@@ -230,12 +230,14 @@ class CrmSide:
                 pass  # an ISO code this org does not have: keep the base currency
             else:
                 data["transactioncurrencyid@odata.bind"] = f"/transactioncurrencies({currency_id})"
-        written = await self._insert(data, opportunity_id, account_id=account_id,
-                                     new_account=new_account)  # fmt: skip
+        written = await self._insert(
+            data, opportunity_id, account_id=account_id, new_account=new_account
+        )
         # The solution rows are stamped too: the link must cover their modifiedon, or the next
         # poll would take our own insert for a seller's change.
-        stamps = [modified_on_in(row) for row in written.get(self.columns.solutions_relationship)
-                  or []]  # fmt: skip
+        stamps = [
+            modified_on_in(row) for row in written.get(self.columns.solutions_relationship) or []
+        ]
         modified = [m for m in (modified_on_in(written), *stamps) if m is not None]
         return Version(etag_of(written), max(modified, default=None))
 
@@ -276,11 +278,15 @@ class CrmSide:
                 if account_id.lower() not in str(error).lower():
                     raise
                 self.nested_binds = False
-        batched = {**body, "parentaccountid@odata.bind": content_id(0),
-                   "customerid_account@odata.bind": content_id(0)}  # fmt: skip
+        batched = {
+            **body,
+            "parentaccountid@odata.bind": content_id(0),
+            "customerid_account@odata.bind": content_id(0),
+        }
         account = Create("accounts", new_account, row_id=account_id, select=["accountid"])
-        opportunity = Create("opportunities", batched, row_id=opportunity_id, select=select,
-                             expand=expand)  # fmt: skip
+        opportunity = Create(
+            "opportunities", batched, row_id=opportunity_id, select=select, expand=expand
+        )
         return (await self.dataverse.create_in_change_set([account, opportunity]))[1]
 
 

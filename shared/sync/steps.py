@@ -94,10 +94,12 @@ class SaveInFlight(Step):
         assert self.base.in_flight is not None
         sides = [
             f"{name} → {', '.join(fields)}"
-            for name, fields in (("PC", self.base.in_flight.to_pc),
-                                 ("CRM", self.base.in_flight.to_crm))
+            for name, fields in (
+                ("PC", self.base.in_flight.to_pc),
+                ("CRM", self.base.in_flight.to_crm),
+            )
             if fields
-        ]  # fmt: skip
+        ]
         return "record what is about to be written (" + "; ".join(sides) + ")"
 
 

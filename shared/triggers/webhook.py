@@ -158,6 +158,6 @@ async def _enqueue(runtime: Runtime, job: SyncJob, *, dedupe: bool) -> WebhookAn
         "webhook enqueued referral %s (%s)",
         job.id,
         job.reason,
-        extra={"job_kind": job.kind, "job_id": str(job.id), "reason": job.reason},
+        extra={"job_kind": job.kind, "job_id": str(job.id), "reason": str(job.reason)},
     )
     return WebhookAnswer(202, "accepted", "enqueued", enqueued=True)

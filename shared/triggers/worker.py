@@ -53,7 +53,7 @@ async def run_sync_job(
         "dequeue_count": dequeue_count,
         "job_kind": job.kind,
         "job_id": str(job.id),
-        "reason": job.reason,
+        "reason": str(job.reason),
     }
     try:
         result = await runtime.engine().sync(job)
