@@ -44,7 +44,11 @@ LOST_RACE = (PreconditionFailedError, AlreadyExistsError)
 def sync_policy(settings: Settings) -> SyncPolicy:
     """The settings the plan depends on."""
     return SyncPolicy(
-        columns=Columns.from_settings(settings),
+        columns=Columns(
+            prefix=settings.crm_column_prefix,
+            deal_value=settings.crm_deal_value_field,
+            country=settings.crm_country_field,
+        ),
         conflict_policy=settings.conflict_policy,
         referral_link_template=settings.referral_link_template,
         cosell_only=settings.sync_cosell_only,

@@ -25,7 +25,6 @@ from shared.crm_schema import (
     crm_schema,
 )
 from shared.partner_center import PatchOperation, Referral
-from shared.settings import Settings
 from shared.sync.deal import Contact, Customer, Deal, DealStatus
 from shared.sync.merge import Change
 from shared.sync.status import from_crm, from_partner_center, to_crm, to_partner_center
@@ -56,14 +55,6 @@ class Columns:
     prefix: str = DEFAULT_PREFIX
     deal_value: str = "estimatedvalue"
     country: str = "address1_country"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Columns:
-        return cls(
-            prefix=settings.crm_column_prefix,
-            deal_value=settings.crm_deal_value_field,
-            country=settings.crm_country_field,
-        )
 
     @cached_property
     def schema(self) -> CrmSchema:

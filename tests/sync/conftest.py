@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -47,6 +48,16 @@ def sandbox_settings(**overrides: str) -> Settings:
 
 
 @dataclass
+class DataverseClock:
+    """The Dataverse emulator's wall clock (``modifiedon``): real time plus what tests add."""
+
+    ahead_s: float = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.ahead_s
+
+
+@dataclass
 class World:
     """Both systems, the engine, and short-hands for what tests do to them."""
 
@@ -58,6 +69,11 @@ class World:
     history: HistoryStore
     engine: SyncEngine
     dv_emulator: Emulator  # for the few tests that choose how Dataverse behaves
+    dv_clock: DataverseClock
+
+    def later_in_dataverse(self, seconds: float = 1.0) -> None:
+        """Dataverse stamps the next edits ``seconds`` later than Partner Center would."""
+        self.dv_clock.ahead_s += seconds
 
     async def incoming(self, **fields: Any) -> str:
         """Microsoft sends the partner a co-sell referral; returns its id."""
@@ -185,7 +201,8 @@ async def open_world(
 ) -> AsyncIterator[World]:
     """Fresh emulators, fresh state tables, and an engine between them."""
     pc_app = create_partner_center(seed=7)
-    dv_app = create_dataverse(seed=7)
+    dv_clock = DataverseClock()
+    dv_app = create_dataverse(seed=7, wall_clock=dv_clock)
     config = sandbox_settings(**settings)
     fast = RetryPolicy(sleep=_no_sleep, jitter=0.0)
     async with (
@@ -213,7 +230,9 @@ async def open_world(
         engine = SyncEngine(
             pc=pc, dataverse=dataverse, links=links, history=history, settings=config
         )
-        yield World(pc_http, dv_http, pc, dataverse, links, history, engine, emulator_of(dv_app))
+        yield World(
+            pc_http, dv_http, pc, dataverse, links, history, engine, emulator_of(dv_app), dv_clock
+        )
 
 
 @pytest.fixture

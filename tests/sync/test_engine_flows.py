@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import pytest
@@ -118,7 +117,7 @@ async def test_conflicting_edits_follow_the_policy_and_are_audited(
         settings=sandbox_settings(CONFLICT_POLICY=policy),
     )
     await world.edit_referral(referral_id, replace("/details/notes", "PC notes"))
-    await asyncio.sleep(0.01)  # the CRM edit is the newer one
+    world.later_in_dataverse()  # the CRM edit is the newer one
     await world.edit_opportunity(opportunity_id, description="CRM notes")
 
     result = await engine.sync(SyncJob.now("opportunity", opportunity_id, reason="manual"))
