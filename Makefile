@@ -1,4 +1,4 @@
-# Two commands on a fresh machine: `make test` and (once the sandbox lands) `make demo`.
+# Two commands on a fresh machine: `make test` and `make demo`.
 # Each installs what it needs: a .venv with the pinned packages and Azurite from npm.
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)

@@ -1,4 +1,4 @@
-"""Benchmarks and chaos for Co-sell Sync (issue 9): ``python -m bench run|chaos``.
+"""Benchmarks and chaos for Co-sell Sync: ``python -m bench run|chaos``.
 
 ``run`` measures every target of SPEC section 11 and writes ``bench/README.md`` (and
 ``bench/latency.png``); ``chaos`` drives the whole sandbox through faults and host kills and

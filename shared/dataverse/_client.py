@@ -34,7 +34,6 @@ from shared.dataverse._exceptions import (
 from shared.dataverse._models import (
     ChoiceColumnMetadata,
     ColumnDefinition,
-    ColumnMetadata,
     Currency,
     LookupDefinition,
     OpportunityStatus,
@@ -533,13 +532,6 @@ class DataverseClient:
             return await self.get_table(logical_name)
         except NotFound:
             return None
-
-    async def list_columns(self, logical_name: str) -> list[ColumnMetadata]:
-        response = await self._send(
-            "GET", f"EntityDefinitions(LogicalName='{check_name(logical_name)}')/Attributes"
-        )
-        values = self._json(response).get("value") or []
-        return [ColumnMetadata.model_validate(v) for v in values]
 
     async def get_choice_options(
         self,

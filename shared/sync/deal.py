@@ -124,11 +124,3 @@ class Deal(_Value):
     @classmethod
     def _no_empty_contact(cls, value: Contact | None) -> Contact | None:
         return None if value is None or value.empty else value
-
-    def to_base(self) -> dict[str, Any]:
-        """The JSON stored in the link as the next merge base."""
-        return self.model_dump(mode="json")
-
-    @classmethod
-    def from_base(cls, data: dict[str, Any] | None) -> Deal | None:
-        return None if data is None else cls.model_validate(data)

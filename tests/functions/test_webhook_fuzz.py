@@ -31,7 +31,7 @@ KNOWN_EVENTS = (
     "related-referral-created",
     "related-referral-updated",
 )
-# `make test` throws 1,000 bodies (about 20 s); `make fuzz` the 10,000 of issue 6 / SPEC 11.
+# `make test` throws 1,000 bodies (about 20 s); `make fuzz` the 10,000 of SPEC 11.
 EXAMPLES = int(os.environ.get("COSELL_FUZZ_EXAMPLES", "1000"))
 FUZZ = settings(
     max_examples=EXAMPLES,

@@ -1,4 +1,4 @@
-"""The client against the emulator, over HTTP (ASGITransport): the acceptance of issue 3."""
+"""The client against the emulator, over HTTP (ASGITransport)."""
 
 from __future__ import annotations
 
