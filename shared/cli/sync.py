@@ -129,12 +129,12 @@ def print_result(out: Output, document: dict[str, Any]) -> None:
         empty="(nothing to change)",
     )
     out.line()
-    out.table(
-        [(str(n), text) for n, text in enumerate(document["steps"], start=1)],
-        ("#", "step"),
-        title="Steps" + (" (would run)" if document["dry_run"] else ""),
-        empty="(nothing to do)",
-    )
+    # Whole lines, not a table: a step names ids, and a table would cut them.
+    out.line("Steps" + (" (would run)" if document["dry_run"] else "") + ":")
+    for n, text in enumerate(document["steps"], start=1):
+        out.line(f"  {n}. {text}")
+    if not document["steps"]:
+        out.line("  (nothing to do)")
     for title, key in (
         ("Conflicts", "conflicts"),
         ("Validation failures (nothing sent to Partner Center)", "validation_failures"),

@@ -24,7 +24,16 @@ from shared.crm_schema import (
     CrmSchema,
     crm_schema,
 )
-from shared.partner_center import PatchOperation, Referral
+from shared.partner_center import (
+    AssistanceRequestCode,
+    PatchOperation,
+    Qualification,
+    Referral,
+    ReferralDirection,
+    ReferralStatus,
+    ReferralSubstatus,
+    ReferralType,
+)
 from shared.sync.deal import Contact, Customer, Deal, DealStatus
 from shared.sync.merge import Change
 from shared.sync.status import from_crm, from_partner_center, to_crm, to_partner_center
@@ -37,7 +46,7 @@ HELP_CHOICE_BY_CODE: dict[str, int] = {o.label: o.value for o in HELP_NEEDED_OPT
 # The sync-status choice's value for each outcome word ("synced", "error", "pending").
 SYNC_STATUS_CHOICE: dict[str, int] = {o.label.lower(): o.value for o in SYNC_STATUS_OPTIONS}
 MICROSOFT_ORG = "msft"
-_QUALIFIED = ("SalesQualified", "MarketingQualified")
+_QUALIFIED = (Qualification.SALES_QUALIFIED, Qualification.MARKETING_QUALIFIED)
 # Deterministic ids (SPEC 4.5): the same referral always yields the same CRM record ids.
 _NAMESPACE = uuid.UUID("1b0e5c34-7a59-4d8e-9b0a-6f1c2d3e4f50")
 
@@ -219,25 +228,22 @@ def referral_to_deal(
 def program_of(referral: Referral) -> str:
     """Co-sell / Partner-led / Private / Marketplace lead (reference §2.4 categories)."""
     invite = referral.invite_context
-    help_code = _text(invite.assistance_request_code) if invite else None
-    if help_code and help_code != "Unknown":
+    help_code = invite.assistance_request_code if invite else None
+    if help_code and help_code != AssistanceRequestCode.UNKNOWN:
         return "Co-sell"
     invited_by = invite.invited_by.organization_id if invite and invite.invited_by else None
-    qualification = _text(referral.qualification)
+    qualification = referral.qualification
     is_lead = (
-        _text(referral.type) == "Independent"
-        and _text(referral.direction) == "Incoming"
+        referral.type == ReferralType.INDEPENDENT
+        and referral.direction == ReferralDirection.INCOMING
         and (
-            (qualification == "Direct" and invited_by in (None, MICROSOFT_ORG))
-            or (
-                qualification in ("SalesQualified", "MarketingQualified")
-                and invited_by == MICROSOFT_ORG
-            )
+            (qualification == Qualification.DIRECT and invited_by in (None, MICROSOFT_ORG))
+            or (qualification in _QUALIFIED and invited_by == MICROSOFT_ORG)
         )
     )
     if is_lead:
         return "Marketplace lead"
-    if _text(referral.type) == "Shared":
+    if referral.type == ReferralType.SHARED:
         return "Co-sell"
     consent = referral.consent
     if consent and consent.consent_to_share_referral_with_microsoft_sellers:
@@ -381,8 +387,9 @@ def _status_operations(deal: Deal, referral: Referral) -> list[PatchOperation]:
         PatchOperation.replace("/status", target.status),
         PatchOperation.replace("/substatus", target.substatus),
     ]
-    if target.substatus in ("Declined", "Lost"):
-        reason = "Declined in Dynamics 365" if target.substatus == "Declined" else "Lost"
+    if target.substatus in (ReferralSubstatus.DECLINED, ReferralSubstatus.LOST):
+        declined = target.substatus == ReferralSubstatus.DECLINED
+        reason = "Declined in Dynamics 365" if declined else "Lost"
         operations.append(PatchOperation.replace("/statusReason", reason))
     return operations
 
@@ -429,8 +436,8 @@ def new_referral(deal: Deal, *, opportunity_id: str) -> dict[str, Any]:
     body: dict[str, Any] = {
         "name": deal.name,
         "externalReferenceId": opportunity_id,
-        "type": "Shared" if help_needed else "Independent",
-        "qualification": "SalesQualified",
+        "type": ReferralType.SHARED if help_needed else ReferralType.INDEPENDENT,
+        "qualification": Qualification.SALES_QUALIFIED,
         "customerProfile": {
             "name": customer.name,
             "address": {
@@ -471,7 +478,7 @@ def new_referral(deal: Deal, *, opportunity_id: str) -> dict[str, Any]:
             "notes": deal.notes,
         }
     if deal.status is DealStatus.WON:
-        body["status"], body["substatus"] = "Closed", "Won"
+        body["status"], body["substatus"] = ReferralStatus.CLOSED, ReferralSubstatus.WON
     return body
 
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.partner_center import ReferralStatus
 from shared.sync.deal import Deal, DealStatus
 from shared.sync.status import to_partner_center
 
@@ -161,7 +162,7 @@ def merge(
     old_blocked = base.blocked if base else {}
     blocked: dict[str, Any] = {}
     newly_blocked: list[str] = []
-    pc_closed = pc_status == "Closed"
+    pc_closed = pc_status == ReferralStatus.CLOSED
     crm_newer = _crm_is_newer(pc_updated_at, crm_modified_on)
 
     for name, flow in OWNERSHIP.items():

@@ -24,7 +24,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from shared.jobs import SyncJob
-from shared.partner_center import PatchOperation, Referral, ReferralStatus, ReferralType
+from shared.partner_center import (
+    PatchOperation,
+    Referral,
+    ReferralStatus,
+    ReferralSubstatus,
+    ReferralType,
+)
 from shared.sync.audit import audit_lines
 from shared.sync.crm_writes import (
     adoption_columns,
@@ -235,8 +241,8 @@ def _follow_lead(
             return Plan("no_change", link.referral_id)
         decline = PatchReferral(
             (
-                PatchOperation.replace("/status", "Closed"),
-                PatchOperation.replace("/substatus", "Declined"),
+                PatchOperation.replace("/status", ReferralStatus.CLOSED),
+                PatchOperation.replace("/substatus", ReferralSubstatus.DECLINED),
                 PatchOperation.replace("/statusReason", "Lead disqualified in Dynamics 365"),
             )
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from shared.partner_center import ReferralStatus, ReferralSubstatus
 from shared.sync.deal import DealStatus
 
 # Dataverse opportunity state and status codes (SPEC 4.3).
@@ -23,13 +24,13 @@ WON_STATUS: Final = 3
 CANCELED: Final = 4
 OUT_SOLD: Final = 5
 
-_PC_ORDER = {"New": 0, "Active": 1, "Closed": 2}
+_PC_ORDER = {ReferralStatus.NEW: 0, ReferralStatus.ACTIVE: 1, ReferralStatus.CLOSED: 2}
 
 
 @dataclass(frozen=True)
 class PcStatus:
-    status: str
-    substatus: str
+    status: ReferralStatus
+    substatus: ReferralSubstatus
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,12 @@ def from_partner_center(
     status: str | None, substatus: str | None
 ) -> tuple[DealStatus | None, str | None]:
     """Canonical status and close reason of a referral."""
-    if status == "New":
+    if status == ReferralStatus.NEW:
         return DealStatus.NEW, None
-    if status == "Active":
+    if status == ReferralStatus.ACTIVE:
         return DealStatus.ACTIVE, None
-    if status == "Closed":
-        if substatus == "Won":
+    if status == ReferralStatus.CLOSED:
+        if substatus == ReferralSubstatus.WON:
             return DealStatus.WON, None
         # Lost, Declined, Expired (and anything undocumented) all end the deal unsuccessfully.
         return DealStatus.LOST, (substatus or "Lost").lower()
@@ -63,15 +64,17 @@ def to_partner_center(target: DealStatus, *, current: str | None) -> PcStatus | 
 
     Closing as lost while the referral is still New declines it (SPEC 4.3).
     """
-    if current == "Closed":
+    if current == ReferralStatus.CLOSED:
         return None  # terminal
+    lost = ReferralSubstatus.DECLINED if current == ReferralStatus.NEW else ReferralSubstatus.LOST
     wanted = {
-        DealStatus.NEW: PcStatus("New", "Pending"),
-        DealStatus.ACTIVE: PcStatus("Active", "Accepted"),
-        DealStatus.WON: PcStatus("Closed", "Won"),
-        DealStatus.LOST: PcStatus("Closed", "Declined" if current == "New" else "Lost"),
+        DealStatus.NEW: PcStatus(ReferralStatus.NEW, ReferralSubstatus.PENDING),
+        DealStatus.ACTIVE: PcStatus(ReferralStatus.ACTIVE, ReferralSubstatus.ACCEPTED),
+        DealStatus.WON: PcStatus(ReferralStatus.CLOSED, ReferralSubstatus.WON),
+        DealStatus.LOST: PcStatus(ReferralStatus.CLOSED, lost),
     }[target]
-    if current in _PC_ORDER and _PC_ORDER[wanted.status] < _PC_ORDER[current]:
+    order = _PC_ORDER.get(ReferralStatus(current)) if current in _PC_ORDER else None
+    if order is not None and _PC_ORDER[wanted.status] < order:
         return None  # Active → New is not a transition Partner Center allows
     return wanted
 

@@ -68,6 +68,20 @@ def test_sync_dry_run_prints_the_plan_and_writes_nothing(cli_env: Sandbox, cosel
     assert history["entries"] == [] and history["opportunity_id"] is None
 
 
+def test_sync_dry_run_lists_the_steps_it_would_run(cli_env: Sandbox, cosell: Any) -> None:
+    referral_id = incoming_referral(cli_env.pc_url)
+
+    dry = cosell("sync", "referral", referral_id, "--dry-run", "--json").json()
+    table = cosell("sync", "referral", referral_id, "--dry-run")
+
+    steps = dry["steps"]
+    assert steps[0].startswith("create opportunity ")
+    assert any(step.startswith(f"link referral {referral_id}") for step in steps)
+    assert any("CRM id" in step for step in steps)
+    assert "Steps (would run)" in table.out
+    assert steps[0] in table.out
+
+
 def test_sync_writes_what_its_plan_says(cli_env: Sandbox, cosell: Any) -> None:
     referral_id = incoming_referral(cli_env.pc_url)
     created = cosell("sync", "referral", referral_id, "--json")
