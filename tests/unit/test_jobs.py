@@ -104,3 +104,27 @@ def test_non_utc_offset_is_normalised_to_utc() -> None:
     )
 
     assert job.to_json().endswith('"observed_at":"2026-01-01T17:00:00Z"}')
+
+
+def test_a_reason_is_its_source_and_event_not_a_prefix_to_parse() -> None:
+    job = SyncJob.now("referral", GUID, reason="webhook:related-referral-updated")
+
+    assert (job.reason.source, job.reason.event) == ("webhook", "related-referral-updated")
+    assert job.reason.related_event and not job.reason.sweep
+    assert json.loads(job.to_json())["reason"] == "webhook:related-referral-updated"
+    assert SyncJob.now("referral", GUID, reason="backfill").reason.sweep
+
+
+@pytest.mark.parametrize("reason", ["webhook", "poll:referral-updated", "webhook:Referral", ""])
+def test_a_reason_needs_an_event_exactly_for_webhooks(reason: str) -> None:
+    with pytest.raises(JobDecodeError, match="reason: expected poll, reconcile"):
+        decode_job(
+            json.dumps(
+                {
+                    "kind": "referral",
+                    "id": GUID,
+                    "reason": reason,
+                    "observed_at": "2026-11-27T10:00:00Z",
+                }
+            )
+        )
