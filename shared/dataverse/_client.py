@@ -8,6 +8,7 @@ adaptive throttling inside them.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import date
@@ -138,6 +139,7 @@ class DataverseClient:
             event_hooks={"request": [count_request]},
         )
         self._currencies: dict[str, Currency] = {}
+        self._currency_locks: dict[str, asyncio.Lock] = {}
         self._primary_keys = {**_PRIMARY_KEYS, **(primary_keys or {})}
 
     async def __aenter__(self) -> Self:
@@ -490,11 +492,22 @@ class DataverseClient:
         return WhoAmI.model_validate(self._json(await self._send("GET", "WhoAmI")))
 
     async def get_currency(self, iso_code: str) -> Currency:
-        """The ``transactioncurrencies`` row of an ISO 4217 code, cached per client."""
+        """The ``transactioncurrencies`` row of an ISO 4217 code, cached per client.
+
+        Concurrent first lookups of one code wait for a single request: a backfill starts many
+        syncs at once, and each would otherwise spend a request on the same row (SPEC 11).
+        """
         code = iso_code.strip().upper()
         cached = self._currencies.get(code)
         if cached is not None:
             return cached
+        async with self._currency_locks.setdefault(code, asyncio.Lock()):
+            cached = self._currencies.get(code)
+            if cached is not None:
+                return cached
+            return await self._look_up_currency(code)
+
+    async def _look_up_currency(self, code: str) -> Currency:
         row = await self.first(
             "transactioncurrencies",
             select=[

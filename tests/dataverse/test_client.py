@@ -3,6 +3,7 @@ cases and the rest of the client's surface. Results are checked as rows in the e
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import date, datetime
 
@@ -281,6 +282,17 @@ async def test_currency_lookup_by_iso_code_is_cached(
     assert emulator.stats()["total_requests"] == requests_after_first
     with pytest.raises(NotFound):
         await client.get_currency("XXX")
+
+
+async def test_concurrent_first_lookups_of_a_currency_make_one_request(
+    client: DataverseClient, emulator: Emulator
+) -> None:
+    before = emulator.stats()["total_requests"]
+
+    ids = await asyncio.gather(*(client.currency_id("EUR") for _ in range(16)))
+
+    assert len(set(ids)) == 1
+    assert emulator.stats()["total_requests"] - before == 1
 
 
 async def test_who_am_i_names_the_application_user(client: DataverseClient) -> None:
