@@ -57,13 +57,17 @@ OWNERSHIP: dict[str, Flow] = {
 
 
 class InFlight(BaseModel):
-    """The merged deal a sync is writing, and the fields it sends to each side."""
+    """The merged deal a sync is writing, the fields it sends to each side, and what the
+    receiving side held when the sync read it (JSON values; absent in records written before
+    they were kept)."""
 
     model_config = ConfigDict(frozen=True)
 
     deal: Deal
     to_pc: tuple[str, ...] = ()
     to_crm: tuple[str, ...] = ()
+    pc_had: dict[str, Any] = Field(default_factory=dict)
+    crm_had: dict[str, Any] = Field(default_factory=dict)
 
 
 class SyncBase(BaseModel):
@@ -106,7 +110,13 @@ class FieldPlan:
         return not self.to_pc and not self.to_crm
 
     def in_flight(self) -> InFlight:
-        return InFlight(deal=self.merged, to_pc=tuple(self.to_pc), to_crm=tuple(self.to_crm))
+        return InFlight(
+            deal=self.merged,
+            to_pc=tuple(self.to_pc),
+            to_crm=tuple(self.to_crm),
+            pc_had={name: to_json_value(c.old) for name, c in self.to_pc.items()},
+            crm_had={name: to_json_value(c.old) for name, c in self.to_crm.items()},
+        )
 
     def base(self, *, pending_audit: tuple[str, ...] = ()) -> SyncBase:
         return SyncBase(deal=self.merged, blocked=self.blocked, pending_audit=pending_audit)
@@ -125,23 +135,34 @@ def to_json_value(value: Any) -> Any:
 
 def settle_in_flight(base: SyncBase, pc: Deal, crm: Deal) -> SyncBase:
     """The base to merge against when the last sync stopped before saving its result (a host
-    restart, or a timeout whose write landed anyway).
+    restart, a timeout whose write landed anyway, or a 412 from the second side after the
+    first was written).
 
-    A field that sync sent to one side and that side now holds: the write landed, so the
-    written value is the base. Otherwise a later edit on the other side would look like a
-    conflict with our own write, which the conflict policy could settle against the user.
-    Only the receiving side is evidence: the sending side held that value before the sync.
+    For each field that sync sent to a side, what that *receiving* side holds now decides:
+    * the value sent: the write landed, so the written value is the base. Otherwise a later
+      edit on the other side would look like a conflict with our own write;
+    * what it held when the sync read it: the write did not land; the old base stays;
+    * anything else: someone edited the receiving side after the sync read it (before or after
+      our write landed), so that edit is newer than the value sent. The value sent becomes the
+      base, so the edit wins as a one-sided change. Left as a conflict, the record-level
+      ``newest`` policy could keep the sender's value: our own write may have made the
+      sender's record the newer one (a lost edit seen in the chaos run).
+    The sending side is no evidence: it held that value before the sync.
     """
     flight = base.in_flight
     if flight is None:
         return base
-    landed = {
-        name: getattr(flight.deal, name)
-        for names, side in ((flight.to_pc, pc), (flight.to_crm, crm))
-        for name in names
-        if getattr(side, name) == getattr(flight.deal, name)
-    }
-    return base.model_copy(update={"deal": base.deal.model_copy(update=landed), "in_flight": None})
+    settled: dict[str, Any] = {}
+    for names, side, had in (
+        (flight.to_pc, pc, flight.pc_had),
+        (flight.to_crm, crm, flight.crm_had),
+    ):
+        for name in names:
+            sent, now = getattr(flight.deal, name), getattr(side, name)
+            edited_since = name in had and to_json_value(now) != had[name]
+            if now == sent or edited_since:
+                settled[name] = sent
+    return base.model_copy(update={"deal": base.deal.model_copy(update=settled), "in_flight": None})
 
 
 def merge(

@@ -119,6 +119,20 @@ def covered(job: SyncJob, seen_up_to: datetime | None) -> bool:
     return same_clock and job.observed_at <= seen_up_to
 
 
+def referral_unchanged(s: Snapshot, link: LinkState, referral: Referral) -> bool:
+    """The referral is the version the link synced, and nothing else asks for a look (a
+    related referral's change, or an operator's manual sync)."""
+    return link.referral_etag == referral.e_tag and not s.related and s.job.reason != "manual"
+
+
+def opportunity_seen_up_to(s: Snapshot) -> datetime | None:
+    """The opportunity's ``modifiedon`` the state already covers: the link's, or before a
+    referral exists, the index row's (our own refusal write)."""
+    if s.link is not None:
+        return s.link.opportunity_modified_on
+    return s.index.opportunity_modified_on if s.index is not None else None
+
+
 def looks_for_engagement_link(job: SyncJob, referral: Referral) -> bool:
     """A related-referral event: the referral may be Microsoft's side of a pair we sync."""
     return bool(referral.engagement_id) and job.reason.related_event
@@ -169,7 +183,7 @@ def _for_referral(s: Snapshot, policy: SyncPolicy) -> Plan:
     notes = (_microsoft_decision(s.changed_related),) if s.changed_related else ()
     if link.opportunity_id is None and link.waiting_lead_id is not None:
         return _follow_lead(s, link, referral, policy, notes)
-    if link.referral_etag == referral.e_tag and not s.related and s.job.reason != "manual":
+    if referral_unchanged(s, link, referral):
         return Plan("no_change", referral_id, link.opportunity_id)
     if s.opportunity is None:
         return Plan(
@@ -277,11 +291,8 @@ def _follow_lead(
 
 def _for_opportunity(s: Snapshot, policy: SyncPolicy) -> Plan:
     opportunity_id = str(s.job.id)
-    link, index = s.link, s.index
-    seen = link.opportunity_modified_on if link else None
-    if link is None and index is not None:
-        seen = index.opportunity_modified_on  # our own write before a referral existed
-    if covered(s.job, seen):
+    link = s.link
+    if covered(s.job, opportunity_seen_up_to(s)):
         return Plan("no_change", link.referral_id if link else None, opportunity_id)
     opportunity = s.opportunity
     if opportunity is None:

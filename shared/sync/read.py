@@ -21,6 +21,8 @@ from shared.sync.plan import (
     looks_for_engagement_link,
     looks_for_existing_opportunity,
     needs_related,
+    opportunity_seen_up_to,
+    referral_unchanged,
 )
 from shared.sync.sides import CrmSide, PartnerCenterSide
 from shared.sync.snapshot import LEAD_QUALIFIED, IndexState, LinkState, Snapshot
@@ -76,8 +78,7 @@ class Reader:
         assert s.referral is not None
         if s.link.opportunity_id is None and s.link.waiting_lead_id is not None:
             return await self._for_lead(s, s.link.waiting_lead_id), stored
-        unchanged = s.link.referral_etag == s.referral.e_tag
-        if (unchanged and not s.related and s.job.reason != "manual") or not s.link.opportunity_id:
+        if referral_unchanged(s, s.link, s.referral) or not s.link.opportunity_id:
             return s, stored
         opportunity = await self.crm.get_opportunity(s.link.opportunity_id)
         return await self._related(s.but(opportunity=opportunity)), stored
@@ -108,10 +109,7 @@ class Reader:
         link = await self.links.get_link_of(index)
         stored = Stored(link=link, index=index)
         s = s.but(link=link_state(link), index=index_state(index))
-        seen = s.link.opportunity_modified_on if s.link else None
-        if s.link is None and s.index is not None:
-            seen = s.index.opportunity_modified_on
-        if covered(s.job, seen):
+        if covered(s.job, opportunity_seen_up_to(s)):
             return s, stored
         opportunity = await self.crm.get_opportunity(str(s.job.id))
         s = s.but(opportunity=opportunity)

@@ -70,6 +70,7 @@ class World:
     engine: SyncEngine
     dv_emulator: Emulator  # for the few tests that choose how Dataverse behaves
     dv_clock: DataverseClock
+    pc_app: Any  # the Partner Center emulator (ASGI), for tests that wrap its transport
 
     def later_in_dataverse(self, seconds: float = 1.0) -> None:
         """Dataverse stamps the next edits ``seconds`` later than Partner Center would."""
@@ -231,7 +232,16 @@ async def open_world(
             pc=pc, dataverse=dataverse, links=links, history=history, settings=config
         )
         yield World(
-            pc_http, dv_http, pc, dataverse, links, history, engine, emulator_of(dv_app), dv_clock
+            pc_http,
+            dv_http,
+            pc,
+            dataverse,
+            links,
+            history,
+            engine,
+            emulator_of(dv_app),
+            dv_clock,
+            pc_app,
         )
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
+import httpx
 import pytest
 from azure.core.exceptions import ServiceRequestError
 from azure.data.tables.aio import TableClient
 
+from sandbox.partner_center import DEFAULT_TOKEN
 from shared.jobs import SyncJob
+from shared.partner_center import PartnerCenterClient, StaticTokenProvider
 from shared.state import LinkStore
 from shared.sync import SyncEngine
 from tests.sync.conftest import World, sandbox_settings
@@ -79,3 +84,49 @@ async def test_a_sync_that_died_before_any_remote_write_is_simply_done_again(
     assert result.outcome == "synced"
     referral = await world.referral(referral_id)
     assert referral.details is not None and referral.details.notes == "Kick-off booked"
+
+
+class EditsCrmBeforeThePatch(httpx.AsyncBaseTransport):
+    """Partner Center's transport; just before the sync's referral PATCH goes out, a seller
+    edits the opportunity (``edit`` runs once)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, edit: Callable[[], Awaitable[object]]):
+        self.inner, self.edit, self.done = inner, edit, False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "PATCH" and not self.done:
+            self.done = True
+            await self.edit()
+        return await self.inner.handle_async_request(request)
+
+
+async def test_a_crm_edit_made_while_the_sync_writes_partner_center_is_not_lost(
+    world: World,
+) -> None:
+    """The sync read both sides, sent the CRM notes to Partner Center, then found the
+    opportunity changed (412) and started again. Partner Center's record is now the newer one
+    (our own PATCH), so as a conflict the record-level ``newest`` policy would keep the deal
+    value the sync read in Partner Center and lose the seller's later one (chaos, 200 pairs)."""
+    referral_id, opportunity_id = await linked_pair(world)
+    await world.edit_referral(referral_id, replace("/details/dealValue", 250000))
+    await world.edit_opportunity(opportunity_id, description="Kick-off booked")
+    world.later_in_dataverse(-1.0)  # the seller's edit is stamped before our PATCH lands
+
+    async def seller_edits() -> object:
+        return await world.edit_opportunity(opportunity_id, estimatedvalue=300000)
+
+    pc = PartnerCenterClient(
+        sandbox_settings().partner_center_api_url,
+        token_provider=StaticTokenProvider(DEFAULT_TOKEN),
+        transport=EditsCrmBeforeThePatch(httpx.ASGITransport(app=world.pc_app), seller_edits),
+    )
+    engine = SyncEngine(pc=pc, dataverse=world.dataverse, links=world.links,
+                        history=world.history, settings=sandbox_settings())  # fmt: skip
+    async with pc:
+        result = await engine.sync(SyncJob.now("opportunity", opportunity_id, reason="poll"))
+
+    assert result.plan is not None and result.plan.conflicts == ()
+    referral = await world.referral(referral_id)
+    assert referral.details is not None and referral.details.deal_value == 300000
+    assert referral.details.notes == "Kick-off booked"
+    assert (await world.opportunity(opportunity_id))["estimatedvalue"] == 300000

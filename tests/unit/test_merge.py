@@ -5,10 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from shared.sync.deal import Deal, DealStatus
-from shared.sync.merge import InFlight, SyncBase, merge, settle_in_flight
+from shared.sync.merge import Change, FieldPlan, InFlight, SyncBase, merge, settle_in_flight
 
-BASE = Deal(name="Deal", notes="base", deal_value=100.0, visible_to_microsoft=False,
-            status=DealStatus.ACTIVE, microsoft_crm_id="7-OLD")  # fmt: skip
+BASE = Deal(
+    name="Deal",
+    notes="base",
+    deal_value=100.0,
+    visible_to_microsoft=False,
+    status=DealStatus.ACTIVE,
+    microsoft_crm_id="7-OLD",
+)
 EARLY = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 LATE = datetime(2026, 11, 27, 11, 0, tzinfo=UTC)
 
@@ -42,10 +48,24 @@ def test_one_sided_changes_are_copied_to_the_other_side() -> None:
 def test_newest_record_wins_a_conflict_and_it_is_reported() -> None:
     pc, crm = (BASE.model_copy(update={"notes": n}) for n in ("pc", "crm"))
 
-    newer_crm = merge(SyncBase(deal=BASE), pc, crm, policy="newest", pc_updated_at=EARLY,
-                      crm_modified_on=LATE, pc_status="Active")  # fmt: skip
-    newer_pc = merge(SyncBase(deal=BASE), pc, crm, policy="newest", pc_updated_at=LATE,
-                     crm_modified_on=EARLY, pc_status="Active")  # fmt: skip
+    newer_crm = merge(
+        SyncBase(deal=BASE),
+        pc,
+        crm,
+        policy="newest",
+        pc_updated_at=EARLY,
+        crm_modified_on=LATE,
+        pc_status="Active",
+    )
+    newer_pc = merge(
+        SyncBase(deal=BASE),
+        pc,
+        crm,
+        policy="newest",
+        pc_updated_at=LATE,
+        crm_modified_on=EARLY,
+        pc_status="Active",
+    )
 
     assert newer_crm.merged.notes == "crm"
     assert newer_pc.merged.notes == "pc"
@@ -144,3 +164,40 @@ def test_the_sending_side_holding_the_value_is_no_evidence_the_write_landed() ->
 
     assert plan.merged.notes == "crm"
     assert plan.conflicts == ("notes: changed in both systems; kept the Dynamics 365 value",)
+
+
+def test_an_edit_on_the_receiving_side_after_the_read_wins_over_the_value_being_sent() -> None:
+    # A sync read deal_value 200 in PC and 100 in CRM and set out to send 200 to CRM; before
+    # that write (or right after it) a seller typed 300 into CRM. PC's record then looks newer
+    # (our own write of another field bumped it), so as a conflict 'newest' would keep 200.
+    sending = FieldPlan(
+        merged=BASE.model_copy(update={"deal_value": 200.0}),
+        to_crm={"deal_value": Change("deal_value", 100.0, 200.0)},
+    )
+    stopped = SyncBase(deal=BASE, in_flight=sending.in_flight())
+    pc = BASE.model_copy(update={"deal_value": 200.0})
+    crm = BASE.model_copy(update={"deal_value": 300.0})
+
+    settled = settle_in_flight(stopped, pc, crm)
+    plan = merge(
+        settled,
+        pc,
+        crm,
+        policy="newest",
+        pc_updated_at=LATE,
+        crm_modified_on=EARLY,
+        pc_status="Active",
+    )
+
+    assert plan.conflicts == ()
+    assert plan.to_pc["deal_value"].new == 300.0
+
+
+def test_an_in_flight_record_without_the_values_read_keeps_the_landed_only_rule() -> None:
+    # Links written before the read values were kept: a third value is still a conflict.
+    pc = BASE.model_copy(update={"deal_value": 200.0})
+    crm = BASE.model_copy(update={"deal_value": 300.0})
+
+    settled = settle_in_flight(stopped_sync(deal_value=200.0), pc, crm)
+
+    assert settled.deal.deal_value == 100.0
