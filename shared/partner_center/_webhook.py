@@ -41,6 +41,10 @@ def parse_webhook_event(body: bytes, *, max_bytes: int = MAX_EVENT_BYTES) -> Web
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise WebhookEventError("the body is not JSON") from None
+    except RecursionError:
+        # A small body can nest deeper than the parser recurses (``[[[[…``): untrusted input,
+        # so it is a 400 like any other body we cannot read, never an escaped 500.
+        raise WebhookEventError("the body's JSON is nested too deeply") from None
     if not isinstance(data, dict):
         raise WebhookEventError("the body is not a JSON object")
     try:

@@ -313,3 +313,14 @@ async def test_a_change_date_that_is_a_number_is_refused(app: App) -> None:
 
     assert answer.status == 400
     assert await app.jobs() == []
+
+
+async def test_a_small_body_nested_thousands_deep_gets_400_not_500(app: App) -> None:
+    """Issue 13, class 9: a 10 KB body nested 5,000 deep made the JSON parser's RecursionError
+    escape as a 500; any untrusted body must get a 2xx or 4xx answer."""
+    deep = b"[" * 5000 + b"]" * 5000
+
+    status, answer = await deliver(deep)
+
+    assert status == 400
+    assert "nested too deeply" in answer["message"]

@@ -105,6 +105,11 @@ bodies = st.one_of(
     _json.map(lambda v: ("any", json.dumps(v).encode())),
     st.binary(max_size=300).map(lambda b: ("any", b)),
     st.just(("any", b"{" * 70_000)),
+    # Nested deeper than a JSON parser recurses, in a body far below the size cap.
+    st.integers(1_000, 6_000).map(lambda depth: ("any", b"[" * depth + b"]" * depth)),
+    st.integers(1_000, 6_000).map(
+        lambda depth: ("any", b'{"EventName": ' + b'{"a": ' * depth + b"1" + b"}" * depth + b"}")
+    ),
 )
 headers = st.dictionaries(
     st.sampled_from(
