@@ -17,11 +17,13 @@ import azure.functions as func
 
 from shared.health import check_health
 from shared.jobs import SYNC_JOBS_QUEUE
+from shared.logs import keep_personal_data_out_of_logs
 from shared.triggers.poll import poll_dataverse as poll_changed_opportunities
 from shared.triggers.reconcile import reconcile_partner_center as reconcile_referrals
 from shared.triggers.webhook import handle_webhook
 from shared.triggers.worker import run_sync_job
 
+keep_personal_data_out_of_logs()  # before the first request: URLs name customers
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 
