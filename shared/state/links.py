@@ -40,6 +40,8 @@ class PendingCreate(BaseModel):
     side: Literal["partner_center", "crm"]  # where the record is being created
     target_id: str | None = None  # the id chosen in advance (uuid5 for CRM records), if any
     started_at: datetime
+    # The sync that holds it: a lease, live until it expires (older rows have no owner).
+    owner: str | None = None
 
 
 class LinkResult(BaseModel):

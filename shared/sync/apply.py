@@ -137,7 +137,7 @@ class _Run:
 
     async def record_create_intent(self, step: RecordCreateIntent) -> None:
         index = self.current.index or OpportunityIndex(opportunity_id=step.opportunity_id)
-        intent = PendingCreate(side="partner_center", started_at=self.now)
+        intent = PendingCreate(side="partner_center", started_at=self.now, owner=step.owner)
         self.current.index = await self.applier.links.save_opportunity_index(
             index.model_copy(update={"pending_create": intent})
         )

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import random
 import time
+import uuid
 from typing import Literal
 
 from shared.calls import counting
@@ -83,10 +84,13 @@ class SyncEngine:
         With ``dry_run`` it reads and plans, and returns the plan's steps without running them.
         """
         started = time.perf_counter()
+        run_id = uuid.uuid4().hex  # owns the leases this sync takes, across its restarts
         with counting() as calls:
             for attempt in range(self.max_restarts + 1):
                 try:
-                    result = await self._attempt(job, attempt=attempt, dry_run=dry_run)
+                    result = await self._attempt(
+                        job, attempt=attempt, run_id=run_id, dry_run=dry_run
+                    )
                 except LOST_RACE as exc:
                     log.info("sync %s %s restarts after %s", job.kind, job.id, type(exc).__name__)
                     await asyncio.sleep(random.uniform(0, 0.05 * (attempt + 1)))  # noqa: S311
@@ -99,12 +103,14 @@ class SyncEngine:
                 )
         result.remote_calls = calls.calls
         result.duration_ms = int((time.perf_counter() - started) * 1000)
-        if not dry_run and result.outcome != "skipped":
+        if not dry_run and result.outcome not in ("skipped", "deferred"):
             await self._record_history(job, result)
         return result
 
-    async def _attempt(self, job: SyncJob, *, attempt: int, dry_run: bool) -> SyncResult:
-        snapshot, stored = await self.reader.read(job, attempt=attempt)
+    async def _attempt(
+        self, job: SyncJob, *, attempt: int, run_id: str, dry_run: bool
+    ) -> SyncResult:
+        snapshot, stored = await self.reader.read(job, attempt=attempt, run_id=run_id)
         planned = plan(snapshot, self.policy)
         referral_id = planned.referral_id
         if not dry_run:
@@ -120,6 +126,7 @@ class SyncEngine:
             list(planned.notes),
             planned.steps,
             dry_run=dry_run,
+            retry_after=planned.retry_after,
         )
 
     async def _record_history(self, job: SyncJob, result: SyncResult) -> None:

@@ -21,7 +21,7 @@ The paths (SPEC 4.4-4.6):
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared.jobs import SyncJob
 from shared.partner_center import (
@@ -70,6 +70,10 @@ from shared.sync.steps import (
 from shared.sync.validation import validate_for_partner_center
 
 MAX_PENDING_AUDIT = 20  # audit lines kept in the link until the next opportunity write
+# How long a sync's lease on creating a referral lasts: longer than its POST can take with the
+# client's retries (5 attempts of at most 30 s each, 4 waits capped at 30 s: 270 s), so a live
+# creator is never taken over; a dead one delays the creation by at most this.
+CREATE_LEASE = timedelta(minutes=5)
 MARKETPLACE_LEAD = "Marketplace lead"
 # Fields shown in the plan of a creation (what the new record will carry).
 SHOWN_ON_CREATE = ("name", "deal_value", "currency", "close_date", "status", "solutions", "contact")
@@ -334,10 +338,24 @@ def _new_opportunity(s: Snapshot, opportunity: CrmOpportunity, policy: SyncPolic
     if problems:
         return _refuse(s, opportunity, problems, policy)
     steps: list[Step] = []
-    # ``referral`` is the one an interrupted earlier run created, if read.py found it.
+    # ``referral`` is one an earlier or concurrent run created, if read.py found it.
     if s.referral is None:
-        if s.index is None or not s.index.creating_referral:
-            steps.append(RecordCreateIntent(opportunity.id))
+        index = s.index
+        held_by_other = (
+            index is not None and index.creating_referral and (index.intent_owner != s.run_id)
+        )
+        if held_by_other and index is not None:
+            wait = _lease_left(index.intent_since, s.now)
+            if wait > 0:
+                return Plan(
+                    "deferred",
+                    None,
+                    opportunity.id,
+                    retry_after=wait,
+                    notes=("another sync is creating the referral for this opportunity",),
+                )
+        if held_by_other or index is None or not index.creating_referral:
+            steps.append(RecordCreateIntent(opportunity.id, s.run_id))
         steps.append(CreateReferral(new_referral(deal, opportunity_id=opportunity.id)))
     steps.append(LinkNewReferral(deal))
     fields = FieldPlan(merged=deal, to_pc=_shown(deal))
@@ -487,6 +505,13 @@ def reconcile(
     return Plan(
         outcome, link.referral_id, link.opportunity_id, fields, tuple(steps), tuple(problems), notes
     )
+
+
+def _lease_left(since: datetime | None, now: datetime) -> float:
+    """Seconds until a creation lease taken at ``since`` expires (0: expired, or no time)."""
+    if since is None:
+        return 0.0
+    return max(0.0, (since + CREATE_LEASE - now).total_seconds())
 
 
 def _shown(deal: Deal) -> dict[str, Change]:

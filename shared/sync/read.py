@@ -46,8 +46,10 @@ class Reader:
     links: LinkStore
     policy: SyncPolicy
 
-    async def read(self, job: SyncJob, *, attempt: int = 0) -> tuple[Snapshot, Stored]:
-        start = Snapshot(job, attempt)
+    async def read(
+        self, job: SyncJob, *, attempt: int = 0, run_id: str = ""
+    ) -> tuple[Snapshot, Stored]:
+        start = Snapshot(job, attempt, run_id)
         if job.kind == "referral":
             return await self._for_referral(start)
         return await self._for_opportunity(start)
@@ -129,18 +131,15 @@ class Reader:
     async def _earlier_referral(
         self, opportunity_id: str, index: IndexState | None
     ) -> Referral | None:
-        """The referral an interrupted earlier run created for this opportunity, if any: named
-        by the index row, or (when only the intent was recorded) found by its
-        ``externalReferenceId``."""
-        if index is None:
-            return None
-        if index.referral_id:
+        """The referral an earlier or concurrent run created for this opportunity, if any:
+        named by the index row, or found by its ``externalReferenceId``."""
+        if index is not None and index.referral_id:
             found = await self.pc.get_referral(index.referral_id)
             if found is not None:
                 return found
-        if index.creating_referral:
-            return await self.pc.find_by_external_id(opportunity_id)
-        return None
+        # Whatever the index says, look before any POST: a referral made for this opportunity
+        # carries its id in externalReferenceId (an intent lost, or another run's POST landed).
+        return await self.pc.find_by_external_id(opportunity_id)
 
     async def _link_of_related(self, referral: Referral) -> tuple[Referral, SyncLink] | None:
         """(our referral, its link) when ``referral`` is the other side of a pair we sync."""
@@ -183,9 +182,12 @@ def link_state(link: SyncLink | None) -> LinkState | None:
 def index_state(index: OpportunityIndex | None) -> IndexState | None:
     if index is None:
         return None
+    intent = index.pending_create
     return IndexState(
         referral_id=index.referral_id,
-        creating_referral=index.pending_create is not None,
+        creating_referral=intent is not None,
+        intent_owner=intent.owner if intent else None,
+        intent_since=intent.started_at if intent else None,
         opportunity_modified_on=index.opportunity_modified_on,
         last_message=index.last_result.message if index.last_result else None,
     )

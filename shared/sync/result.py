@@ -29,3 +29,4 @@ class SyncResult:
     remote_calls: int = 0
     duration_ms: int = 0
     dry_run: bool = False
+    retry_after: float | None = None  # deferred: run the job again in this many seconds

@@ -43,7 +43,11 @@ class IndexState:
     """The opportunity's index row: its referral, or the intent to create one."""
 
     referral_id: str | None = None
-    creating_referral: bool = False  # an intent was recorded before a Partner Center POST
+    # A referral is being created: the intent recorded before the Partner Center POST, a lease
+    # held by the sync ``intent_owner`` since ``intent_since``.
+    creating_referral: bool = False
+    intent_owner: str | None = None
+    intent_since: datetime | None = None
     opportunity_modified_on: datetime | None = None  # our own write before a referral existed
     last_message: str | None = None  # the reasons of the last refusal
 
@@ -123,6 +127,7 @@ class Snapshot:
 
     job: SyncJob
     attempt: int = 0  # restarts so far: a later attempt knows another run was busy here
+    run_id: str = ""  # this sync (all its attempts): the owner of the leases it takes
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     link: LinkState | None = None
     index: IndexState | None = None

@@ -16,7 +16,8 @@ from shared.partner_center import PatchOperation
 from shared.sync.deal import Deal
 from shared.sync.merge import FieldPlan, SyncBase
 
-Outcome = Literal["synced", "no_change", "created", "error", "skipped"]
+# "deferred": another sync holds the lease on this creation; try again at ``Plan.retry_after``.
+Outcome = Literal["synced", "no_change", "created", "error", "skipped", "deferred"]
 LinkStatus = Literal["synced", "error"]
 
 
@@ -62,10 +63,12 @@ class LinkOpportunity(Step):
 
 @dataclass(frozen=True)
 class RecordCreateIntent(Step):
-    """Record, before the POST, that a referral is being created for this opportunity: a
-    retry after a crash then looks the referral up instead of posting a second one."""
+    """Take the lease on creating this opportunity's referral, before the POST: while it is
+    live no other sync posts one, and after it expires (its holder died) one sync takes it over,
+    conditionally on the index row's ETag, and looks the referral up before posting."""
 
     opportunity_id: str
+    owner: str
 
     def describe(self) -> str:
         return f"record the intent to create a referral for opportunity {self.opportunity_id}"
@@ -257,3 +260,4 @@ class Plan:
     steps: tuple[Step, ...] = ()
     problems: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    retry_after: float | None = None  # seconds, for a deferred plan

@@ -7,13 +7,17 @@ Three endings, so that a job never loses an update:
   message visible again after ``visibilityTimeout`` and moves it to ``sync-jobs-poison`` after
   ``maxDequeueCount`` attempts (host.json; reference: azure-functions-platform §2.1);
 * the message is not a job at all → retrying cannot help, so it goes to ``sync-jobs-poison`` at
-  once with the reason, and the function returns normally (no crash loop).
+  once with the reason, and the function returns normally (no crash loop);
+* the engine defers (another sync holds the lease on a creation) → the job is queued again,
+  invisible until the lease expires, and the function returns: waiting costs no dequeue, so
+  it never pushes the job towards the poison queue.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 
 from shared.errors import JobDecodeError
 from shared.jobs import decode_job
@@ -25,6 +29,7 @@ logger = logging.getLogger(__name__)
 # until the envelope fits; what is kept is enough to see what went wrong.
 MAX_ENVELOPE_BYTES = 48 * 1024 - 256
 MAX_REASON_CHARS = 4096
+MAX_DEFER_S = 7 * 24 * 3600  # the Queue service's longest visibility timeout
 
 
 async def run_sync_job(
@@ -69,6 +74,11 @@ async def run_sync_job(
             extra=context,
         )
         raise
+    if result.outcome == "deferred":
+        # A little past the lease's end, so the retry finds it expired (or the work done).
+        delay = min(MAX_DEFER_S, math.ceil(result.retry_after or 0) + 1)
+        await runtime.jobs.enqueue(job, visibility_timeout=delay)
+        context["deferred_s"] = delay
     logger.info(
         "sync_job: %s %s (%s) -> %s in %d ms with %d remote calls",
         job.kind,

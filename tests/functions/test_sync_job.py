@@ -18,6 +18,7 @@ from shared.dataverse import eq
 from shared.jobs import SyncJob
 from shared.partner_center import PartnerCenterError
 from shared.runtime import Runtime, Transports, close_runtime, use_runtime
+from shared.state import OpportunityIndex, PendingCreate
 from shared.triggers.worker import MAX_ENVELOPE_BYTES
 from tests.partner_center.payloads import cosell_deal
 
@@ -149,3 +150,44 @@ async def test_webhook_to_engine_to_poll_makes_no_echo(app: App) -> None:
     assert await app.poison() == []
     link = await app.runtime.links().get_link(referral_id)
     assert link is not None and link.opportunity_id is not None
+
+
+async def test_a_creation_another_sync_holds_is_queued_again_for_when_its_lease_ends(
+    app: App,
+) -> None:
+    """Waiting for another sync's lease costs no dequeue: the job comes back later by itself
+    instead of being retried by the host into the poison queue."""
+    dataverse = app.runtime.dataverse()
+    account_id, opportunity_id = str(uuid.uuid4()), str(uuid.uuid4())
+    await dataverse.create(
+        "accounts", {"name": "Fabrikam", "address1_country": "DE"}, row_id=account_id
+    )
+    await dataverse.create(
+        "opportunities",
+        {
+            "name": "Flagged",
+            "cosell_syncwithpartnercenter": True,
+            "parentaccountid@odata.bind": f"/accounts({account_id})",
+        },
+        row_id=opportunity_id,
+    )
+    await dataverse.create(
+        "cosell_solutions",
+        {
+            "cosell_name": "SOL-1",
+            "cosell_solutionidentifier": "SOL-1",
+            "cosell_opportunityid@odata.bind": f"/opportunities({opportunity_id})",
+        },
+    )
+    lease = PendingCreate(side="partner_center", owner="another-sync", started_at=datetime.now(UTC))
+    await app.runtime.links().save_opportunity_index(
+        OpportunityIndex(opportunity_id=opportunity_id, pending_create=lease)
+    )
+    job = SyncJob.now("opportunity", opportunity_id, reason="poll")
+
+    await function_app.sync_job(message(job.to_json()))  # returns: nothing for the host to retry
+
+    properties = await app.jobs_queue.get_queue_properties()
+    assert properties.approximate_message_count == 1  # queued again, invisible until then
+    assert await app.jobs() == []  # not visible yet
+    assert await app.poison() == []

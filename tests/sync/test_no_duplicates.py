@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 from azure.core.exceptions import ServiceRequestError
 from azure.data.tables.aio import TableClient
 
+from sandbox.partner_center import DEFAULT_TOKEN
 from shared.jobs import SyncJob
+from shared.partner_center import PartnerCenterClient, StaticTokenProvider
+from shared.retry import RetryPolicy
 from shared.state import LinkStore
 from shared.sync import SyncEngine
 from tests.sync.conftest import World, sandbox_settings
@@ -81,3 +85,45 @@ async def test_crash_after_referral_post_before_link_then_retry_makes_one_referr
     assert len(referrals) == 1
     opportunity = await world.opportunity(opportunity_id)
     assert opportunity["cosell_referralid"] == referrals[0].id
+
+
+@pytest.mark.parametrize("runs", [2, 3, 5])
+async def test_concurrent_jobs_for_a_flagged_opportunity_under_throttling_make_one_referral(
+    world: World, runs: int
+) -> None:
+    """Issue 13, class 1: with Partner Center answering 503 (Retry-After) to half the requests,
+    a run that found another's intent took it for a crash's leftover and posted again while the
+    first run was still waiting to retry its POST."""
+    opportunity_id = await world.flagged_opportunity()
+    faults = {"error_rate": 0.5, "statuses": [503], "retry_after_s": 0.2, "latency_ms": 20}
+    assert (await world.pc_http.put("/_emulator/faults", json=faults)).status_code < 300
+    # A client that really waits out Retry-After, as in Azure (the world's never sleeps).
+    patient = PartnerCenterClient(
+        sandbox_settings().partner_center_api_url,
+        token_provider=StaticTokenProvider(DEFAULT_TOKEN),
+        transport=httpx.ASGITransport(app=world.pc_app),
+        retry_policy=RetryPolicy(attempts=8, base_delay=0.05, jitter=0.0),
+    )
+    engine = SyncEngine(
+        pc=patient,
+        dataverse=world.dataverse,
+        links=world.links,
+        history=world.history,
+        settings=sandbox_settings(),
+    )
+    job = SyncJob.now("opportunity", opportunity_id, reason="poll")
+
+    async with patient:
+        results = await asyncio.gather(
+            *(engine.sync(job) for _ in range(runs)), return_exceptions=True
+        )
+    await world.pc_http.delete("/_emulator/faults")
+
+    referrals = [
+        r
+        async for r in world.pc.list_referrals(filter=f"externalReferenceId eq '{opportunity_id}'")
+    ]
+    assert len(referrals) == 1, results
+    outcomes = [r.outcome for r in results if not isinstance(r, BaseException)]
+    assert outcomes.count("created") == 1
+    assert set(outcomes) <= {"created", "deferred", "synced", "no_change"}

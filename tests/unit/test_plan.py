@@ -22,7 +22,7 @@ from shared.partner_center import Referral
 from shared.sync import SyncBase
 from shared.sync.deal import Customer
 from shared.sync.mapping import Columns, record_id
-from shared.sync.plan import SyncPolicy, plan
+from shared.sync.plan import CREATE_LEASE, SyncPolicy, plan
 from shared.sync.snapshot import (
     LEAD_DISQUALIFIED,
     LEAD_QUALIFIED,
@@ -242,6 +242,52 @@ def test_a_referral_an_interrupted_run_created_is_linked_instead_of_posted_again
 
     assert kinds(planned) == [LinkNewReferral]
     assert planned.referral_id == REFERRAL_ID
+
+
+def test_a_live_lease_of_another_sync_defers_the_creation_instead_of_posting_again() -> None:
+    seller = opportunity(cosell_referralid=None, cosell_referrallink=None)
+    held = IndexState(creating_referral=True, intent_owner="other", intent_since=NOW)
+
+    planned = plan(
+        Snapshot(
+            job("opportunity"),
+            now=NOW + timedelta(seconds=30),
+            run_id="me",
+            opportunity=seller,
+            index=held,
+        ),
+        POLICY,
+    )
+
+    assert (planned.outcome, planned.steps) == ("deferred", ())
+    assert planned.retry_after == pytest.approx(CREATE_LEASE.total_seconds() - 30)
+
+
+def test_an_expired_lease_is_taken_over_before_the_post() -> None:
+    seller = opportunity(cosell_referralid=None, cosell_referrallink=None)
+    stale = IndexState(creating_referral=True, intent_owner="dead", intent_since=NOW)
+
+    planned = plan(
+        Snapshot(
+            job("opportunity"), now=NOW + CREATE_LEASE, run_id="me", opportunity=seller, index=stale
+        ),
+        POLICY,
+    )
+
+    assert kinds(planned) == [RecordCreateIntent, CreateReferral, LinkNewReferral]
+    assert step_of(planned, RecordCreateIntent).owner == "me"
+
+
+def test_a_sync_restarting_under_its_own_lease_posts_without_taking_it_again() -> None:
+    seller = opportunity(cosell_referralid=None, cosell_referrallink=None)
+    mine = IndexState(creating_referral=True, intent_owner="me", intent_since=NOW)
+
+    planned = plan(
+        Snapshot(job("opportunity"), now=NOW, run_id="me", opportunity=seller, index=mine),
+        POLICY,
+    )
+
+    assert kinds(planned) == [CreateReferral, LinkNewReferral]
 
 
 # -- leads ------------------------------------------------------------------------------------
