@@ -138,8 +138,10 @@ def opportunity_seen_up_to(s: Snapshot) -> datetime | None:
 
 
 def looks_for_engagement_link(job: SyncJob, referral: Referral) -> bool:
-    """A related-referral event: the referral may be Microsoft's side of a pair we sync."""
-    return bool(referral.engagement_id) and job.reason.related_event
+    """An unlinked referral of an engagement may be Microsoft's side of a pair we sync, however
+    it arrives (a related-referral event, the reconcile, a backfill, a manual sync): before
+    anything is created for it, the engagement's other referrals are checked for a link."""
+    return bool(referral.engagement_id)
 
 
 def looks_for_existing_opportunity(referral: Referral, attempt: int) -> bool:

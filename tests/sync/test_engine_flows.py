@@ -395,3 +395,25 @@ async def test_audit_of_a_change_sent_to_partner_center_goes_with_the_next_crm_w
     assert "to Partner Center: notes" in audit
     assert "from Partner Center: deal value" in audit
     assert audit.index("to Partner Center: notes") < audit.index("from Partner Center: deal")
+
+
+@pytest.mark.parametrize("reason", ["reconcile", "backfill", "manual", "poll"])
+async def test_microsofts_side_of_a_linked_engagement_never_becomes_a_second_opportunity(
+    world: World, reason: str
+) -> None:
+    """Issue 13, class 2: only ``webhook:related-*`` jobs looked for the engagement's link, so
+    Microsoft's referral arriving by reconcile, backfill or a manual sync was created anew."""
+    opportunity_id = await world.flagged_opportunity()
+    created = await world.sync_opportunity(opportunity_id, reason="poll")
+    assert created.referral_id is not None
+    ours = await world.referral(created.referral_id)
+    assert ours.engagement_id is not None
+    related = [r async for r in world.pc.list_related_referrals(ours.engagement_id)]
+    microsoft = next(r for r in related if r.id != ours.id)
+    assert microsoft.id is not None
+
+    result = await world.sync_referral(microsoft.id, reason=reason)
+
+    assert result.referral_id == created.referral_id
+    assert await world.count("opportunities") == 1
+    assert await world.links.get_link(microsoft.id) is None
