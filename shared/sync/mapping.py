@@ -150,6 +150,7 @@ class Columns:
             "_parentaccountid_value",
             "_parentcontactid_value",
             "_transactioncurrencyid_value",
+            "_originatingleadid_value",  # a qualified lead's opportunity: its lead's referral
             *(column.logical_name for column in self.schema.opportunity_columns),
         ]
 

@@ -305,6 +305,20 @@ def _for_opportunity(s: Snapshot, policy: SyncPolicy) -> Plan:
         return Plan("skipped", None, opportunity_id, notes=("opportunity not found",))
     if not opportunity.sync_enabled and link is None:
         return Plan("skipped", None, opportunity_id, notes=("sync flag is off",))
+    if link is not None and link.waiting_lead_id is not None and s.referral is not None:
+        # A lead's opportunity, flagged before the lead's referral job adopted it: adopting it
+        # is that referral's business, never a second, partner-created referral.
+        if s.lead is not None and s.lead.opportunity_id == opportunity_id:
+            return _follow_lead(s, link, s.referral, policy, ())
+        return Plan(
+            "skipped",
+            link.referral_id,
+            opportunity_id,
+            notes=(
+                f"this opportunity comes from a lead made for referral {link.referral_id}; "
+                "it syncs with that referral once the lead is qualified into it",
+            ),
+        )
     if link is None:
         return _new_opportunity(s, opportunity, policy)
     if s.referral is None:

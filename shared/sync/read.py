@@ -124,9 +124,27 @@ class Reader:
         if named:
             referral = await self.pc.get_referral(named)
             return await self._related(s.but(referral=referral)), stored
+        if opportunity.originating_lead_id:
+            found = await self._waiting_on_lead(s, opportunity.originating_lead_id)
+            if found is not None:
+                return found
         if validate_for_partner_center(opportunity.deal):
             return s, stored  # refused: nothing more to read
         return s.but(referral=await self._earlier_referral(str(s.job.id), s.index)), stored
+
+    async def _waiting_on_lead(self, s: Snapshot, lead_id: str) -> tuple[Snapshot, Stored] | None:
+        """A qualified lead's opportunity the seller flagged before the lead's referral job ran:
+        the referral's link waits on that lead, and adopting the opportunity is its job."""
+        lead = await self.crm.get_lead(lead_id)
+        if lead is None or lead.referral_id is None:
+            return None
+        link = await self.links.get_link(lead.referral_id)
+        waiting = link_state(link)
+        if waiting is None or waiting.waiting_lead_id != lead_id.lower():
+            return None
+        referral = await self.pc.get_referral(lead.referral_id)
+        s = s.but(link=waiting, lead=lead, referral=referral)
+        return await self._related(s), Stored(link=link)
 
     async def _earlier_referral(
         self, opportunity_id: str, index: IndexState | None

@@ -164,15 +164,19 @@ class CrmSide:
     async def get_lead(self, lead_id: str) -> LeadState | None:
         try:
             lead = await self.dataverse.get(
-                "leads", lead_id, select=["statecode", "_qualifyingopportunityid_value"]
+                "leads",
+                lead_id,
+                select=["statecode", "_qualifyingopportunityid_value", self.columns.referralid],
             )
         except NotFound:
             return None
         opportunity_id = lead.get("_qualifyingopportunityid_value")
         state = lead.get("statecode")
+        referral_id = lead.get(self.columns.referralid)
         return LeadState(
             int(state) if isinstance(state, int) else None,
             str(uuid.UUID(str(opportunity_id))) if opportunity_id else None,
+            str(referral_id).lower() if referral_id else None,
         )
 
     # -- writes -------------------------------------------------------------------------------

@@ -68,6 +68,11 @@ class CrmOpportunity:
         value = self.row.get("_parentcontactid_value")
         return str(value) if value else None
 
+    @property
+    def originating_lead_id(self) -> str | None:
+        value = self.row.get("_originatingleadid_value")
+        return str(value) if value else None
+
 
 def opportunity_of(row: Mapping[str, Any], columns: Columns) -> CrmOpportunity:
     """The opportunity a row (read with its ``$expand``s, see ``sides.CrmSide``) describes."""
@@ -114,10 +119,12 @@ class AccountMatch:
 
 @dataclass(frozen=True)
 class LeadState:
-    """A Dataverse lead the link waits on; ``opportunity_id`` once qualifying made one."""
+    """A Dataverse lead the link waits on; ``opportunity_id`` once qualifying made one;
+    ``referral_id`` the referral it was made for."""
 
     statecode: int | None
     opportunity_id: str | None = None
+    referral_id: str | None = None
 
 
 @dataclass(frozen=True)

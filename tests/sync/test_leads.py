@@ -41,16 +41,22 @@ async def test_lead_is_created_and_qualifying_it_accepts_the_referral(
         opportunity_id = str(uuid.uuid4())
         await world.dataverse.create(
             "opportunities",
-            {"name": "Qualified deal", "estimatedvalue": 5000,
-             "originatingleadid@odata.bind": f"/leads({lead['leadid']})"},
+            {
+                "name": "Qualified deal",
+                "estimatedvalue": 5000,
+                "originatingleadid@odata.bind": f"/leads({lead['leadid']})",
+            },
             row_id=opportunity_id,
-        )  # fmt: skip
+        )
         await world.dataverse.update(
             "leads",
             lead["leadid"],
-            {"statecode": 1, "statuscode": 3,
-             "qualifyingopportunityid@odata.bind": f"/opportunities({opportunity_id})"},
-        )  # fmt: skip
+            {
+                "statecode": 1,
+                "statuscode": 3,
+                "qualifyingopportunityid@odata.bind": f"/opportunities({opportunity_id})",
+            },
+        )
 
         result = await world.sync_referral(referral_id, reason="poll")
 
@@ -62,3 +68,66 @@ async def test_lead_is_created_and_qualifying_it_accepts_the_referral(
         assert opportunity["cosell_syncwithpartnercenter"] is True
         link = await world.links.get_link(referral_id)
         assert link is not None and link.opportunity_id == opportunity_id
+
+
+async def test_a_qualified_lead_flagged_before_its_referral_job_runs_gets_no_second_referral(
+    storage_connection_string: str,
+) -> None:
+    """Issue 13, class 3: the seller qualifies the lead and flags the new opportunity for sync
+    within one poll interval; the poll saw a flagged opportunity without a link and created a
+    partner referral beside Microsoft's. The opportunity belongs to the lead's referral."""
+    prefix = "lead" + uuid.uuid4().hex[:12]
+    async with open_world(storage_connection_string, prefix, SYNC_COSELL_ONLY="false") as world:
+        referral_id = await world.incoming(**LEAD)
+        await world.sync_referral(referral_id)
+        [lead] = [r async for r in world.dataverse.list_rows("leads")]
+        account_id, opportunity_id = str(uuid.uuid4()), str(uuid.uuid4())
+        await world.dataverse.create(
+            "accounts", {"name": "Contoso Ltd", "address1_country": "DE"}, row_id=account_id
+        )
+        await world.dataverse.create(
+            "opportunities",
+            {
+                "name": "Qualified deal",
+                "estimatedvalue": 5000,
+                "cosell_syncwithpartnercenter": True,  # the seller flags it at once
+                "parentaccountid@odata.bind": f"/accounts({account_id})",
+                "originatingleadid@odata.bind": f"/leads({lead['leadid']})",
+            },
+            row_id=opportunity_id,
+        )
+        await world.dataverse.create(
+            "cosell_solutions",
+            {
+                "cosell_name": "SOL-1",
+                "cosell_solutionidentifier": "SOL-1",
+                "cosell_opportunityid@odata.bind": f"/opportunities({opportunity_id})",
+            },
+        )
+        await world.dataverse.update(
+            "leads",
+            lead["leadid"],
+            {
+                "statecode": 1,
+                "statuscode": 3,
+                "qualifyingopportunityid@odata.bind": f"/opportunities({opportunity_id})",
+            },
+        )
+
+        result = await world.sync_opportunity(opportunity_id, reason="poll")  # the poll first
+        later = await world.sync_referral(referral_id, reason="poll")
+
+        partner_made = [
+            r
+            async for r in world.pc.list_referrals(
+                filter=f"externalReferenceId eq '{opportunity_id}'"
+            )
+            if r.id != referral_id
+        ]
+        assert partner_made == []
+        assert result.referral_id == referral_id
+        assert later.outcome in ("synced", "no_change")
+        link = await world.links.get_link(referral_id)
+        assert link is not None and link.opportunity_id == opportunity_id
+        referral = await world.referral(referral_id)
+        assert (str(referral.status), str(referral.substatus)) == ("Active", "Accepted")

@@ -350,6 +350,26 @@ def test_disqualifying_the_lead_declines_a_new_referral() -> None:
     assert ("/substatus", "Declined") in {(op.path, op.value) for op in decline.operations}
 
 
+def test_a_lead_opportunity_flagged_before_qualification_waits_for_its_referral() -> None:
+    waiting = referral(status="New", substatus="Received")
+    link = linked(waiting, opportunity(), opportunity_id=None, waiting_lead_id="lead")
+    flagged = opportunity(cosell_referralid=None, _originatingleadid_value="lead")
+
+    planned = plan(
+        Snapshot(
+            job("opportunity", reason="poll"),
+            link=link,
+            referral=waiting,
+            opportunity=flagged,
+            lead=LeadState(0, None, REFERRAL_ID),
+        ),
+        POLICY,
+    )
+
+    assert (planned.outcome, planned.steps) == ("skipped", ())
+    assert CreateReferral not in kinds(planned)
+
+
 # -- echoes, edits, conflicts -----------------------------------------------------------------
 
 
