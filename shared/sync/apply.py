@@ -110,8 +110,9 @@ class _Run:
         link = SyncLink(referral_id=step.referral_id, opportunity_id=step.opportunity_id)
         if step.base is not None:
             referral = self._referral()
+            base = SyncBase(deal=step.base, stand_ins=dict(step.stand_ins))
             versions: dict[str, Any] = {
-                "base": SyncBase(deal=step.base).model_dump(mode="json"),
+                "base": base.model_dump(mode="json"),
                 "referral_etag": referral.e_tag,
                 "referral_updated_at": referral.updated_date_time,
             }
@@ -125,7 +126,10 @@ class _Run:
             else:
                 versions["opportunity_etag"] = self.current.opportunity.etag
                 versions["opportunity_modified_on"] = self.current.opportunity.modified_on
-                versions["last_result"] = LinkResult(status="synced", at=self.now)
+                status = "error" if step.problems else "synced"
+                versions["last_result"] = LinkResult(
+                    status=status, message="; ".join(step.problems), at=self.now
+                )
             link = link.model_copy(update=versions)
         self.current.link = await self.applier.links.create_link(link)
 

@@ -112,17 +112,25 @@ def creation_steps(
     account: AccountMatch,
     columns: Columns,
     show_mark: bool,
+    without: tuple[str, ...] = (),
+    audit: Sequence[str] = (),
 ) -> list[Step]:
     """The opportunity for a new referral with its contact, solution rows and (if new) its
-    account, all ids derived from the referral id; a closed referral is closed after it."""
+    account, all ids derived from the referral id; a closed referral is closed after it.
+    ``without``: fields Dataverse cannot hold (the new row is then in error, ``audit`` says
+    why)."""
     opportunity_id = record_id("opportunity", referral_id)
+    status: LinkStatus = "error" if without else "synced"
     body = new_opportunity(
-        deal.model_copy(update={"name": marked_name(deal.name, "synced", show_mark=show_mark)}),
+        deal.model_copy(update={"name": marked_name(deal.name, status, show_mark=show_mark)}),
         columns=columns,
         account_id=account.account_id,
         contact_id=None,
         currency_id=None,  # bound by apply: the currency's id is looked up there
     )
+    body[columns.syncstatus] = SYNC_STATUS_CHOICE[status]
+    if audit:
+        body[columns.audit] = append_audit(None, list(audit))
     if deal.contact is not None:
         contact = {k: v for k, v in contact_columns(deal.contact).items() if v is not None}
         body["parentcontactid"] = {**contact, "contactid": record_id("contact", referral_id)}
@@ -138,7 +146,7 @@ def creation_steps(
         CreateOpportunity(
             opportunity_id,
             body,
-            currency=deal.currency,
+            currency=None if "currency" in without else deal.currency,
             account_id=account.account_id,
             new_account=account.new_account,
         )

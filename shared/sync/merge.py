@@ -14,6 +14,7 @@ Special rules (SPEC 4.1, 4.3):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -83,6 +84,10 @@ class SyncBase(BaseModel):
     # What a sync set out to write, saved before its first write and cleared with the new base
     # (see ``settle_in_flight``).
     in_flight: InFlight | None = None
+    # field → the CRM value (JSON) that stands in for a Partner Center value Dataverse cannot
+    # hold (a currency it does not have). It is ours, not the seller's: it counts as unchanged
+    # and never goes to Partner Center. ``ANY_STAND_IN``: whatever the new record got.
+    stand_ins: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,9 @@ class FieldPlan:
     conflicts: tuple[str, ...] = ()
     blocked: dict[str, Any] = field(default_factory=dict)
     newly_blocked: tuple[str, ...] = ()  # reasons to report in this sync
+    stand_ins: dict[str, Any] = field(default_factory=dict)
+    # Partner Center values Dataverse cannot hold, in plain words: the pair is in error.
+    refused_by_crm: tuple[str, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -119,7 +127,12 @@ class FieldPlan:
         )
 
     def base(self, *, pending_audit: tuple[str, ...] = ()) -> SyncBase:
-        return SyncBase(deal=self.merged, blocked=self.blocked, pending_audit=pending_audit)
+        return SyncBase(
+            deal=self.merged,
+            blocked=self.blocked,
+            pending_audit=pending_audit,
+            stand_ins=self.stand_ins,
+        )
 
 
 def to_json_value(value: Any) -> Any:
@@ -174,8 +187,15 @@ def merge(
     pc_updated_at: datetime | None = None,
     crm_modified_on: datetime | None = None,
     pc_status: str | None = None,
+    crm_cannot_hold: Mapping[str, str] | None = None,
 ) -> FieldPlan:
-    """Decide every field. ``pc_status`` is the referral's raw status (New/Active/Closed)."""
+    """Decide every field. ``pc_status`` is the referral's raw status (New/Active/Closed);
+    ``crm_cannot_hold`` names the fields whose Partner Center value Dataverse cannot take, with
+    the reason (e.g. a currency the org does not have): they are not written either way."""
+    cannot_hold = crm_cannot_hold or {}
+    old_stand_ins = base.stand_ins if base else {}
+    stand_ins: dict[str, Any] = {}
+    refused_by_crm: list[str] = []
     merged: dict[str, Any] = {}
     to_pc: dict[str, Change] = {}
     to_crm: dict[str, Change] = {}
@@ -191,14 +211,23 @@ def merge(
         b = getattr(base.deal, name) if base else None
         # The CRM value PC refused earlier: already reported, so it counts as unchanged.
         still_blocked = name in old_blocked and to_json_value(actual) == old_blocked[name]
-        c = b if still_blocked else actual
+        # Our stand-in for a value Dataverse could not hold: not a seller's edit either.
+        stand_in = old_stand_ins.get(name, _NONE)
+        is_stand_in = stand_in is not _NONE and stand_in in (ANY_STAND_IN, to_json_value(actual))
+        c = b if (still_blocked or is_stand_in) else actual
 
         value, conflict = _decide(name, flow, p, c, b, base is not None, policy, crm_newer)
         if conflict:
             winner = "Partner Center" if value == p else "Dynamics 365"
             conflicts.append(f"{name}: changed in both systems; kept the {winner} value")
         send_pc = flow in (Flow.BOTH, Flow.CRM_TO_PC) and value != p
-        send_crm = flow in (Flow.BOTH, Flow.PC_TO_CRM) and value != c
+        send_crm = flow in (Flow.BOTH, Flow.PC_TO_CRM) and value != (actual if is_stand_in else c)
+        if send_crm and name in cannot_hold and value == p:
+            # Dataverse cannot take PC's value: CRM keeps what it has, as our stand-in, and
+            # the pair says why until the value can be written.
+            refused_by_crm.append(cannot_hold[name])
+            stand_ins[name] = to_json_value(actual)
+            send_crm = False
         if still_blocked and not send_crm:
             blocked[name] = old_blocked[name]  # the seller's edit stays; so does the block
         if send_pc:
@@ -223,7 +252,13 @@ def merge(
         conflicts=tuple(conflicts),
         blocked=blocked,
         newly_blocked=tuple(newly_blocked),
+        stand_ins=stand_ins,
+        refused_by_crm=tuple(refused_by_crm),
     )
+
+
+_NONE = object()
+ANY_STAND_IN = "*"  # a new record's stand-in, whatever Dataverse gave it (read on the next sync)
 
 
 def _decide(

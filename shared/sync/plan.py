@@ -40,7 +40,15 @@ from shared.sync.crm_writes import (
 )
 from shared.sync.deal import Deal
 from shared.sync.mapping import Columns, new_referral, record_id, referral_patch, referral_to_deal
-from shared.sync.merge import Change, ConflictPolicy, FieldPlan, SyncBase, merge, settle_in_flight
+from shared.sync.merge import (
+    ANY_STAND_IN,
+    Change,
+    ConflictPolicy,
+    FieldPlan,
+    SyncBase,
+    merge,
+    settle_in_flight,
+)
 from shared.sync.snapshot import (
     LEAD_DISQUALIFIED,
     LEAD_QUALIFIED,
@@ -161,6 +169,18 @@ def needs_related(job: SyncJob, referral: Referral) -> bool:
     return bool(job.reason.sweep and shared and referral.engagement_id and not has_id)
 
 
+def currency_to_check(s: Snapshot) -> str | None:
+    """The referral's currency when it would be written into Dataverse: on a creation, or
+    when it differs from the opportunity's."""
+    details = s.referral.details if s.referral else None
+    code = details.currency.strip().upper() if details and details.currency else None
+    if code is None or (s.opportunity is None and s.account is None):
+        return None
+    if s.opportunity is not None and s.opportunity.deal.currency == code:
+        return None
+    return code
+
+
 def is_marketplace_lead(deal: Deal) -> bool:
     return deal.program == MARKETPLACE_LEAD
 
@@ -227,26 +247,47 @@ def _new_referral(s: Snapshot, referral: Referral, policy: SyncPolicy) -> Plan:
             s, policy, link, referral, existing, first=(CreateLink(referral.id, existing.id),)
         )
     assert s.account is not None and deal.customer is not None
+    refused = _crm_cannot_hold(s, deal)
+    audit = audit_lines(None, problems=list(refused.values()), now=s.now)
     steps = creation_steps(
         deal,
         referral_id=referral.id,
         account=s.account,
         columns=policy.columns,
         show_mark=policy.show_sync_mark,
+        without=tuple(refused),
+        audit=audit,
     )
     opportunity_id = record_id("opportunity", referral.id)
     base = deal.model_copy(
         update={"external_reference_id": opportunity_id, "customer": s.account.customer}
     )
-    steps.append(CreateLink(referral.id, opportunity_id, base=base))
+    # What Dataverse gave the new record instead (its base currency) is our stand-in.
+    stand_ins = dict.fromkeys(refused, ANY_STAND_IN)
+    steps.append(
+        CreateLink(
+            referral.id,
+            opportunity_id,
+            base=base,
+            stand_ins=stand_ins,
+            problems=tuple(refused.values()),
+        )
+    )
     if referral.external_reference_id != opportunity_id:
         steps.append(
             WriteCrmId(
                 opportunity_id, "replace" if referral.external_reference_id is not None else "add"
             )
         )
-    fields = FieldPlan(merged=deal, to_crm=_shown(deal))
-    return Plan("created", referral.id, opportunity_id, fields, tuple(steps))
+    fields = FieldPlan(merged=deal, to_crm=_shown(deal), refused_by_crm=tuple(refused.values()))
+    return Plan(
+        "created",
+        referral.id,
+        opportunity_id,
+        fields,
+        tuple(steps),
+        problems=tuple(refused.values()),
+    )
 
 
 def _follow_lead(
@@ -475,12 +516,14 @@ def reconcile(
         pc_updated_at=referral.updated_date_time,
         crm_modified_on=opportunity.modified_on,
         pc_status=str(referral.status) if referral.status is not None else None,
+        crm_cannot_hold=_crm_cannot_hold(s, pc),
     )
     problems = validate_for_partner_center(_with_crm_customer(fields.merged, opportunity.deal))
     if fields.to_pc and problems:
         fields = _hold_pc_changes(fields, pc)
     else:
         problems = []
+    problems += fields.refused_by_crm
     status: LinkStatus = "error" if problems else "synced"
     lines = audit_lines(fields, problems=problems, notes=notes, now=s.now)
 
@@ -528,6 +571,19 @@ def _lease_left(since: datetime | None, now: datetime) -> float:
     if since is None:
         return 0.0
     return max(0.0, (since + CREATE_LEASE - now).total_seconds())
+
+
+def _crm_cannot_hold(s: Snapshot, pc: Deal) -> dict[str, str]:
+    """Partner Center values Dataverse cannot take here, with the reason a seller can act on."""
+    if pc.currency is None or pc.currency not in s.missing_currencies:
+        return {}
+    return {
+        "currency": (
+            f"Partner Center's currency {pc.currency} is not a currency of this Dynamics 365 "
+            "organization: add it (Settings → Business Management → Currencies) or change the "
+            "referral's currency; until then the currency is not synced either way."
+        )
+    }
 
 
 def _shown(deal: Deal) -> dict[str, Change]:

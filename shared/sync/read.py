@@ -17,6 +17,7 @@ from shared.sync.merge import SyncBase
 from shared.sync.plan import (
     SyncPolicy,
     covered,
+    currency_to_check,
     is_marketplace_lead,
     looks_for_engagement_link,
     looks_for_existing_opportunity,
@@ -51,8 +52,18 @@ class Reader:
     ) -> tuple[Snapshot, Stored]:
         start = Snapshot(job, attempt, run_id)
         if job.kind == "referral":
-            return await self._for_referral(start)
-        return await self._for_opportunity(start)
+            snapshot, stored = await self._for_referral(start)
+        else:
+            snapshot, stored = await self._for_opportunity(start)
+        return await self._currencies(snapshot), stored
+
+    async def _currencies(self, s: Snapshot) -> Snapshot:
+        """Whether Dataverse has the currency Partner Center would write (cached per worker,
+        so this is a request only the first time a code is seen)."""
+        code = currency_to_check(s)
+        if code is None or await self.crm.has_currency(code):
+            return s
+        return s.but(missing_currencies=frozenset({code}))
 
     async def _for_referral(self, s: Snapshot) -> tuple[Snapshot, Stored]:
         link = await self.links.get_link(str(s.job.id))

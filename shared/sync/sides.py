@@ -9,6 +9,7 @@ live here: ``plan.py`` makes them.
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from shared.sync.snapshot import (
     modified_on_in,
     opportunity_of,
 )
+
+MISSING_CURRENCY_TTL_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class CrmSide:
         self.dataverse = dataverse
         self.columns = columns
         self.nested_binds = True  # see _insert
+        self._missing_currencies: dict[str, float] = {}  # ISO code → when found missing
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -160,6 +164,21 @@ class CrmSide:
         account_id = record_id("account", f"{customer.name}|{customer.postal_code or ''}")
         body = {k: v for k, v in new_account(customer, columns=self.columns).items() if v}
         return AccountMatch(account_id, customer, body)
+
+    async def has_currency(self, iso_code: str) -> bool:
+        """Whether the org has this currency. A missing one is remembered for a while (an
+        admin may add it), so an unknown code does not cost a request on every sync."""
+        code = iso_code.upper()
+        missing_since = self._missing_currencies.get(code)
+        if missing_since is not None and time.monotonic() - missing_since < MISSING_CURRENCY_TTL_S:
+            return False
+        try:
+            await self.dataverse.currency_id(code)
+        except NotFound:
+            self._missing_currencies[code] = time.monotonic()
+            return False
+        self._missing_currencies.pop(code, None)
+        return True
 
     async def get_lead(self, lead_id: str) -> LeadState | None:
         try:

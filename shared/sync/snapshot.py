@@ -147,7 +147,8 @@ class Snapshot:
     opportunity: CrmOpportunity | None = None
     account: AccountMatch | None = None
     lead: LeadState | None = None
-    lead_found: bool = True
+    # ISO codes of currencies Partner Center uses here that this Dataverse org does not have.
+    missing_currencies: frozenset[str] = frozenset()
 
     def but(self, **changes: Any) -> Snapshot:
         return replace(self, **changes)

@@ -42,6 +42,8 @@ class CreateLink(Step):
     opportunity_id: str | None
     base: Deal | None = None
     waiting_lead_id: str | None = None
+    stand_ins: Mapping[str, Any] = field(default_factory=dict)  # see ``SyncBase.stand_ins``
+    problems: tuple[str, ...] = ()  # the new pair is in error for these reasons
 
     def describe(self) -> str:
         if self.waiting_lead_id:

@@ -201,3 +201,40 @@ def test_an_in_flight_record_without_the_values_read_keeps_the_landed_only_rule(
     settled = settle_in_flight(stopped_sync(deal_value=200.0), pc, crm)
 
     assert settled.deal.deal_value == 100.0
+
+
+def test_a_value_dataverse_cannot_hold_is_not_written_and_its_stand_in_not_sent_back() -> None:
+    base = SyncBase(deal=BASE.model_copy(update={"currency": "EUR"}))
+    pc = base.deal.model_copy(update={"currency": "ZWG"})
+    crm = base.deal.model_copy(update={"notes": "crm"})  # still EUR: the stand-in from now on
+    cannot = {"currency": "ZWG is not a currency of this organization"}
+
+    first = merge(base, pc, crm, policy="newest", pc_status="Active", crm_cannot_hold=cannot)
+    again = merge(
+        first.base(), pc, crm, policy="newest", pc_status="Active", crm_cannot_hold=cannot
+    )
+    added = merge(first.base(), pc, crm, policy="newest", pc_status="Active")  # admin adds it
+
+    assert "currency" not in first.to_crm and "currency" not in first.to_pc
+    assert first.refused_by_crm == (cannot["currency"],)
+    assert first.to_pc["notes"].new == "crm"  # the rest still syncs
+    assert first.stand_ins == {"currency": "EUR"}
+    assert "currency" not in again.to_pc and again.refused_by_crm
+    assert added.to_crm["currency"].new == "ZWG" and added.stand_ins == {}
+
+
+def test_a_seller_changing_a_stand_in_is_an_ordinary_crm_change() -> None:
+    base = SyncBase(deal=BASE.model_copy(update={"currency": "ZWG"}), stand_ins={"currency": "EUR"})
+    pc = base.deal
+    crm = base.deal.model_copy(update={"currency": "GBP"})
+
+    plan = merge(
+        base,
+        pc,
+        crm,
+        policy="newest",
+        pc_status="Active",
+        crm_cannot_hold={"currency": "ZWG unknown"},
+    )
+
+    assert plan.to_pc["currency"].new == "GBP" and plan.refused_by_crm == ()
