@@ -247,7 +247,7 @@ class _Run:
 
     async def write_contact(self, step: WriteContact) -> None:
         if step.create:
-            await self.applier.crm.create_once("contacts", step.columns, step.contact_id)
+            await self.applier.crm.upsert_contact(step.contact_id, step.columns)
         else:
             await self.applier.crm.update_contact(step.contact_id, step.columns)
 

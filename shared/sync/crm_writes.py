@@ -69,7 +69,12 @@ def opportunity_write(
         update[columns.syncstatus] = SYNC_STATUS_CHOICE[status]
     if "contact" in changes and merged.contact is not None:
         contact = {k: v for k, v in contact_columns(merged.contact).items() if v is not None}
-        if opportunity.contact_id:
+        # Only a contact this product made is rewritten in place. The seller's own contact
+        # may sit on other opportunities too: the new contact gets a row of its own.
+        ours = {record_id("contact", opportunity.id)}
+        if merged.referral_id:
+            ours.add(record_id("contact", merged.referral_id))  # made with the opportunity
+        if opportunity.contact_id and opportunity.contact_id.lower() in ours:
             steps.append(WriteContact(opportunity.contact_id, contact, create=False))
         else:
             contact_id = record_id("contact", opportunity.id)

@@ -208,6 +208,10 @@ class CrmSide:
     async def update_contact(self, contact_id: str, columns: Mapping[str, Any]) -> None:
         await self.dataverse.update("contacts", contact_id, columns)
 
+    async def upsert_contact(self, contact_id: str, columns: Mapping[str, Any]) -> None:
+        """Create the contact with this (derived) id, or bring it up to date if it exists."""
+        await self.dataverse.upsert("contacts", contact_id, columns)
+
     async def update_opportunity(
         self,
         opportunity_id: str,

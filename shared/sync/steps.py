@@ -211,7 +211,8 @@ class AdoptOpportunity(Step):
 
 @dataclass(frozen=True)
 class WriteContact(Step):
-    """Update the opportunity's contact, or create it (id derived from the opportunity)."""
+    """Update a contact this product made, or create (or refresh) the one whose id derives
+    from the opportunity: a seller's own contact is never rewritten."""
 
     contact_id: str
     columns: Mapping[str, Any]

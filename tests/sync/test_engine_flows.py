@@ -71,9 +71,13 @@ async def test_the_engines_own_write_is_not_synced_again(world: World) -> None:
     requests_before = await world.requests()
 
     echo = SyncJob.model_validate(
-        {"kind": "opportunity", "id": opportunity_id, "reason": "poll",
-         "observed_at": our_write["modifiedon"]}
-    )  # fmt: skip
+        {
+            "kind": "opportunity",
+            "id": opportunity_id,
+            "reason": "poll",
+            "observed_at": our_write["modifiedon"],
+        }
+    )
     result = await world.engine.sync(echo)
 
     assert result.outcome == "no_change"
@@ -207,9 +211,13 @@ async def test_a_refused_opportunity_is_not_rewritten_by_its_own_echo(world: Wor
     before = await world.writes()
 
     echo = SyncJob.model_validate(
-        {"kind": "opportunity", "id": opportunity_id, "reason": "poll",
-         "observed_at": written["modifiedon"]}
-    )  # fmt: skip
+        {
+            "kind": "opportunity",
+            "id": opportunity_id,
+            "reason": "poll",
+            "observed_at": written["modifiedon"],
+        }
+    )
     await world.engine.sync(echo)
     await world.sync_opportunity(opportunity_id, reason="poll")  # same reasons: no new audit
 
@@ -417,3 +425,30 @@ async def test_microsofts_side_of_a_linked_engagement_never_becomes_a_second_opp
     assert result.referral_id == created.referral_id
     assert await world.count("opportunities") == 1
     assert await world.links.get_link(microsoft.id) is None
+
+
+async def test_a_new_referral_contact_never_renames_the_sellers_shared_contact(
+    world: World,
+) -> None:
+    """Issue 13, class 5: the seller's contact sits on other opportunities too; a contact change
+    from Partner Center renamed it in place. It gets a contact record of its own instead."""
+    opportunity_id = await world.flagged_opportunity()  # with the seller's contact Ben Example
+    seller_contact = (await world.opportunity(opportunity_id))["_parentcontactid_value"]
+    created = await world.sync_opportunity(opportunity_id, reason="poll")
+    assert created.referral_id is not None
+    await world.edit_referral(
+        created.referral_id,
+        replace(
+            "/customerProfile/team",
+            [{"firstName": "Cy", "lastName": "New", "email": "cy@example.com"}],
+        ),
+    )
+
+    await world.sync_referral(created.referral_id, reason="webhook:referral-updated")
+
+    ben = await world.dataverse.get("contacts", seller_contact)
+    assert (ben["firstname"], ben["emailaddress1"]) == ("Ben", "ben@example.com")
+    opportunity = await world.opportunity(opportunity_id)
+    assert opportunity["_parentcontactid_value"] != seller_contact
+    cy = await world.dataverse.get("contacts", opportunity["_parentcontactid_value"])
+    assert cy["emailaddress1"] == "cy@example.com"
