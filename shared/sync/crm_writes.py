@@ -143,7 +143,7 @@ def creation_steps(
         {
             columns.name: identifier,
             columns.solutionidentifier: identifier,
-            columns.solutionid: record_id("solution", f"{referral_id}|{identifier}"),
+            columns.solutionid: solution_row_id(referral_id, identifier, deal.solutions),
         }
         for identifier in deal.solutions
     ]
@@ -161,6 +161,15 @@ def creation_steps(
             close_step(opportunity_id, to_crm(deal.status, close_reason=deal.close_reason))
         )
     return steps
+
+
+def solution_row_id(referral_id: str, identifier: str, all_of_them: Sequence[str]) -> str:
+    """The derived id of one solution row. Ids that differ only by case (``SOL-A``, ``sol-a``)
+    each get their own (case-kept) id, or the deep insert would collide with itself and restart
+    forever; all others keep the case-free id earlier versions derived."""
+    twins = sum(1 for other in all_of_them if other.lower() == identifier.lower())
+    key = f"{referral_id.lower()}|{identifier}"
+    return record_id("solution", key, exact_case=twins > 1)
 
 
 def lead_columns(deal: Deal, *, columns: Columns) -> dict[str, Any]:

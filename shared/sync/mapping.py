@@ -51,9 +51,14 @@ _QUALIFIED = (Qualification.SALES_QUALIFIED, Qualification.MARKETING_QUALIFIED)
 _NAMESPACE = uuid.UUID("1b0e5c34-7a59-4d8e-9b0a-6f1c2d3e4f50")
 
 
-def record_id(kind: str, key: str) -> str:
-    """The id of the CRM record of ``kind`` made for ``key`` (a referral id, or a customer)."""
-    return str(uuid.uuid5(_NAMESPACE, f"{kind}:{key.strip().lower()}"))
+def record_id(kind: str, key: str, *, exact_case: bool = False) -> str:
+    """The id of the CRM record of ``kind`` made for ``key`` (a referral id, or a customer).
+
+    Keys are compared without case (GUIDs arrive in either); ``exact_case`` keeps it, for
+    keys that differ only by case and must not collide (two solution ids, say).
+    """
+    text = key.strip() if exact_case else key.strip().lower()
+    return str(uuid.uuid5(_NAMESPACE, f"{kind}{'=' if exact_case else ':'}{text}"))
 
 
 @dataclass(frozen=True)

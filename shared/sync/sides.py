@@ -154,14 +154,18 @@ class CrmSide:
         conditions = [eq("name", customer.name or "")]
         if customer.postal_code:
             conditions.append(eq("address1_postalcode", customer.postal_code))
+        account_id = record_id("account", f"{customer.name}|{customer.postal_code or ''}")
+        # The account made for this customer earlier may have been renamed since: its derived
+        # id still says whose it is. Without this, creating it again would collide forever.
         found = await self.dataverse.first(
-            "accounts", select=self.columns.account_select, filter=all_of(*conditions)
+            "accounts",
+            select=self.columns.account_select,
+            filter=any_of(all_of(*conditions), eq("accountid", uuid.UUID(account_id))),
         )
         if found is not None:
             return AccountMatch(
                 str(found["accountid"]), account_customer(found, columns=self.columns)
             )
-        account_id = record_id("account", f"{customer.name}|{customer.postal_code or ''}")
         body = {k: v for k, v in new_account(customer, columns=self.columns).items() if v}
         return AccountMatch(account_id, customer, body)
 

@@ -45,10 +45,11 @@ async def test_a_new_referral_costs_two_dataverse_requests(world: World) -> None
     # Warm the currency cache (one lookup per process and currency).
     await world.sync_referral(await world.incoming())
     referrals = [
-        await world.incoming(customerProfile={**incoming_cosell()["customerProfile"],
-                                              "name": f"Customer {n}"})
+        await world.incoming(
+            customerProfile={**incoming_cosell()["customerProfile"], "name": f"Customer {n}"}
+        )
         for n in range(5)
-    ]  # fmt: skip
+    ]
     before = await world.dataverse_requests()
 
     for referral_id in referrals:
@@ -63,10 +64,11 @@ async def test_where_dataverse_refuses_binds_into_a_deep_insert_new_customers_go
     # UNCERTAIN in the reference; the emulator can behave either way.
     world.dv_emulator.store.binds_to_nested_rows = False
     first, second = [
-        await world.incoming(customerProfile={**incoming_cosell()["customerProfile"],
-                                              "name": f"Customer {n}"})
+        await world.incoming(
+            customerProfile={**incoming_cosell()["customerProfile"], "name": f"Customer {n}"}
+        )
         for n in range(2)
-    ]  # fmt: skip
+    ]
 
     before = await world.dataverse_requests()
     created = await world.sync_referral(first, reason="backfill")
@@ -81,3 +83,39 @@ async def test_where_dataverse_refuses_binds_into_a_deep_insert_new_customers_go
     # First: currency, account lookup, the refused deep insert, the change set. Then the
     # change set goes first: lookup and change set, as a deep insert would cost.
     assert (middle - before, after - middle) == (4, 2)
+
+
+async def test_solution_ids_that_differ_only_by_case_get_a_row_each(world: World) -> None:
+    """Issue 13, class 7: both derived ids were the same, so the deep insert collided with
+    itself, restarted every time and ended in the poison queue; the referral never synced."""
+    requirements = {"solutions": [{"type": "Name", "id": "SOL-A"}, {"type": "Name", "id": "sol-a"}]}
+    referral_id = await world.incoming(
+        details={
+            "dealValue": 120000,
+            "currency": "EUR",
+            "closingDateTime": "2027-03-31T00:00:00Z",
+            "requirements": requirements,
+        }
+    )
+
+    result = await world.sync_referral(referral_id)
+
+    assert result.outcome == "created"
+    assert await world.count("cosell_solutions") == 2
+
+
+async def test_a_renamed_account_made_for_the_customer_is_reused_not_created_again(
+    world: World,
+) -> None:
+    """Issue 13, class 7: the account's derived id exists, but the seller renamed it, so the
+    name + postal code search missed it and every creation collided with it and restarted."""
+    first = await world.sync_referral(await world.incoming())
+    assert first.opportunity_id is not None
+    account_id = (await world.opportunity(first.opportunity_id))["_parentaccountid_value"]
+    await world.dataverse.update("accounts", account_id, {"name": "Contoso Holding"})
+
+    second = await world.sync_referral(await world.incoming(name="Contoso - second deal"))
+
+    assert second.outcome == "created" and second.opportunity_id is not None
+    assert (await world.opportunity(second.opportunity_id))["_parentaccountid_value"] == account_id
+    assert await world.count("accounts") == 1
