@@ -8,6 +8,8 @@ our own SDK calls (reference: azure-functions-platform §1.5).
 
 from __future__ import annotations
 
+from typing import Any
+
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.data.tables.aio import TableServiceClient
 from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
@@ -15,6 +17,11 @@ from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
 from shared.settings import Settings
+
+# Every storage call has a deadline (issue 13, class 11): a storage account that accepts the
+# connection and then never answers must end in an error, not a hang. Per try: connect within
+# 5 s, each read within 10 s; the SDK's retries are held to 2, so a call gives up in about 35 s.
+STORAGE_TIMEOUTS: dict[str, Any] = {"connection_timeout": 5, "read_timeout": 10, "retry_total": 2}
 
 
 def azure_credential(settings: Settings) -> AsyncTokenCredential:
@@ -29,11 +36,13 @@ def table_service_client(settings: Settings) -> TableServiceClient:
     """An async Table service client for the state tables."""
     if settings.storage_connection_string is not None:
         return TableServiceClient.from_connection_string(
-            settings.storage_connection_string.get_secret_value()
+            settings.storage_connection_string.get_secret_value(), **STORAGE_TIMEOUTS
         )
     assert settings.storage_table_service_uri is not None  # guaranteed by Settings validation
     return TableServiceClient(
-        settings.storage_table_service_uri, credential=azure_credential(settings)
+        settings.storage_table_service_uri,
+        credential=azure_credential(settings),
+        **STORAGE_TIMEOUTS,
     )
 
 
@@ -45,6 +54,7 @@ def queue_client(settings: Settings, queue_name: str) -> QueueClient:
             settings.storage_connection_string.get_secret_value(),
             queue_name,
             message_encode_policy=encode,
+            **STORAGE_TIMEOUTS,
         )
     assert settings.storage_queue_service_uri is not None  # guaranteed by Settings validation
     return QueueClient(
@@ -52,4 +62,5 @@ def queue_client(settings: Settings, queue_name: str) -> QueueClient:
         queue_name,
         credential=azure_credential(settings),
         message_encode_policy=encode,
+        **STORAGE_TIMEOUTS,
     )

@@ -10,6 +10,7 @@ answer takes one queue write.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -34,6 +35,7 @@ from shared.partner_center import (
 from shared.runtime import Runtime, get_runtime
 
 logger = logging.getLogger(__name__)
+ENQUEUE_DEADLINE_S = 5.0  # storage must take the job within this, or the answer is 503
 
 
 @dataclass(frozen=True)
@@ -146,9 +148,12 @@ async def _enqueue(runtime: Runtime, job: SyncJob, *, dedupe: bool) -> WebhookAn
     if dedupe and not runtime.recent_events.add(key):
         return WebhookAnswer(202, "duplicate event; already queued", "duplicate")
     try:
-        await runtime.ensure_storage()
-        await runtime.jobs.enqueue(job)
-    except AzureError as exc:
+        # Partner Center waits for the answer: a storage account that hangs gets a 503 (and
+        # Partner Center's retry) within seconds, not the SDK's whole retry budget.
+        async with asyncio.timeout(ENQUEUE_DEADLINE_S):
+            await runtime.ensure_storage()
+            await runtime.jobs.enqueue(job)
+    except (AzureError, TimeoutError) as exc:
         runtime.recent_events.discard(key)
         logger.error("webhook: enqueue failed: %s", type(exc).__name__)
         return WebhookAnswer(
