@@ -32,6 +32,7 @@ from shared.sync.steps import (
     CreateReferral,
     LinkNewReferral,
     LinkOpportunity,
+    MarkLink,
     PatchReferral,
     Plan,
     RecordCreateIntent,
@@ -164,6 +165,12 @@ class _Run:
             self._link().model_copy(update=journal)
         )
 
+    async def mark_link(self, step: MarkLink) -> None:
+        result = LinkResult(status=step.status, message=step.message, at=self.now)
+        self.current.link = await self.applier.links.update_link(
+            self._link().model_copy(update={"last_result": result})
+        )
+
     async def save_link(self, step: SaveLink) -> None:
         referral = self._referral()
         saved = self._link().model_copy(
@@ -273,6 +280,7 @@ _HANDLERS: dict[type[Step], Callable[[_Run, Any], Awaitable[None]]] = {
     RecordRefusal: _Run.record_refusal,
     SaveInFlight: _Run.save_in_flight,
     SaveLink: _Run.save_link,
+    MarkLink: _Run.mark_link,
     CreateReferral: _Run.create_referral,
     LinkNewReferral: _Run.link_new_referral,
     PatchReferral: _Run.patch_referral,

@@ -65,6 +65,7 @@ from shared.sync.steps import (
     LinkNewReferral,
     LinkOpportunity,
     LinkStatus,
+    MarkLink,
     Outcome,
     PatchReferral,
     Plan,
@@ -212,11 +213,14 @@ def _for_referral(s: Snapshot, policy: SyncPolicy) -> Plan:
     if referral_unchanged(s, link, referral):
         return Plan("no_change", referral_id, link.opportunity_id)
     if s.opportunity is None:
-        return Plan(
-            "skipped",
+        return _gone(
+            link,
             referral_id,
             link.opportunity_id,
-            notes=("the linked opportunity no longer exists",),
+            (
+                f"the linked opportunity {link.opportunity_id} no longer exists in Dynamics 365: "
+                "Partner Center changes to this referral are not synced"
+            ),
         )
     return reconcile(s, policy, link, referral, s.opportunity, notes=notes)
 
@@ -363,11 +367,14 @@ def _for_opportunity(s: Snapshot, policy: SyncPolicy) -> Plan:
     if link is None:
         return _new_opportunity(s, opportunity, policy)
     if s.referral is None:
-        return Plan(
-            "skipped",
+        return _gone(
+            link,
             link.referral_id,
             opportunity_id,
-            notes=("the linked referral no longer exists",),
+            (
+                f"the linked referral {link.referral_id} no longer exists in Partner Center: "
+                "changes to this opportunity are not synced"
+            ),
         )
     return reconcile(s, policy, link, s.referral, opportunity)
 
@@ -563,6 +570,18 @@ def reconcile(
     outcome: Outcome = "error" if problems else ("no_change" if fields.empty else "synced")
     return Plan(
         outcome, link.referral_id, link.opportunity_id, fields, tuple(steps), tuple(problems), notes
+    )
+
+
+def _gone(link: LinkState, referral_id: str, opportunity_id: str | None, why: str) -> Plan:
+    """The other side of a linked pair was deleted: an error on the pair, said once."""
+    said = link.last_status == "error" and link.last_message == why
+    return Plan(
+        "error",
+        referral_id,
+        opportunity_id,
+        problems=(why,),
+        steps=() if said else (MarkLink("error", why),),
     )
 
 

@@ -205,6 +205,7 @@ def link_state(link: SyncLink | None) -> LinkState | None:
         opportunity_modified_on=link.opportunity_modified_on,
         waiting_lead_id=pending.target_id if pending and pending.side == "crm" else None,
         last_status=link.last_result.status if link.last_result else None,
+        last_message=link.last_result.message if link.last_result else "",
     )
 
 

@@ -36,6 +36,7 @@ class LinkState:
     opportunity_modified_on: datetime | None = None
     waiting_lead_id: str | None = None  # the link waits on this Dataverse lead
     last_status: str | None = None
+    last_message: str = ""
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,18 @@ class SaveInFlight(Step):
 
 
 @dataclass(frozen=True)
+class MarkLink(Step):
+    """Record on the link why the pair cannot sync (its last result), so ``cosell status`` and
+    the history say so instead of the last ✔."""
+
+    status: LinkStatus
+    message: str
+
+    def describe(self) -> str:
+        return f"mark the link {self.status}: {self.message}"
+
+
+@dataclass(frozen=True)
 class SaveLink(Step):
     """Save the new base and the versions both sides have after the writes."""
 

@@ -452,3 +452,25 @@ async def test_a_new_referral_contact_never_renames_the_sellers_shared_contact(
     assert opportunity["_parentcontactid_value"] != seller_contact
     cy = await world.dataverse.get("contacts", opportunity["_parentcontactid_value"])
     assert cy["emailaddress1"] == "cy@example.com"
+
+
+async def test_an_opportunity_deleted_in_crm_puts_the_pair_in_error_not_synced(
+    world: World,
+) -> None:
+    """Issue 13, class 8: later Partner Center edits vanished while the link still said
+    ✔ synced. The pair now says why, in its last result and in the history."""
+    referral_id, opportunity_id = await linked_pair(world)
+    await world.dataverse.delete("opportunities", opportunity_id)
+    await world.edit_referral(referral_id, replace("/details/notes", "After the delete"))
+
+    result = await world.sync_referral(referral_id, reason="webhook:referral-updated")
+    again = await world.sync_referral(referral_id, reason="manual")
+
+    assert result.outcome == "error"
+    assert "no longer exists in Dynamics 365" in result.problems[0]
+    link = await world.links.get_link(referral_id)
+    assert link is not None and link.last_result is not None
+    assert link.last_result.status == "error" and "no longer exists" in link.last_result.message
+    assert [type(step).__name__ for step in again.steps] == []  # said once
+    newest = (await world.history.list_entries(referral_id))[0]
+    assert newest.outcome == "error" and newest.errors == result.problems
