@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shared.sync.audit import append_audit
+from shared.sync.crm_limits import LEAD_COMPANY_NAME, OPPORTUNITY_TEXT, fit
 from shared.sync.deal import Deal
 from shared.sync.mapping import (
     ERROR_MARK,
@@ -126,8 +127,15 @@ def creation_steps(
     why)."""
     opportunity_id = record_id("opportunity", referral_id)
     status: LinkStatus = "error" if without else "synced"
+    # A new opportunity must be created: what does not fit is cut to fit (text) or left out.
+    name = fit(deal.name, OPPORTUNITY_TEXT["name"]) if "name" in without else deal.name
+    shown = {
+        "name": marked_name(name, status, show_mark=show_mark),
+        "notes": fit(deal.notes, OPPORTUNITY_TEXT["notes"]) if "notes" in without else deal.notes,
+        "deal_value": None if "deal_value" in without else deal.deal_value,
+    }
     body = new_opportunity(
-        deal.model_copy(update={"name": marked_name(deal.name, status, show_mark=show_mark)}),
+        deal.model_copy(update=shown),
         columns=columns,
         account_id=account.account_id,
         contact_id=None,
@@ -178,7 +186,7 @@ def lead_columns(deal: Deal, *, columns: Columns) -> dict[str, Any]:
     customer = deal.customer
     body: dict[str, Any] = {
         "subject": deal.name,
-        "companyname": customer.name if customer else None,
+        "companyname": fit(customer.name, LEAD_COMPANY_NAME) if customer else None,
         "firstname": contact.first_name if contact else None,
         "lastname": (contact.last_name if contact else None) or "(unknown)",
         "emailaddress1": contact.email if contact else None,

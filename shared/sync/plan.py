@@ -31,6 +31,7 @@ from shared.partner_center import (
     ReferralSubstatus,
     ReferralType,
 )
+from shared.sync import crm_limits
 from shared.sync.audit import audit_lines
 from shared.sync.crm_writes import (
     adoption_columns,
@@ -593,10 +594,12 @@ def _lease_left(since: datetime | None, now: datetime) -> float:
 
 
 def _crm_cannot_hold(s: Snapshot, pc: Deal) -> dict[str, str]:
-    """Partner Center values Dataverse cannot take here, with the reason a seller can act on."""
+    """Partner Center values Dataverse cannot take here, with the reason a seller can act on:
+    over a column's limit, or a currency the organization does not have."""
+    found = crm_limits.refusals(pc)
     if pc.currency is None or pc.currency not in s.missing_currencies:
-        return {}
-    return {
+        return found
+    return found | {
         "currency": (
             f"Partner Center's currency {pc.currency} is not a currency of this Dynamics 365 "
             "organization: add it (Settings → Business Management → Currencies) or change the "

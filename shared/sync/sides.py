@@ -30,6 +30,7 @@ from shared.dataverse import (
 )
 from shared.partner_center import NotFound as PcNotFound
 from shared.partner_center import PartnerCenterClient, PatchOperation, Referral
+from shared.sync.crm_limits import ACCOUNT_NAME, fit
 from shared.sync.deal import Customer
 from shared.sync.mapping import (
     CONTACT_SELECT,
@@ -167,6 +168,8 @@ class CrmSide:
                 str(found["accountid"]), account_customer(found, columns=self.columns)
             )
         body = {k: v for k, v in new_account(customer, columns=self.columns).items() if v}
+        if "name" in body:
+            body["name"] = fit(body["name"], ACCOUNT_NAME)  # a new account must be created
         return AccountMatch(account_id, customer, body)
 
     async def has_currency(self, iso_code: str) -> bool:

@@ -1,0 +1,61 @@
+"""Values over Dataverse's column limits (issue 13, class 6): one field the CRM refuses used to
+block the whole pair (a 400 on every write, then the poison queue) under a ✔. Now the value
+that does not fit is not written (cut to fit on creation), the pair is in error with the
+reason, and every other field syncs. Limits: opportunity name 300, description 2,000, account
+name 160, money ±1e12 (Dataverse column reference; the emulator enforces the same)."""
+
+from __future__ import annotations
+
+from tests.sync.conftest import World
+from tests.sync.test_engine_flows import linked_pair, replace
+
+
+async def test_a_referral_with_an_oversized_name_is_created_cut_to_fit_and_in_error(
+    world: World,
+) -> None:
+    long_name = "Contoso - " + "x" * 400
+    referral_id = await world.incoming(name=long_name)
+
+    created = await world.sync_referral(referral_id)
+
+    assert created.outcome == "created" and created.opportunity_id is not None
+    opportunity = await world.opportunity(created.opportunity_id)
+    assert len(opportunity["name"]) <= 300 and opportunity["name"].startswith("✖ Contoso")
+    assert opportunity["cosell_syncstatus"] == 2
+    assert "holds 298" in opportunity["cosell_audit"]
+    referral = await world.referral(referral_id)
+    assert referral.name == long_name  # our cut is never sent back
+
+
+async def test_oversized_notes_are_refused_and_the_other_fields_still_sync(world: World) -> None:
+    referral_id, opportunity_id = await linked_pair(world)
+    await world.edit_referral(
+        referral_id,
+        replace("/details/notes", "n" * 2500),
+        replace("/details/dealValue", 250000),
+    )
+
+    result = await world.sync_referral(referral_id, reason="webhook:referral-updated")
+    await world.edit_opportunity(opportunity_id, name="Renamed in CRM")
+    later = await world.sync_opportunity(opportunity_id, reason="poll")
+
+    assert result.outcome == "error" and "2500 characters" in result.problems[0]
+    opportunity = await world.opportunity(opportunity_id)
+    assert opportunity["estimatedvalue"] == 250000
+    assert opportunity["description"] != "n" * 2500
+    referral = await world.referral(referral_id)
+    assert referral.details is not None and referral.details.notes == "n" * 2500
+    assert referral.name == "Renamed in CRM"
+    assert later.plan is not None and "notes" not in later.plan.to_pc
+
+
+async def test_a_deal_value_beyond_dataverse_money_is_refused_with_the_reason(
+    world: World,
+) -> None:
+    referral_id, opportunity_id = await linked_pair(world)
+    await world.edit_referral(referral_id, replace("/details/dealValue", 5e12))
+
+    result = await world.sync_referral(referral_id, reason="webhook:referral-updated")
+
+    assert result.outcome == "error" and "money columns" in result.problems[0]
+    assert (await world.opportunity(opportunity_id))["estimatedvalue"] == 120000
