@@ -49,6 +49,7 @@ from shared.sync.merge import (
     SyncBase,
     merge,
     settle_in_flight,
+    to_json_value,
 )
 from shared.sync.snapshot import (
     LEAD_DISQUALIFIED,
@@ -531,6 +532,11 @@ def reconcile(
         fields = _hold_pc_changes(fields, pc)
     else:
         problems = []
+    # Dataverse refuses every edit of a Won/Lost opportunity until it is reopened (reference
+    # 8.1), so a closed row that this sync does not reopen is not written at all.
+    read_only = _closed(opportunity) and "status" not in fields.to_crm
+    if read_only and fields.to_crm:
+        fields = _refused_while_closed(fields, opportunity)
     problems += fields.refused_by_crm
     status: LinkStatus = "error" if problems else "synced"
     lines = audit_lines(fields, problems=problems, notes=notes, now=s.now)
@@ -555,6 +561,8 @@ def reconcile(
         audit=lines if urgent else [],
         audit_if_writing=waiting,
     )
+    if read_only:
+        write, waiting = [], [*waiting, *(lines if urgent else [])]  # shown once reopened
     steps += write
     pending = () if write else tuple(waiting[-MAX_PENDING_AUDIT:])
     new_base = fields.base(pending_audit=pending)
@@ -606,6 +614,27 @@ def _crm_cannot_hold(s: Snapshot, pc: Deal) -> dict[str, str]:
             "referral's currency; until then the currency is not synced either way."
         )
     }
+
+
+def _closed(opportunity: CrmOpportunity) -> bool:
+    return opportunity.row.get("statecode") in (1, 2)  # Won, Lost
+
+
+def _refused_while_closed(fields: FieldPlan, opportunity: CrmOpportunity) -> FieldPlan:
+    """PC → CRM changes a closed opportunity cannot take: CRM's values stay (as our stand-ins,
+    never sent back) until the seller reopens it; the pair says why."""
+    names = ", ".join(sorted(fields.to_crm))
+    reason = (
+        f"the opportunity is closed in Dynamics 365 and cannot be edited: reopen it to take "
+        f"Partner Center's changes ({names})"
+    )
+    held = {name: to_json_value(getattr(opportunity.deal, name)) for name in fields.to_crm}
+    return replace(
+        fields,
+        to_crm={},
+        stand_ins={**fields.stand_ins, **held},
+        refused_by_crm=(*fields.refused_by_crm, reason),
+    )
 
 
 def _shown(deal: Deal) -> dict[str, Change]:

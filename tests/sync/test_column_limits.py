@@ -59,3 +59,25 @@ async def test_a_deal_value_beyond_dataverse_money_is_refused_with_the_reason(
 
     assert result.outcome == "error" and "money columns" in result.problems[0]
     assert (await world.opportunity(opportunity_id))["estimatedvalue"] == 120000
+
+
+async def test_a_deal_reopened_and_lost_after_partner_center_won_it_is_never_written_closed(
+    world: World,
+) -> None:
+    """Issue 13, class 6: Partner Center has the deal as Won; the seller reopened the
+    opportunity and closed it as lost. The sync then wrote its audit line into the closed
+    opportunity, which Dataverse refuses (a 400 on every retry, then the poison queue)."""
+    referral_id, opportunity_id = await linked_pair(world)
+    await world.dataverse.win_opportunity(opportunity_id)
+    assert (await world.sync_opportunity(opportunity_id, reason="poll")).outcome == "synced"
+    await world.edit_opportunity(opportunity_id, statecode=0, statuscode=1)  # reopened
+    await world.sync_opportunity(opportunity_id, reason="poll")
+    await world.dataverse.lose_opportunity(opportunity_id)
+
+    result = await world.sync_opportunity(opportunity_id, reason="poll")
+
+    assert result.outcome in ("synced", "no_change", "error")
+    assert not any(type(step).__name__ == "WriteOpportunity" for step in result.steps)
+    referral = await world.referral(referral_id)
+    assert (str(referral.status), str(referral.substatus)) == ("Closed", "Won")
+    assert (await world.opportunity(opportunity_id))["statecode"] == 2
