@@ -15,8 +15,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from shared.dataverse import InvalidRequest as DataverseInvalidRequest
 from shared.errors import PreconditionFailedError
-from shared.partner_center import PatchOperation, Referral
+from shared.partner_center import PartnerCenterError, PatchOperation, Referral
 from shared.state import LinkResult, LinkStore, OpportunityIndex, PendingCreate, SyncLink
 from shared.sync.merge import SyncBase
 from shared.sync.plan import SyncPolicy, after_referral_created
@@ -76,10 +77,32 @@ class Applier:
             link=stored.link,
             index=stored.index,
         )
+        return await self.resume(plan.steps, snapshot, current)
+
+    async def resume(
+        self, steps: tuple[Step, ...], snapshot: Snapshot, current: Current
+    ) -> Current:
+        """Run ``steps`` from the versions ``current`` holds (after a refusal, say)."""
         run = _Run(self, snapshot, current)
-        for step in plan.steps:
-            await run.step(step)
+        for step in steps:
+            try:
+                await run.step(step)
+            except DataverseInvalidRequest as error:
+                raise Refused(step, f"Dynamics 365: {error.message}", current) from error
+            except PartnerCenterError as error:
+                if error.status != 400:
+                    raise
+                raise Refused(step, f"Partner Center: {error.message}", current) from error
         return current
+
+
+class Refused(Exception):
+    """A service refused a step as invalid (400): retrying the job cannot help, so the engine
+    records why on the pair instead of letting the queue retry it into the poison queue."""
+
+    def __init__(self, step: Step, message: str, current: Current) -> None:
+        super().__init__(f"{step.describe()}: {message}")
+        self.step, self.message, self.current = step, message, current
 
 
 @dataclass

@@ -15,6 +15,7 @@ admin may have changed a column's maximum length; the table is the out-of-the-bo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from shared.sync.deal import Deal
 from shared.sync.mapping import ERROR_MARK
@@ -35,6 +36,14 @@ OPPORTUNITY_TEXT = {
 }
 ACCOUNT_NAME = TextLimit("account name", 160)
 LEAD_COMPANY_NAME = TextLimit("lead company name", 100)
+# A contact's columns (firstname, lastname, telephone1 50; emailaddress1 100). A name or phone
+# too long is cut; an e-mail address cut would be another address, so it is left out.
+CONTACT_TEXT = {
+    "firstname": TextLimit("contact first name", 50),
+    "lastname": TextLimit("contact last name", 50),
+    "telephone1": TextLimit("contact phone", 50),
+}
+CONTACT_EMAIL = TextLimit("contact e-mail", 100)
 
 
 def refusals(deal: Deal) -> dict[str, str]:
@@ -53,6 +62,18 @@ def refusals(deal: Deal) -> dict[str, str]:
             f"money columns hold (±{MAX_MONEY:,.0f})"
         )
     return found
+
+
+def contact_row(columns: dict[str, Any]) -> dict[str, Any]:
+    """A contact's columns made to fit (None values left out)."""
+    row = {k: v for k, v in columns.items() if v is not None}
+    for name, limit in CONTACT_TEXT.items():
+        if isinstance(row.get(name), str):
+            row[name] = fit(row[name], limit)
+    email = row.get("emailaddress1")
+    if isinstance(email, str) and len(email) > CONTACT_EMAIL.max_length:
+        del row["emailaddress1"]
+    return row
 
 
 def fit(value: str | None, limit: TextLimit) -> str | None:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shared.sync.audit import append_audit
-from shared.sync.crm_limits import LEAD_COMPANY_NAME, OPPORTUNITY_TEXT, fit
+from shared.sync.crm_limits import LEAD_COMPANY_NAME, OPPORTUNITY_TEXT, contact_row, fit
 from shared.sync.deal import Deal
 from shared.sync.mapping import (
     ERROR_MARK,
@@ -69,7 +69,7 @@ def opportunity_write(
     if row.get(columns.syncstatus) != SYNC_STATUS_CHOICE[status]:
         update[columns.syncstatus] = SYNC_STATUS_CHOICE[status]
     if "contact" in changes and merged.contact is not None:
-        contact = {k: v for k, v in contact_columns(merged.contact).items() if v is not None}
+        contact = contact_row(contact_columns(merged.contact))
         # Only a contact this product made is rewritten in place. The seller's own contact
         # may sit on other opportunities too: the new contact gets a row of its own.
         ours = {record_id("contact", opportunity.id)}
@@ -145,7 +145,7 @@ def creation_steps(
     if audit:
         body[columns.audit] = append_audit(None, list(audit))
     if deal.contact is not None:
-        contact = {k: v for k, v in contact_columns(deal.contact).items() if v is not None}
+        contact = contact_row(contact_columns(deal.contact))
         body["parentcontactid"] = {**contact, "contactid": record_id("contact", referral_id)}
     body[columns.solutions_relationship] = [
         {
@@ -200,7 +200,7 @@ def lead_columns(deal: Deal, *, columns: Columns) -> dict[str, Any]:
         columns.referralid: deal.referral_id,
         columns.referrallink: deal.referral_link,
     }
-    return {k: v for k, v in body.items() if v is not None}
+    return contact_row(body)  # the lead's person columns have a contact's limits
 
 
 def adoption_columns(

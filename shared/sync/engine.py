@@ -29,10 +29,10 @@ from shared.jobs import SyncJob
 from shared.partner_center import PartnerCenterClient
 from shared.settings import Settings
 from shared.state import FieldChange, HistoryEntry, HistoryStore, LinkStore
-from shared.sync.apply import Applier
+from shared.sync.apply import Applier, Refused
 from shared.sync.mapping import Columns
 from shared.sync.merge import FieldPlan, to_json_value
-from shared.sync.plan import SyncPolicy, plan
+from shared.sync.plan import SyncPolicy, after_refusal, plan
 from shared.sync.read import Reader
 from shared.sync.result import SyncResult, SyncRetry
 from shared.sync.sides import CrmSide, PartnerCenterSide
@@ -114,7 +114,13 @@ class SyncEngine:
         planned = plan(snapshot, self.policy)
         referral_id = planned.referral_id
         if not dry_run:
-            current = await self.applier.apply(planned, snapshot, stored)
+            try:
+                current = await self.applier.apply(planned, snapshot, stored)
+            except Refused as refused:
+                planned = after_refusal(
+                    planned, refused.step, refused.message, linked=refused.current.link is not None
+                )
+                current = await self.applier.resume(planned.steps, snapshot, refused.current)
             if referral_id is None and current.referral is not None and planned.steps:
                 referral_id = current.referral.id  # a referral this sync created
         return SyncResult(

@@ -582,6 +582,21 @@ def reconcile(
     )
 
 
+def after_refusal(planned: Plan, step: Step, message: str, *, linked: bool) -> Plan:
+    """The plan once a service refused ``step`` as invalid: the steps before it stand, the pair
+    is in error with the service's reason (on the link, or the opportunity's index row), and
+    the next change tries again; the job itself is done, not retried into the poison queue."""
+    why = f"not synced: {step.describe()} was refused by {message}"
+    record: Step
+    if linked:
+        record = MarkLink("error", why)
+    elif planned.opportunity_id is not None:
+        record = RecordRefusal(planned.opportunity_id, why)
+    else:
+        return replace(planned, outcome="error", steps=(), problems=(*planned.problems, why))
+    return replace(planned, outcome="error", steps=(record,), problems=(*planned.problems, why))
+
+
 def _gone(link: LinkState, referral_id: str, opportunity_id: str | None, why: str) -> Plan:
     """The other side of a linked pair was deleted: an error on the pair, said once."""
     said = link.last_status == "error" and link.last_message == why

@@ -81,3 +81,20 @@ async def test_a_deal_reopened_and_lost_after_partner_center_won_it_is_never_wri
     referral = await world.referral(referral_id)
     assert (str(referral.status), str(referral.substatus)) == ("Closed", "Won")
     assert (await world.opportunity(opportunity_id))["statecode"] == 2
+
+
+async def test_a_contact_with_an_oversized_name_is_created_cut_to_fit(world: World) -> None:
+    """A contact's first name holds 50 characters: one longer failed the whole creation."""
+    long_first = "Anastasia" * 8
+    team = [{"firstName": long_first, "lastName": "Example", "email": "ana@example.com"}]
+    profile = {
+        "name": "Contoso Ltd",
+        "address": {"city": "Berlin", "postalCode": "10115", "country": "DE"},
+        "team": team,
+    }
+    referral_id = await world.incoming(customerProfile=profile)
+
+    created = await world.sync_referral(referral_id)
+
+    assert created.outcome == "created"
+    assert await world.count("contacts", emailaddress1="ana@example.com") == 1

@@ -131,3 +131,21 @@ async def test_a_qualified_lead_flagged_before_its_referral_job_runs_gets_no_sec
         assert link is not None and link.opportunity_id == opportunity_id
         referral = await world.referral(referral_id)
         assert (str(referral.status), str(referral.substatus)) == ("Active", "Accepted")
+
+
+async def test_a_lead_dataverse_refuses_ends_the_job_with_the_reason_not_in_poison(
+    storage_connection_string: str,
+) -> None:
+    """Any write a service refuses as invalid (400) that the plan did not foresee (here a lead's
+    amount beyond Dataverse money) is recorded with the service's reason; raising it made the
+    host retry the job into the poison queue (issue 13, class 6)."""
+    prefix = "lead" + uuid.uuid4().hex[:12]
+    async with open_world(storage_connection_string, prefix, SYNC_COSELL_ONLY="false") as world:
+        details = {"dealValue": 5e12, "currency": "EUR", "closingDateTime": "2027-03-31T00:00:00Z"}
+        referral_id = await world.incoming(**LEAD, details=details)
+
+        result = await world.sync_referral(referral_id)
+
+        assert result.outcome == "error"
+        assert "refused by Dynamics 365" in result.problems[-1]
+        assert await world.count("leads") == 0
