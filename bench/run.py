@@ -167,9 +167,14 @@ async def run_all(
         "`python -m bench chaos` (see `bench/chaos.py` for the model): the sandbox stack, 10 % "
         "of API requests on both emulators failing with 429/500/503/504, 10 % of webhooks "
         "dropped, the local host killed with no grace every 2-6 s and restarted on the same "
-        "storage, three rounds of random edits on both sides; then faults off, queue drained, "
-        "`cosell backfill --inline` until a round changes nothing, and every pair compared "
-        "field by field with the last edit of each field."
+        "storage, three rounds of random edits on both sides; the families of issue 13 "
+        "(`bench/chaos_families.py`): the seller's flagged opportunities with 2-3 poll jobs "
+        "racing while Partner Center answers 30 % 429/503, Microsoft's side of each of their "
+        "engagements synced by reconcile/backfill/manual jobs, 5 % of referrals in a currency "
+        "Dataverse lacks, seller contacts shared by three opportunities whose referrals get "
+        "new contacts; then faults off, queue drained, `cosell backfill --inline` until a "
+        "round changes nothing, and every pair compared field by field with the last edit of "
+        "each field, plus each family's check."
         + (f" `make bench` runs {chaos_referrals:,} referrals to stay in its time budget; "
            "`make chaos` runs 1,000." if chaos_referrals != 1000 else ""),
     ))  # fmt: skip

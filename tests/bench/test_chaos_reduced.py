@@ -1,6 +1,10 @@
 """The chaos run of SPEC 11, reduced to fit ``make test``: the whole sandbox under 10 % faults,
 dropped webhooks and host kills must converge with no lost edit and no duplicate record.
 
+It tries the families of issue 13 too (``bench/chaos_families.py``, sized by the number of
+referrals): creation races under throttling, Microsoft's side of linked engagements arriving by
+reconcile/backfill/manual jobs, currencies Dataverse lacks and shared seller contacts.
+
 ``make chaos`` runs the same with 1,000 referrals; see ``bench/chaos.py`` for the model.
 """
 
@@ -16,6 +20,13 @@ async def test_chaos_converges_with_no_lost_edit_and_no_duplicate() -> None:
     summary = "\n".join(report.lines())
     assert report.kills > 0 and report.kills_mid_sync > 0, summary
     assert sum(report.faults.values()) > 0 and report.webhooks_dropped > 0, summary
+    # The duplicate classes were tried: racing jobs for new flagged opportunities, and jobs
+    # for Microsoft's referral of each of their engagements.
+    families = report.family_counts
+    assert families["race_jobs"] >= 2 * families["seller_opportunities"] > 0, summary
+    assert families["microsoft_referrals"] == families["seller_opportunities"], summary
+    assert families["related_jobs"] > 0, summary
+    assert families["unknown_currency"] > 0 and families["contact_edits"] > 0, summary
     assert report.converged, summary
     assert not report.missing, summary
     assert not report.duplicates, summary
