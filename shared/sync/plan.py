@@ -81,10 +81,10 @@ from shared.sync.steps import (
 from shared.sync.validation import validate_for_partner_center
 
 MAX_PENDING_AUDIT = 20  # audit lines kept in the link until the next opportunity write
-# How long a sync's lease on creating a referral lasts: longer than its POST can take with the
-# client's retries (5 attempts of at most 30 s each, 4 waits capped at 30 s: 270 s), so a live
-# creator is never taken over; a dead one delays the creation by at most this.
-CREATE_LEASE = timedelta(minutes=5)
+# How long a sync's lease on creating a referral lasts: longer than its POST can take, retries
+# included (``sides.CREATE_REFERRAL_DEADLINE_S`` bounds it), so a live creator is never taken
+# over; a dead one delays the creation by at most this.
+CREATE_LEASE = timedelta(minutes=2)
 MARKETPLACE_LEAD = "Marketplace lead"
 # Fields shown in the plan of a creation (what the new record will carry).
 SHOWN_ON_CREATE = ("name", "deal_value", "currency", "close_date", "status", "solutions", "contact")

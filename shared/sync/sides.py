@@ -8,6 +8,7 @@ live here: ``plan.py`` makes them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
@@ -48,6 +49,8 @@ from shared.sync.snapshot import (
 )
 
 MISSING_CURRENCY_TTL_S = 600.0
+# The longest a referral POST may take with its retries; ``plan.CREATE_LEASE`` is longer.
+CREATE_REFERRAL_DEADLINE_S = 90.0
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,10 @@ class PartnerCenterSide:
         return None
 
     async def create_referral(self, body: Mapping[str, Any]) -> Referral:
-        return await self.client.create_referral(body)
+        """POST the referral, giving up (``TimeoutError``) after ``CREATE_REFERRAL_DEADLINE_S``
+        whatever the retries of 429/503 would still wait: the creation lease must outlast it."""
+        async with asyncio.timeout(CREATE_REFERRAL_DEADLINE_S):
+            return await self.client.create_referral(body)
 
     async def patch_referral(
         self, referral_id: str, operations: Sequence[PatchOperation], *, etag: str | None

@@ -23,6 +23,7 @@ from shared.sync import SyncBase
 from shared.sync.deal import Customer
 from shared.sync.mapping import Columns, record_id
 from shared.sync.plan import CREATE_LEASE, SyncPolicy, plan
+from shared.sync.sides import CREATE_REFERRAL_DEADLINE_S
 from shared.sync.snapshot import (
     LEAD_DISQUALIFIED,
     LEAD_QUALIFIED,
@@ -602,3 +603,8 @@ def _customer() -> Customer:
 
 def replace_base(link: LinkState, base: SyncBase) -> LinkState:
     return replace(link, base=base)
+
+
+def test_a_creation_lease_outlasts_the_longest_referral_post() -> None:
+    # Else a live creator still retrying its POST could be taken over: two referrals.
+    assert CREATE_LEASE.total_seconds() > CREATE_REFERRAL_DEADLINE_S
