@@ -217,6 +217,10 @@ def merge(
         c = b if (still_blocked or is_stand_in) else actual
 
         value, conflict = _decide(name, flow, p, c, b, base is not None, policy, crm_newer)
+        if name in cannot_hold and base is None:
+            # No base to tell a seller's choice from what Dataverse put in place of a value it
+            # cannot hold (a creation interrupted before its link): CRM's is the stand-in.
+            value, conflict = p, False
         if conflict:
             winner = "Partner Center" if value == p else "Dynamics 365"
             conflicts.append(f"{name}: changed in both systems; kept the {winner} value")

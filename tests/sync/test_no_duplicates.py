@@ -11,7 +11,7 @@ from azure.data.tables.aio import TableClient
 
 from sandbox.partner_center import DEFAULT_TOKEN
 from shared.jobs import SyncJob
-from shared.partner_center import PartnerCenterClient, StaticTokenProvider
+from shared.partner_center import PartnerCenterClient, PartnerCenterError, StaticTokenProvider
 from shared.retry import RetryPolicy
 from shared.state import LinkStore
 from shared.sync import SyncEngine
@@ -127,3 +127,53 @@ async def test_concurrent_jobs_for_a_flagged_opportunity_under_throttling_make_o
     outcomes = [r.outcome for r in results if not isinstance(r, BaseException)]
     assert outcomes.count("created") == 1
     assert set(outcomes) <= {"created", "deferred", "synced", "no_change"}
+
+
+class FailsFirstPost(httpx.AsyncBaseTransport):
+    """Partner Center's transport; the first referral POST gets a 500 (not retried: whether
+    the referral was made is unknown)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner, self.failed = inner, False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and not self.failed:
+            self.failed = True
+            return httpx.Response(500, json={"error": {"code": "generalException"}})
+        return await self.inner.handle_async_request(request)
+
+
+async def test_a_redelivered_message_resumes_its_own_creation_without_waiting(
+    world: World,
+) -> None:
+    """The lease's owner is the queue message: when its POST failed, the host's retry of the
+    same message looks the referral up and posts at once, while another message for the same
+    change waits for the lease."""
+    opportunity_id = await world.flagged_opportunity()
+    pc = PartnerCenterClient(
+        sandbox_settings().partner_center_api_url,
+        token_provider=StaticTokenProvider(DEFAULT_TOKEN),
+        transport=FailsFirstPost(httpx.ASGITransport(app=world.pc_app)),
+        retry_policy=RetryPolicy(attempts=2, base_delay=0.0, jitter=0.0),
+    )
+    engine = SyncEngine(
+        pc=pc,
+        dataverse=world.dataverse,
+        links=world.links,
+        history=world.history,
+        settings=sandbox_settings(),
+    )
+    job = SyncJob.now("opportunity", opportunity_id, reason="poll")
+    async with pc:
+        with pytest.raises(PartnerCenterError):
+            await engine.sync(job, owner="message-1")
+        other = await engine.sync(job, owner="message-2")
+        retried = await engine.sync(job, owner="message-1")
+
+    assert other.outcome == "deferred"
+    assert retried.outcome == "created"
+    referrals = [
+        r
+        async for r in world.pc.list_referrals(filter=f"externalReferenceId eq '{opportunity_id}'")
+    ]
+    assert len(referrals) == 1

@@ -238,3 +238,16 @@ def test_a_seller_changing_a_stand_in_is_an_ordinary_crm_change() -> None:
     )
 
     assert plan.to_pc["currency"].new == "GBP" and plan.refused_by_crm == ()
+
+
+def test_without_a_base_the_crm_value_in_place_of_one_it_cannot_hold_is_a_stand_in() -> None:
+    # A creation killed between the insert and the link: the next sync links with no base.
+    pc = BASE.model_copy(update={"currency": "ZWG"})
+    crm = BASE.model_copy(update={"currency": "USD"})
+
+    plan = merge(
+        None, pc, crm, policy="crm", pc_status="Active", crm_cannot_hold={"currency": "ZWG unknown"}
+    )
+
+    assert "currency" not in plan.to_pc and "currency" not in plan.to_crm
+    assert plan.stand_ins == {"currency": "USD"} and plan.refused_by_crm == ("ZWG unknown",)
