@@ -60,6 +60,9 @@ Retried = Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
 
 async def _send_all(queue: JobQueue, jobs: list[SyncJob], retried: Retried) -> None:
+    # The host creates sync-jobs on its first start; a fresh stack may not have it yet.
+    await queue.create_queue()
+
     def sender(one: SyncJob) -> Callable[[], Awaitable[None]]:
         return lambda: queue.enqueue(one)
 
