@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +71,29 @@ class World:
     dv_emulator: Emulator  # for the few tests that choose how Dataverse behaves
     dv_clock: DataverseClock
     pc_app: Any  # the Partner Center emulator (ASGI), for tests that wrap its transport
+
+    def engine_with_partner_center(
+        self,
+        wrap: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] = lambda t: t,
+        *,
+        retry_policy: RetryPolicy | None = None,
+    ) -> tuple[PartnerCenterClient, SyncEngine]:
+        """A Partner Center client over the emulator whose transport ``wrap`` may change (to
+        inject an event at a chosen request), and an engine using it; close the client."""
+        pc = PartnerCenterClient(
+            sandbox_settings().partner_center_api_url,
+            token_provider=StaticTokenProvider(DEFAULT_TOKEN),
+            transport=wrap(httpx.ASGITransport(app=self.pc_app)),
+            retry_policy=retry_policy,
+        )
+        engine = SyncEngine(
+            pc=pc,
+            dataverse=self.dataverse,
+            links=self.links,
+            history=self.history,
+            settings=sandbox_settings(),
+        )
+        return pc, engine
 
     def later_in_dataverse(self, seconds: float = 1.0) -> None:
         """Dataverse stamps the next edits ``seconds`` later than Partner Center would."""

@@ -9,9 +9,7 @@ import pytest
 from azure.core.exceptions import ServiceRequestError
 from azure.data.tables.aio import TableClient
 
-from sandbox.partner_center import DEFAULT_TOKEN
 from shared.jobs import SyncJob
-from shared.partner_center import PartnerCenterClient, StaticTokenProvider
 from shared.state import LinkStore
 from shared.sync import SyncEngine
 from tests.sync.conftest import World, sandbox_settings
@@ -115,13 +113,9 @@ async def test_a_crm_edit_made_while_the_sync_writes_partner_center_is_not_lost(
     async def seller_edits() -> object:
         return await world.edit_opportunity(opportunity_id, estimatedvalue=300000)
 
-    pc = PartnerCenterClient(
-        sandbox_settings().partner_center_api_url,
-        token_provider=StaticTokenProvider(DEFAULT_TOKEN),
-        transport=EditsCrmBeforeThePatch(httpx.ASGITransport(app=world.pc_app), seller_edits),
+    pc, engine = world.engine_with_partner_center(
+        lambda transport: EditsCrmBeforeThePatch(transport, seller_edits)
     )
-    engine = SyncEngine(pc=pc, dataverse=world.dataverse, links=world.links,
-                        history=world.history, settings=sandbox_settings())  # fmt: skip
     async with pc:
         result = await engine.sync(SyncJob.now("opportunity", opportunity_id, reason="poll"))
 

@@ -9,9 +9,8 @@ import pytest
 from azure.core.exceptions import ServiceRequestError
 from azure.data.tables.aio import TableClient
 
-from sandbox.partner_center import DEFAULT_TOKEN
 from shared.jobs import SyncJob
-from shared.partner_center import PartnerCenterClient, PartnerCenterError, StaticTokenProvider
+from shared.partner_center import PartnerCenterError
 from shared.retry import RetryPolicy
 from shared.state import LinkStore
 from shared.sync import SyncEngine
@@ -98,18 +97,8 @@ async def test_concurrent_jobs_for_a_flagged_opportunity_under_throttling_make_o
     faults = {"error_rate": 0.5, "statuses": [503], "retry_after_s": 0.2, "latency_ms": 20}
     assert (await world.pc_http.put("/_emulator/faults", json=faults)).status_code < 300
     # A client that really waits out Retry-After, as in Azure (the world's never sleeps).
-    patient = PartnerCenterClient(
-        sandbox_settings().partner_center_api_url,
-        token_provider=StaticTokenProvider(DEFAULT_TOKEN),
-        transport=httpx.ASGITransport(app=world.pc_app),
-        retry_policy=RetryPolicy(attempts=8, base_delay=0.05, jitter=0.0),
-    )
-    engine = SyncEngine(
-        pc=patient,
-        dataverse=world.dataverse,
-        links=world.links,
-        history=world.history,
-        settings=sandbox_settings(),
+    patient, engine = world.engine_with_partner_center(
+        retry_policy=RetryPolicy(attempts=8, base_delay=0.05, jitter=0.0)
     )
     job = SyncJob.now("opportunity", opportunity_id, reason="poll")
 
@@ -150,18 +139,8 @@ async def test_a_redelivered_message_resumes_its_own_creation_without_waiting(
     same message looks the referral up and posts at once, while another message for the same
     change waits for the lease."""
     opportunity_id = await world.flagged_opportunity()
-    pc = PartnerCenterClient(
-        sandbox_settings().partner_center_api_url,
-        token_provider=StaticTokenProvider(DEFAULT_TOKEN),
-        transport=FailsFirstPost(httpx.ASGITransport(app=world.pc_app)),
-        retry_policy=RetryPolicy(attempts=2, base_delay=0.0, jitter=0.0),
-    )
-    engine = SyncEngine(
-        pc=pc,
-        dataverse=world.dataverse,
-        links=world.links,
-        history=world.history,
-        settings=sandbox_settings(),
+    pc, engine = world.engine_with_partner_center(
+        FailsFirstPost, retry_policy=RetryPolicy(attempts=2, base_delay=0.0, jitter=0.0)
     )
     job = SyncJob.now("opportunity", opportunity_id, reason="poll")
     async with pc:
