@@ -78,18 +78,16 @@ class SyncEngine:
         self.applier = Applier(pc_side, self.crm, links, self.policy)
         self.max_restarts = max_restarts
 
-    async def sync(
-        self, job: SyncJob, *, dry_run: bool = False, owner: str | None = None
-    ) -> SyncResult:
+    async def sync(self, job: SyncJob, *, dry_run: bool = False) -> SyncResult:
         """Run one job to completion; raises ``SyncRetry`` (or a client error) to be retried.
 
         With ``dry_run`` it reads and plans, and returns the plan's steps without running them.
-        ``owner`` names who holds the leases this sync takes: the queue message's id, so a
-        redelivery of the same message (its worker died, or it failed) resumes its own
-        creation at once instead of waiting for the lease to expire.
         """
         started = time.perf_counter()
-        run_id = owner or uuid.uuid4().hex  # owns the leases this sync takes, across restarts
+        # Owns the leases this sync takes, across its restarts. Not the queue message: a
+        # redelivery after a worker died mid-POST must wait for that POST to land (the lease),
+        # or its lookup could miss it and post a second referral.
+        run_id = uuid.uuid4().hex
         with counting() as calls:
             for attempt in range(self.max_restarts + 1):
                 try:

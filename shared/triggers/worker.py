@@ -61,7 +61,7 @@ async def run_sync_job(
         "reason": str(job.reason),
     }
     try:
-        result = await runtime.engine().sync(job, owner=message_id)
+        result = await runtime.engine().sync(job)
     except Exception as exc:
         # Ids and the error type only: error messages of the clients may quote record data.
         logger.warning(

@@ -14,6 +14,7 @@ from shared.partner_center import PartnerCenterError
 from shared.retry import RetryPolicy
 from shared.state import LinkStore
 from shared.sync import SyncEngine
+from shared.sync.plan import CREATE_LEASE
 from tests.sync.conftest import World, sandbox_settings
 from tests.sync.faults import FailingTableTransport
 
@@ -132,12 +133,12 @@ class FailsFirstPost(httpx.AsyncBaseTransport):
         return await self.inner.handle_async_request(request)
 
 
-async def test_a_redelivered_message_resumes_its_own_creation_without_waiting(
+async def test_after_a_failed_post_the_retry_waits_for_the_lease_then_posts_once(
     world: World,
 ) -> None:
-    """The lease's owner is the queue message: when its POST failed, the host's retry of the
-    same message looks the referral up and posts at once, while another message for the same
-    change waits for the lease."""
+    """A POST that failed (a 500, not retried: whether the referral was made is unknown) leaves
+    its lease; the job's retry, a new sync, waits for it, then takes it over, looks the referral
+    up and posts once."""
     opportunity_id = await world.flagged_opportunity()
     pc, engine = world.engine_with_partner_center(
         FailsFirstPost, retry_policy=RetryPolicy(attempts=2, base_delay=0.0, jitter=0.0)
@@ -145,11 +146,23 @@ async def test_a_redelivered_message_resumes_its_own_creation_without_waiting(
     job = SyncJob.now("opportunity", opportunity_id, reason="poll")
     async with pc:
         with pytest.raises(PartnerCenterError):
-            await engine.sync(job, owner="message-1")
-        other = await engine.sync(job, owner="message-2")
-        retried = await engine.sync(job, owner="message-1")
+            await engine.sync(job)
+        waiting = await engine.sync(job)
+        index = await world.links.get_opportunity_index(opportunity_id)
+        assert index is not None and index.pending_create is not None
+        expired = index.pending_create.started_at - CREATE_LEASE
+        await world.links.save_opportunity_index(
+            index.model_copy(
+                update={
+                    "pending_create": index.pending_create.model_copy(
+                        update={"started_at": expired}
+                    )
+                }
+            )
+        )
+        retried = await engine.sync(job)
 
-    assert other.outcome == "deferred"
+    assert waiting.outcome == "deferred" and waiting.retry_after is not None
     assert retried.outcome == "created"
     referrals = [
         r
