@@ -61,7 +61,7 @@ def opportunity_write(
     written anyway (empty list: the row already says all of it)."""
     row = opportunity.row
     steps: list[Step] = []
-    update = opportunity_update(changes, merged, columns=columns, currency_ids={})
+    update = opportunity_update(changes, merged, columns=columns)
     currency = merged.currency if "currency" in changes and merged.currency else None
     name = marked_name(merged.name, status, show_mark=show_mark)
     if name is not None and row.get("name") != name:
@@ -138,10 +138,8 @@ def creation_steps(
         deal.model_copy(update=shown),
         columns=columns,
         account_id=account.account_id,
-        contact_id=None,
-        currency_id=None,  # bound by apply: the currency's id is looked up there
+        sync_status=status,
     )
-    body[columns.syncstatus] = SYNC_STATUS_CHOICE[status]
     if audit:
         body[columns.audit] = append_audit(None, list(audit))
     if deal.contact is not None:

@@ -496,19 +496,16 @@ def opportunity_update(
     deal: Deal,
     *,
     columns: Columns,
-    currency_ids: Mapping[str, str],
 ) -> dict[str, Any]:
-    """The opportunity columns to PATCH for the changed fields (status and contact excluded:
-    the engine closes/reopens through actions and writes the contact record itself)."""
+    """The opportunity columns to PATCH for the changed fields (status, contact and currency
+    excluded: they are closing/reopening actions, a contact row, and a bind whose id the apply
+    stage looks up)."""
     update: dict[str, Any] = {}
     for field in changes:
         if field == "name":
             update["name"] = deal.name
         elif field == "deal_value":
             update[columns.deal_value] = deal.deal_value
-        elif field == "currency" and deal.currency and deal.currency in currency_ids:
-            currency_id = currency_ids[deal.currency]
-            update["transactioncurrencyid@odata.bind"] = f"/transactioncurrencies({currency_id})"
         elif field == "close_date":
             update["estimatedclosedate"] = deal.close_date.isoformat() if deal.close_date else None
         elif field == "notes":
@@ -552,10 +549,10 @@ def new_opportunity(
     *,
     columns: Columns,
     account_id: str,
-    contact_id: str | None,
-    currency_id: str | None,
+    sync_status: str = "synced",
 ) -> dict[str, Any]:
-    """The opportunity created for an incoming referral (sync flag on, status per SPEC 4.3)."""
+    """The opportunity created for an incoming referral (sync flag on, status per SPEC 4.3);
+    its contact and currency are added by the caller (a nested row, a looked-up bind)."""
     status = to_crm(deal.status or DealStatus.NEW)
     body: dict[str, Any] = {
         "name": deal.name,
@@ -570,14 +567,10 @@ def new_opportunity(
         columns.microsoftcrmid: deal.microsoft_crm_id,
         columns.referralprogram: deal.program,
         columns.syncwithpartnercenter: True,
-        columns.syncstatus: SYNC_STATUS_CHOICE["synced"],
+        columns.syncstatus: SYNC_STATUS_CHOICE[sync_status],
     }
     if deal.help_needed in HELP_CHOICE_BY_CODE:
         body[columns.helpneeded] = HELP_CHOICE_BY_CODE[deal.help_needed]
     if status.statecode == 0:
         body["statuscode"] = status.statuscode
-    if contact_id:
-        body["parentcontactid@odata.bind"] = f"/contacts({contact_id})"
-    if currency_id:
-        body["transactioncurrencyid@odata.bind"] = f"/transactioncurrencies({currency_id})"
     return {k: v for k, v in body.items() if v is not None}

@@ -236,12 +236,15 @@ class CrmSide:
         """PATCH the opportunity (If-Match ``etag``); ``currency`` is bound by ISO code."""
         update = dict(columns)
         if currency:
-            currency_id = await self.dataverse.currency_id(currency)
-            update["transactioncurrencyid@odata.bind"] = f"/transactioncurrencies({currency_id})"
+            update.update(await self._currency_bind(currency))
         written = await self.dataverse.update(
             "opportunities", opportunity_id, update, etag=etag, select=["modifiedon"]
         )
         return Version(etag_of(written), modified_on_in(written))
+
+    async def _currency_bind(self, iso_code: str) -> dict[str, str]:
+        currency_id = await self.dataverse.currency_id(iso_code)
+        return {"transactioncurrencyid@odata.bind": f"/transactioncurrencies({currency_id})"}
 
     async def close_opportunity(self, opportunity_id: str, *, won: bool, status: int) -> Version:
         """Win or lose through the action, then read the new version back for the link."""
@@ -264,12 +267,9 @@ class CrmSide:
         opportunity (or the account) first."""
         data = dict(body)
         if currency:
-            try:
-                currency_id = await self.dataverse.currency_id(currency)
-            except NotFound:
-                pass  # an ISO code this org does not have: keep the base currency
-            else:
-                data["transactioncurrencyid@odata.bind"] = f"/transactioncurrencies({currency_id})"
+            # The plan leaves out a currency the org lacks; one removed since keeps the base.
+            with contextlib.suppress(NotFound):
+                data.update(await self._currency_bind(currency))
         written = await self._insert(
             data, opportunity_id, account_id=account_id, new_account=new_account
         )

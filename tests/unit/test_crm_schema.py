@@ -112,9 +112,7 @@ def test_a_misspelt_column_is_an_attribute_error() -> None:
 def test_a_new_opportunity_is_written_with_the_prefix() -> None:
     deal = Deal(name="Deal", referral_id="r-1", help_needed="GeneralOrOther", program="Co-sell")
 
-    body = new_opportunity(
-        deal, columns=Columns(prefix="acme_"), account_id="a", contact_id=None, currency_id=None
-    )
+    body = new_opportunity(deal, columns=Columns(prefix="acme_"), account_id="a")
 
     custom = {k: v for k, v in body.items() if k.startswith("acme_")}
     assert custom["acme_helpneeded"] == 100000005
