@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import uvicorn
 
-from bench.common import TOKEN
+from bench.common import TOKEN, control_client
 from sandbox import dataverse, partner_center
 from sandbox.azurite import Azurite
 from sandbox.host import quiet_server, serve_in_background
@@ -122,8 +121,8 @@ async def _run(
 ) -> Backfill:
     pc_url, dv_url = f"http://127.0.0.1:{pc_port}", f"http://127.0.0.1:{dv_port}"
     async with (
-        httpx.AsyncClient(base_url=pc_url, timeout=30) as microsoft,
-        httpx.AsyncClient(base_url=dv_url, timeout=30) as control,
+        control_client(pc_url) as microsoft,
+        control_client(dv_url) as control,
     ):
         limit = asyncio.Semaphore(16)
 

@@ -58,7 +58,7 @@ from azure.data.tables.aio import TableClient
 from azure.storage.queue.aio import QueueClient
 
 from bench import chaos_families as fam
-from bench.common import set_faults, without_mark
+from bench.common import control_client, set_faults, without_mark
 from sandbox import partner_center
 from sandbox.host import FunctionHost
 from sandbox.partner_center.samples import cosell_referral_from_microsoft
@@ -381,8 +381,8 @@ async def run_chaos(referrals: int, *, rounds: int = 3, seed: int = 2026) -> Cha
     stack = SandboxStack(settings=SETTINGS, host_options=HOST_OPTIONS, partner_center_app=pc_app)
     async with (
         stack,
-        httpx.AsyncClient(base_url=stack.partner_center_url, timeout=30) as pc_control,
-        httpx.AsyncClient(base_url=stack.dataverse_url, timeout=30) as dv_control,
+        control_client(stack.partner_center_url) as pc_control,
+        control_client(stack.dataverse_url) as dv_control,
         wiring.partner_center_client(stack.app_settings()) as pc,
         wiring.dataverse_client(stack.app_settings()) as crm,
         JobQueue(queue_client(stack.app_settings(), SYNC_JOBS_QUEUE)) as queue,

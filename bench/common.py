@@ -21,6 +21,16 @@ WRITES = ("POST", "PATCH", "PUT", "DELETE")
 MARKS = ("✔ ", "✖ ")
 
 
+def control_client(base_url: str, *, timeout: float = 30) -> httpx.AsyncClient:
+    """A client for the emulators' control routes. Idle connections are dropped after 1 s, well
+    before uvicorn closes them (5 s): a request sent on a connection the server is closing
+    fails with ``ReadError`` (seen once in ``make chaos``), and a control POST such as
+    "Microsoft sends a referral" cannot be retried blindly."""
+    return httpx.AsyncClient(
+        base_url=base_url, timeout=timeout, limits=httpx.Limits(keepalive_expiry=1.0)
+    )
+
+
 def percentile(values: Sequence[float], share: float) -> float:
     """Nearest-rank percentile (``share`` in 0..1); NaN for no values."""
     if not values:

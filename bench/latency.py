@@ -14,8 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import httpx
-
+from bench.common import control_client
 from sandbox.partner_center.samples import cosell_referral_from_microsoft
 from sandbox.stack import SandboxStack
 from shared import wiring
@@ -48,7 +47,7 @@ async def measure(samples: int = 40, referrals: int = 4) -> Latencies:
     stack = SandboxStack(settings={"DATAVERSE_POLL_SCHEDULE": POLL_SCHEDULE})
     async with (
         stack,
-        httpx.AsyncClient(base_url=stack.partner_center_url, timeout=10) as microsoft,
+        control_client(stack.partner_center_url, timeout=10) as microsoft,
         wiring.partner_center_client(stack.app_settings()) as pc,
         wiring.dataverse_client(stack.app_settings()) as crm,
     ):

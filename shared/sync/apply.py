@@ -37,6 +37,7 @@ from shared.sync.steps import (
     PatchReferral,
     Plan,
     RecordCreateIntent,
+    RecordCreation,
     RecordRefusal,
     SaveInFlight,
     SaveLink,
@@ -140,13 +141,13 @@ class _Run:
                 "referral_etag": referral.e_tag,
                 "referral_updated_at": referral.updated_date_time,
             }
-            if step.waiting_lead_id:
+            if step.waiting_lead_id or step.creating:
+                target = step.waiting_lead_id or step.opportunity_id
                 versions["pending_create"] = PendingCreate(
-                    side="crm", target_id=step.waiting_lead_id, started_at=self.now
+                    side="crm", target_id=target, started_at=self.now
                 )
-                versions["last_result"] = LinkResult(
-                    status="pending", message="waiting for the lead", at=self.now
-                )
+                message = "waiting for the lead" if step.waiting_lead_id else "being created"
+                versions["last_result"] = LinkResult(status="pending", message=message, at=self.now)
             else:
                 versions["opportunity_etag"] = self.current.opportunity.etag
                 versions["opportunity_modified_on"] = self.current.opportunity.modified_on
@@ -156,6 +157,18 @@ class _Run:
                 )
             link = link.model_copy(update=versions)
         self.current.link = await self.applier.links.create_link(link)
+
+    async def record_creation(self, step: RecordCreation) -> None:
+        referral = self._referral()
+        self.current.link = await self.applier.links.update_link(
+            self._link().model_copy(
+                update={
+                    "base": step.base.model_dump(mode="json"),
+                    "referral_etag": referral.e_tag,
+                    "referral_updated_at": referral.updated_date_time,
+                }
+            )
+        )
 
     async def link_opportunity(self, step: LinkOpportunity) -> None:
         adopted = {"opportunity_id": step.opportunity_id, "pending_create": None}
@@ -300,6 +313,7 @@ _HANDLERS: dict[type[Step], Callable[[_Run, Any], Awaitable[None]]] = {
     CreateLink: _Run.create_link,
     LinkOpportunity: _Run.link_opportunity,
     RecordCreateIntent: _Run.record_create_intent,
+    RecordCreation: _Run.record_creation,
     RecordRefusal: _Run.record_refusal,
     SaveInFlight: _Run.save_in_flight,
     SaveLink: _Run.save_link,

@@ -72,6 +72,7 @@ from shared.sync.steps import (
     PatchReferral,
     Plan,
     RecordCreateIntent,
+    RecordCreation,
     RecordRefusal,
     SaveInFlight,
     SaveLink,
@@ -137,7 +138,12 @@ def covered(job: SyncJob, seen_up_to: datetime | None) -> bool:
 def referral_unchanged(s: Snapshot, link: LinkState, referral: Referral) -> bool:
     """The referral is the version the link synced, and nothing else asks for a look (a
     related referral's change, or an operator's manual sync)."""
-    return link.referral_etag == referral.e_tag and not s.related and s.job.reason != "manual"
+    return (
+        link.referral_etag == referral.e_tag
+        and not s.related
+        and s.job.reason != "manual"
+        and not link.creating_opportunity  # a creation cut off: finish it
+    )
 
 
 def opportunity_seen_up_to(s: Snapshot) -> datetime | None:
@@ -215,6 +221,8 @@ def _for_referral(s: Snapshot, policy: SyncPolicy) -> Plan:
     if referral_unchanged(s, link, referral):
         return Plan("no_change", referral_id, link.opportunity_id)
     if s.opportunity is None:
+        if link.creating_opportunity:
+            return _create_opportunity(s, referral, policy, retry=True)
         return _gone(
             link,
             referral_id,
@@ -252,10 +260,41 @@ def _new_referral(s: Snapshot, referral: Referral, policy: SyncPolicy) -> Plan:
         return reconcile(
             s, policy, link, referral, existing, first=(CreateLink(referral.id, existing.id),)
         )
-    assert s.account is not None and deal.customer is not None
+    return _create_opportunity(s, referral, policy, retry=False)
+
+
+def _create_opportunity(
+    s: Snapshot, referral: Referral, policy: SyncPolicy, *, retry: bool
+) -> Plan:
+    """The opportunity for a new referral, behind a write-ahead link (``CreateLink`` with
+    ``creating``): a sync cut off after the creation leaves the base it wrote, so the next
+    sync merges against it. ``retry``: that link exists, and its opportunity never did."""
+    assert referral.id is not None and s.account is not None
+    deal = policy.pc_deal(referral)
+    assert deal.customer is not None
     refused = _crm_cannot_hold(s, deal)
-    audit = audit_lines(None, problems=list(refused.values()), now=s.now)
-    steps = creation_steps(
+    problems = tuple(refused.values())
+    audit = audit_lines(None, problems=list(problems), now=s.now)
+    opportunity_id = record_id("opportunity", referral.id)
+    base = deal.model_copy(
+        update={"external_reference_id": opportunity_id, "customer": s.account.customer}
+    )
+    # What Dataverse gave the new record instead (its base currency) is our stand-in.
+    sync_base = SyncBase(deal=base, stand_ins=dict.fromkeys(refused, ANY_STAND_IN))
+    ahead: Step = (
+        RecordCreation(opportunity_id, sync_base)
+        if retry
+        else CreateLink(
+            referral.id,
+            opportunity_id,
+            base=base,
+            stand_ins=sync_base.stand_ins,
+            problems=problems,
+            creating=True,
+        )
+    )
+    steps: list[Step] = [ahead]
+    steps += creation_steps(
         deal,
         referral_id=referral.id,
         account=s.account,
@@ -264,36 +303,15 @@ def _new_referral(s: Snapshot, referral: Referral, policy: SyncPolicy) -> Plan:
         without=tuple(refused),
         audit=audit,
     )
-    opportunity_id = record_id("opportunity", referral.id)
-    base = deal.model_copy(
-        update={"external_reference_id": opportunity_id, "customer": s.account.customer}
-    )
-    # What Dataverse gave the new record instead (its base currency) is our stand-in.
-    stand_ins = dict.fromkeys(refused, ANY_STAND_IN)
-    steps.append(
-        CreateLink(
-            referral.id,
-            opportunity_id,
-            base=base,
-            stand_ins=stand_ins,
-            problems=tuple(refused.values()),
-        )
-    )
+    steps.append(SaveLink(sync_base, "error" if problems else "synced", "; ".join(problems)))
     if referral.external_reference_id != opportunity_id:
         steps.append(
             WriteCrmId(
                 opportunity_id, "replace" if referral.external_reference_id is not None else "add"
             )
         )
-    fields = FieldPlan(merged=deal, to_crm=_shown(deal), refused_by_crm=tuple(refused.values()))
-    return Plan(
-        "created",
-        referral.id,
-        opportunity_id,
-        fields,
-        tuple(steps),
-        problems=tuple(refused.values()),
-    )
+    fields = FieldPlan(merged=deal, to_crm=_shown(deal), refused_by_crm=problems)
+    return Plan("created", referral.id, opportunity_id, fields, tuple(steps), problems=problems)
 
 
 def _follow_lead(

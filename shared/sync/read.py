@@ -94,6 +94,11 @@ class Reader:
         if referral_unchanged(s, s.link, s.referral) or not s.link.opportunity_id:
             return s, stored
         opportunity = await self.crm.get_opportunity(s.link.opportunity_id)
+        if opportunity is None and s.link.creating_opportunity:
+            # A creation that never landed: the plan creates it again, for an account.
+            customer = self.policy.pc_deal(s.referral).customer
+            assert customer is not None
+            return s.but(account=await self.crm.find_account(customer)), stored
         return await self._related(s.but(opportunity=opportunity)), stored
 
     async def _for_new_referral(self, s: Snapshot) -> Snapshot:
@@ -195,6 +200,7 @@ def link_state(link: SyncLink | None) -> LinkState | None:
     if link is None:
         return None
     pending = link.pending_create
+    crm_target = pending.target_id if pending is not None and pending.side == "crm" else None
     return LinkState(
         referral_id=link.referral_id,
         opportunity_id=link.opportunity_id,
@@ -203,7 +209,9 @@ def link_state(link: SyncLink | None) -> LinkState | None:
         referral_updated_at=link.referral_updated_at,
         opportunity_etag=link.opportunity_etag,
         opportunity_modified_on=link.opportunity_modified_on,
-        waiting_lead_id=pending.target_id if pending and pending.side == "crm" else None,
+        # A pending CRM record is the lead the link waits on, or the link's own opportunity.
+        waiting_lead_id=None if link.opportunity_id else crm_target,
+        creating_opportunity=crm_target is not None and link.opportunity_id is not None,
         last_status=link.last_result.status if link.last_result else None,
         last_message=link.last_result.message if link.last_result else "",
     )

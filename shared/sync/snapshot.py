@@ -35,6 +35,9 @@ class LinkState:
     opportunity_etag: str | None = None
     opportunity_modified_on: datetime | None = None
     waiting_lead_id: str | None = None  # the link waits on this Dataverse lead
+    # A write-ahead link: the opportunity was (or is being) created, but no sync has seen it
+    # since. ``base`` is what the creation wrote.
+    creating_opportunity: bool = False
     last_status: str | None = None
     last_message: str = ""
 

@@ -36,12 +36,16 @@ class Step:
 class CreateLink(Step):
     """Insert the pair's link. Without ``base`` it is a bare link to a record that already
     exists (the merge then settles the pair); with one it records the base and the versions
-    both sides have now. ``waiting_lead_id``: the link waits on that Dataverse lead."""
+    both sides have now. ``waiting_lead_id``: the link waits on that Dataverse lead.
+    ``creating``: written *before* the opportunity is created (a write-ahead link), so a sync
+    cut off between the creation and ``SaveLink`` leaves the base behind, and the next one
+    merges against it instead of guessing which side changed."""
 
     referral_id: str
     opportunity_id: str | None
     base: Deal | None = None
     waiting_lead_id: str | None = None
+    creating: bool = False
     stand_ins: Mapping[str, Any] = field(default_factory=dict)  # see ``SyncBase.stand_ins``
     problems: tuple[str, ...] = ()  # the new pair is in error for these reasons
 
@@ -50,7 +54,24 @@ class CreateLink(Step):
             return f"link referral {self.referral_id}, waiting on lead {self.waiting_lead_id}"
         if self.base is None:
             return f"link referral {self.referral_id} to opportunity {self.opportunity_id}"
+        if self.creating:
+            return (
+                f"link referral {self.referral_id} to the opportunity {self.opportunity_id} "
+                "about to be created"
+            )
         return f"link referral {self.referral_id} to the new opportunity {self.opportunity_id}"
+
+
+@dataclass(frozen=True)
+class RecordCreation(Step):
+    """A write-ahead link whose opportunity was never created (the sync stopped first): record
+    the base of the creation about to be tried again, from the referral as it is now."""
+
+    opportunity_id: str
+    base: SyncBase
+
+    def describe(self) -> str:
+        return f"record the base of opportunity {self.opportunity_id}, created again"
 
 
 @dataclass(frozen=True)

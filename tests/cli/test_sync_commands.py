@@ -75,11 +75,11 @@ def test_sync_dry_run_lists_the_steps_it_would_run(cli_env: Sandbox, cosell: Any
     table = cosell("sync", "referral", referral_id, "--dry-run")
 
     steps = dry["steps"]
-    assert steps[0].startswith("create opportunity ")
-    assert any(step.startswith(f"link referral {referral_id}") for step in steps)
+    assert steps[0].startswith(f"link referral {referral_id}")  # written ahead of the creation
+    assert steps[1].startswith("create opportunity ")
     assert any("CRM id" in step for step in steps)
     assert "Steps (would run)" in table.out
-    assert steps[0] in table.out
+    assert steps[1] in table.out
 
 
 def test_sync_writes_what_its_plan_says(cli_env: Sandbox, cosell: Any) -> None:

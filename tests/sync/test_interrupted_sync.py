@@ -9,10 +9,13 @@ import pytest
 from azure.core.exceptions import ServiceRequestError
 from azure.data.tables.aio import TableClient
 
+from shared.dataverse import ConnectionFailed, DataverseClient
 from shared.jobs import SyncJob
+from shared.retry import RetryPolicy
 from shared.state import LinkStore
 from shared.sync import SyncEngine
-from tests.sync.conftest import World, sandbox_settings
+from shared.sync.mapping import record_id
+from tests.sync.conftest import World, _no_sleep, sandbox_settings
 from tests.sync.faults import FailingTableTransport
 from tests.sync.test_engine_flows import linked_pair, replace
 
@@ -124,3 +127,89 @@ async def test_a_crm_edit_made_while_the_sync_writes_partner_center_is_not_lost(
     assert referral.details is not None and referral.details.deal_value == 300000
     assert referral.details.notes == "Kick-off booked"
     assert (await world.opportunity(opportunity_id))["estimatedvalue"] == 300000
+
+
+def _links_dropping(
+    storage_connection_string: str, table: str, *, method: str, after: int = 0
+) -> LinkStore:
+    """The link store with one write of the link row dropped, as a worker dying there would."""
+    return LinkStore(
+        TableClient.from_connection_string(
+            storage_connection_string,
+            table,
+            transport=FailingTableTransport('"PartitionKey": "ref"', method=method, after=after),
+            retry_total=0,
+        )
+    )
+
+
+async def test_edits_on_both_sides_after_a_creation_cut_off_before_its_link_save_are_kept(
+    world: World, storage_connection_string: str, unique_name: str
+) -> None:
+    """make chaos at 1,000 referrals lost an edit here: the worker died between creating the
+    opportunity and linking it, and the retry linked the pair with no base, so a seller's edit
+    and Partner Center's edit looked like conflicts and the record-level ``newest`` rule threw
+    one away. The link is now written ahead of the creation, with the base."""
+    referral_id = await world.incoming()
+    # The write-ahead link lands; the save after the creation is dropped.
+    dying_links = _links_dropping(storage_connection_string, unique_name + "l", method="PUT")
+    dying = SyncEngine(pc=world.pc, dataverse=world.dataverse, links=dying_links,
+                       history=world.history, settings=sandbox_settings())  # fmt: skip
+    with pytest.raises(ServiceRequestError):
+        await dying.sync(SyncJob.now("referral", referral_id, reason="webhook:referral-created"))
+    await dying_links.close()
+
+    opportunity_id = record_id("opportunity", referral_id)
+    await world.edit_referral(referral_id, replace("/details/dealValue", 420000))
+    world.later_in_dataverse()  # the seller's edit is the newer record: "newest" would keep it
+    await world.edit_opportunity(opportunity_id, description="Kick-off booked")
+
+    result = await world.sync_referral(referral_id, reason="webhook:referral-updated")
+
+    assert result.plan is not None and result.plan.conflicts == ()
+    row = await world.opportunity(opportunity_id)
+    assert (row["estimatedvalue"], row["description"]) == (420000, "Kick-off booked")
+    referral = await world.referral(referral_id)
+    assert referral.details is not None and referral.details.notes == "Kick-off booked"
+    assert referral.details.deal_value == 420000
+    assert referral.external_reference_id == opportunity_id
+    link = await world.links.get_link(referral_id)
+    assert link is not None and link.pending_create is None
+    assert link.last_result is not None and link.last_result.status == "synced"
+
+
+async def test_a_creation_cut_off_before_the_opportunity_existed_creates_it_once_from_now(
+    world: World, storage_connection_string: str, unique_name: str
+) -> None:
+    """The write-ahead link landed and the worker died before the opportunity was created (here:
+    Dataverse unreachable). The next sync creates it, from the referral as it is by then, and
+    does not take the missing opportunity for one the seller deleted."""
+    referral_id = await world.incoming()
+
+    inner = world.dv_http._transport
+
+    class DataverseDown(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "POST":
+                raise httpx.ConnectError("injected: Dataverse unreachable", request=request)
+            return await inner.handle_async_request(request)
+
+    down = DataverseClient(
+        str(world.dv_http.base_url), token="sandbox", transport=DataverseDown(),
+        retry_policy=RetryPolicy(attempts=1, sleep=_no_sleep),
+    )  # fmt: skip
+    dying = SyncEngine(pc=world.pc, dataverse=down, links=world.links,
+                       history=world.history, settings=sandbox_settings())  # fmt: skip
+    with pytest.raises(ConnectionFailed):
+        await dying.sync(SyncJob.now("referral", referral_id, reason="webhook:referral-created"))
+    opportunity_id = record_id("opportunity", referral_id)
+    assert await world.count("opportunities", cosell_referralid=referral_id) == 0
+    await world.edit_referral(referral_id, replace("/details/dealValue", 420000))
+
+    result = await world.sync_referral(referral_id, reason="webhook:referral-updated")
+
+    assert result.outcome == "created"
+    assert (await world.opportunity(opportunity_id))["estimatedvalue"] == 420000
+    assert await world.count("opportunities", cosell_referralid=referral_id) == 1
+    link = await world.links.get_link(referral_id)
+    assert link is not None and link.pending_create is None and link.opportunity_etag

@@ -47,6 +47,7 @@ from shared.sync.steps import (
     PatchReferral,
     Plan,
     RecordCreateIntent,
+    RecordCreation,
     RecordRefusal,
     SaveInFlight,
     SaveLink,
@@ -169,14 +170,15 @@ def step_of(planned: Plan, kind: type[S]) -> S:
 # -- creation ---------------------------------------------------------------------------------
 
 
-def test_new_referral_creates_the_opportunity_then_links_it_then_tells_partner_center() -> None:
+def test_new_referral_links_ahead_creates_the_opportunity_then_tells_partner_center() -> None:
     incoming = referral(status="New", substatus="Received", externalReferenceId=None)
     account = AccountMatch("6f1f8a5e-3d4c-4b2a-9e8f-0000000000ac", _customer())
 
     planned = plan(Snapshot(job(), now=NOW, referral=incoming, account=account), POLICY)
 
     assert planned.outcome == "created"
-    assert kinds(planned) == [CreateOpportunity, CreateLink, WriteCrmId]
+    assert kinds(planned) == [CreateLink, CreateOpportunity, SaveLink, WriteCrmId]
+    assert step_of(planned, CreateLink).creating  # the base is stored before the creation
     create = step_of(planned, CreateOpportunity)
     assert create.opportunity_id == record_id("opportunity", REFERRAL_ID) == planned.opportunity_id
     assert create.body["cosell_referralid"] == REFERRAL_ID
@@ -184,6 +186,33 @@ def test_new_referral_creates_the_opportunity_then_links_it_then_tells_partner_c
     assert create.currency == "EUR"
     assert step_of(planned, WriteCrmId).op == "add"
     assert planned.fields is not None and "deal_value" in planned.fields.to_crm
+
+
+def test_a_write_ahead_link_whose_opportunity_never_came_creates_it_again() -> None:
+    incoming = referral(status="New", substatus="Received", externalReferenceId=None)
+    account = AccountMatch("6f1f8a5e-3d4c-4b2a-9e8f-0000000000ac", _customer())
+    derived = record_id("opportunity", REFERRAL_ID)
+    ahead = LinkState(referral_id=REFERRAL_ID, opportunity_id=derived, creating_opportunity=True)
+
+    planned = plan(Snapshot(job(), link=ahead, referral=incoming, account=account), POLICY)
+
+    assert planned.outcome == "created"  # not "the linked opportunity no longer exists"
+    assert kinds(planned) == [RecordCreation, CreateOpportunity, SaveLink, WriteCrmId]
+
+
+def test_a_write_ahead_link_whose_opportunity_exists_merges_against_its_base() -> None:
+    pc = referral(status="New", substatus="Received")
+    crm = opportunity(description="Kick-off booked", statuscode=2)
+    ahead = replace(
+        linked(pc, crm), creating_opportunity=True, opportunity_etag=None,
+        opportunity_modified_on=None,
+    )  # fmt: skip
+
+    planned = plan(Snapshot(job(), link=ahead, referral=pc, opportunity=crm), POLICY)
+
+    assert planned.fields is not None and planned.fields.conflicts == ()
+    assert planned.fields.to_pc["notes"].new == "Kick-off booked"
+    assert kinds(planned)[-1] is SaveLink  # which ends the creation
 
 
 def test_a_new_customer_gets_a_new_account_in_the_same_creation() -> None:
@@ -201,7 +230,7 @@ def test_a_referral_closed_as_won_is_created_and_closed_through_the_action() -> 
 
     planned = plan(Snapshot(job(), referral=won, account=account), POLICY)
 
-    assert kinds(planned)[:2] == [CreateOpportunity, CloseOpportunity]
+    assert kinds(planned)[:3] == [CreateLink, CreateOpportunity, CloseOpportunity]
     assert step_of(planned, CloseOpportunity).won is True
 
 
@@ -540,7 +569,7 @@ def test_the_dry_run_description_of_every_step_is_one_line() -> None:
     planned = plan(Snapshot(job(), referral=pc, account=account), POLICY)
 
     lines = [step.describe() for step in planned.steps]
-    assert lines[0].startswith(f"create opportunity {planned.opportunity_id}")
+    assert lines[1].startswith(f"create opportunity {planned.opportunity_id}")
     assert all(line and "\n" not in line for line in lines)
 
 
