@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.dataverse import InvalidRequest as DataverseInvalidRequest
@@ -178,7 +178,11 @@ class _Run:
 
     async def record_create_intent(self, step: RecordCreateIntent) -> None:
         index = self.current.index or OpportunityIndex(opportunity_id=step.opportunity_id)
-        intent = PendingCreate(side="partner_center", started_at=self.now, owner=step.owner)
+        # Stamped when written, not when the sync began reading: slow reads must not eat the
+        # lease its POST is timed against (``sides.PartnerCenterSide.create_referral``).
+        intent = PendingCreate(
+            side="partner_center", started_at=datetime.now(UTC), owner=step.owner
+        )
         self.current.index = await self.applier.links.save_opportunity_index(
             index.model_copy(update={"pending_create": intent})
         )
@@ -225,7 +229,12 @@ class _Run:
     # -- Partner Center -------------------------------------------------------------------
 
     async def create_referral(self, step: CreateReferral) -> None:
-        self.current.referral = await self.applier.pc.create_referral(step.body)
+        index = self.current.index
+        intent = index.pending_create if index is not None else None
+        assert intent is not None, "a referral POST without the lease on it"
+        self.current.referral = await self.applier.pc.create_referral(
+            step.body, lease_since=intent.started_at
+        )
 
     async def link_new_referral(self, step: LinkNewReferral) -> None:
         opportunity = self.snapshot.opportunity

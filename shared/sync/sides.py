@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.dataverse import (
@@ -90,10 +90,20 @@ class PartnerCenterSide:
             return referral
         return None
 
-    async def create_referral(self, body: Mapping[str, Any]) -> Referral:
-        """POST the referral, giving up (``TimeoutError``) after ``CREATE_REFERRAL_DEADLINE_S``
-        whatever the retries of 429/503 would still wait: the creation lease must outlast it."""
-        async with asyncio.timeout(CREATE_REFERRAL_DEADLINE_S):
+    async def create_referral(self, body: Mapping[str, Any], *, lease_since: datetime) -> Referral:
+        """POST the referral, giving up (``TimeoutError``) ``CREATE_REFERRAL_DEADLINE_S`` after
+        the creation lease was taken (``lease_since``), whatever the retries of 429/503 would
+        still wait: the lease must outlast the POST. It counts from the lease, not from this
+        call: reads slowed by throttling before the POST must not push its end past the lease's,
+        or another sync could take the lease over while this POST can still land."""
+        elapsed = (datetime.now(UTC) - lease_since).total_seconds()
+        remaining = CREATE_REFERRAL_DEADLINE_S - elapsed
+        if remaining <= 0:
+            raise TimeoutError(
+                f"the lease on this creation was taken {elapsed:.0f} s ago: too late to POST "
+                "safely before it expires; the job is retried and looks the referral up first"
+            )
+        async with asyncio.timeout(remaining):
             return await self.client.create_referral(body)
 
     async def patch_referral(

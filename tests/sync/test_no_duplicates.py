@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -12,9 +13,11 @@ from azure.data.tables.aio import TableClient
 from shared.jobs import SyncJob
 from shared.partner_center import PartnerCenterError
 from shared.retry import RetryPolicy
-from shared.state import LinkStore
+from shared.state import LinkStore, OpportunityIndex, PendingCreate
 from shared.sync import SyncEngine
-from shared.sync.plan import CREATE_LEASE
+from shared.sync.plan import CREATE_LEASE, plan
+from shared.sync.sides import CREATE_REFERRAL_DEADLINE_S
+from shared.sync.steps import RecordCreateIntent
 from tests.sync.conftest import World, sandbox_settings
 from tests.sync.faults import FailingTableTransport
 
@@ -169,3 +172,68 @@ async def test_after_a_failed_post_the_retry_waits_for_the_lease_then_posts_once
         async for r in world.pc.list_referrals(filter=f"externalReferenceId eq '{opportunity_id}'")
     ]
     assert len(referrals) == 1
+
+
+async def _post_count(world: World, opportunity_id: str) -> int:
+    return len(
+        [
+            r
+            async for r in world.pc.list_referrals(
+                filter=f"externalReferenceId eq '{opportunity_id}'"
+            )
+        ]
+    )
+
+
+async def test_the_lease_is_timed_from_its_write_not_from_reads_slowed_by_throttling(
+    world: World,
+) -> None:
+    """The lease used to start at the snapshot's time: reads that waited out 429s before the
+    intent ate into it, the POST's 90 s then ran past its end, and another sync could take it
+    over and post a second referral (a seller opportunity with two referrals, make chaos at
+    1,000). Here the reads "took" 100 s; the lease is stamped when it is written."""
+    opportunity_id = await world.flagged_opportunity()
+    leases_at_post: list[datetime] = []
+
+    class SeesTheLease(httpx.AsyncBaseTransport):
+        def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+            self.inner = inner
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "POST":
+                index = await world.links.get_opportunity_index(opportunity_id)
+                assert index is not None and index.pending_create is not None
+                leases_at_post.append(index.pending_create.started_at)
+            return await self.inner.handle_async_request(request)
+
+    pc, engine = world.engine_with_partner_center(SeesTheLease)
+    job = SyncJob.now("opportunity", opportunity_id, reason="poll")
+    async with pc:
+        snapshot, stored = await engine.reader.read(job, run_id="slow-reader")
+        slow = snapshot.but(now=snapshot.now - timedelta(seconds=100))
+        await engine.applier.apply(plan(slow, engine.policy), slow, stored)
+
+    [lease] = leases_at_post
+    assert datetime.now(UTC) - lease < timedelta(seconds=30)  # not 100 s old at the POST
+    assert await _post_count(world, opportunity_id) == 1
+
+
+async def test_a_sync_whose_own_lease_is_nearly_over_does_not_post(world: World) -> None:
+    """Its POST could still be landing when the lease expires and another sync takes over:
+    it stops with a clear error instead, and the job's retry looks the referral up first."""
+    opportunity_id = await world.flagged_opportunity()
+    engine = world.engine
+    taken = datetime.now(UTC) - timedelta(seconds=CREATE_REFERRAL_DEADLINE_S + 5)
+    lease = PendingCreate(side="partner_center", owner="this-sync", started_at=taken)
+    await world.links.save_opportunity_index(
+        OpportunityIndex(opportunity_id=opportunity_id, pending_create=lease)
+    )
+    job = SyncJob.now("opportunity", opportunity_id, reason="poll")
+    snapshot, stored = await engine.reader.read(job, run_id="this-sync")
+    planned = plan(snapshot, engine.policy)
+    assert RecordCreateIntent not in [type(step) for step in planned.steps]  # it holds it
+
+    with pytest.raises(TimeoutError, match="too late to POST"):
+        await engine.applier.apply(planned, snapshot, stored)
+
+    assert await _post_count(world, opportunity_id) == 0
