@@ -572,7 +572,7 @@ def parse_datetime(text: str) -> datetime | None:
 
 
 def format_datetime(value: datetime) -> str:
-    """UTC with a ``Z``; milliseconds only when there are any (``modifiedon`` has them)."""
+    """UTC with a ``Z``; milliseconds only when there are any (``modifiedon`` has none)."""
     value = value.astimezone(UTC)
     if value.microsecond:
         return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"

@@ -120,7 +120,7 @@ class Store:
         self.caller = caller or Caller()
         self._wall_clock = wall_clock
         self._version = 1_000_000
-        self._last_ms = 0
+        self._last_s = 0
         self.tables: dict[str, dict[str, Record]] = {}
         self.closes: list[Row] = []  # the opportunityclose activities the close actions made
         # UNCERTAIN (the reference does not say): whether an @odata.bind may point at a row the
@@ -164,13 +164,13 @@ class Store:
         return len(self.tables.get(entity_set, {}))
 
     def _stamp(self) -> tuple[int, str]:
-        """The next row version and a ``modifiedon`` strictly after the previous one (ms)."""
+        """The next row version and ``modifiedon``, to the second as Dataverse stamps it
+        ("2026-12-01T12:00:05Z"): two writes in one second share it, only ``versionnumber``
+        (one counter for the organization, strictly increasing) tells them apart."""
         self._version += 1
-        now_ms = int(self._wall_clock() * 1000)
-        self._last_ms = max(now_ms, self._last_ms + 1)
-        stamp = datetime.fromtimestamp(self._last_ms / 1000, UTC)
-        if stamp.microsecond == 0:  # keep the millisecond part visible, e.g. .000Z
-            return self._version, stamp.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        now_s = int(self._wall_clock())
+        self._last_s = max(now_s, self._last_s)  # never backwards (a test's clock jump)
+        stamp = datetime.fromtimestamp(self._last_s, UTC)
         return self._version, format_datetime(stamp)
 
     # -- reads ----------------------------------------------------------------------------------

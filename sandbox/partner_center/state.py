@@ -153,6 +153,7 @@ class EmulatorState:
             f"{prefix}-{change.kind}",
             f"{self.base_url}{EVENT_RESOURCE_PREFIX}/{change.referral['id']}",
             certificate_url=self.certificate_url,
+            changed_at=change.referral.get("updatedDateTime"),
         )
 
     def stats(self) -> dict[str, Any]:

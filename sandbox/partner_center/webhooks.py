@@ -163,8 +163,13 @@ class WebhookDispatcher:
         certificate_url: str,
         resource_name: str = "referral",
         record: TestEventRecord | None = None,
+        changed_at: str | None = None,
     ) -> bool:
-        """Queue delivery of one event if the registration asks for it; True when queued."""
+        """Queue delivery of one event if the registration asks for it; True when queued.
+
+        ``changed_at``: when the change happened (the referral's ``updatedDateTime``), which is
+        what Partner Center's ``ResourceChangeUtcDate`` means ("the date and time, in UTC,
+        when the resource change occurred", webhook docs); not the delivery time."""
         registration = self.registration
         if registration is None or event_name not in registration.events:
             return False
@@ -181,7 +186,7 @@ class WebhookDispatcher:
             "ResourceUri": resource_uri,
             "ResourceName": resource_name,
             "AuditUri": None,
-            "ResourceChangeUtcDate": datetime.now(UTC).isoformat(),
+            "ResourceChangeUtcDate": changed_at or datetime.now(UTC).isoformat(),
         }
         payload = json.dumps(body, separators=(",", ":")).encode()
         task = loop.create_task(self._deliver(registration, payload, certificate_url, record))

@@ -72,7 +72,7 @@ class Applier:
         opportunity = snapshot.opportunity
         current = Current(
             referral=snapshot.referral,
-            opportunity=Version(opportunity.etag, opportunity.modified_on)
+            opportunity=Version(opportunity.etag, opportunity.modified_on, opportunity.row_versions)
             if opportunity
             else Version(None, None),
             link=stored.link,
@@ -125,6 +125,15 @@ class _Run:
         assert self.current.link is not None, "a link step before the link exists"
         return self.current.link
 
+    def _opportunity_versions(self) -> dict[str, Any]:
+        """The opportunity's version as the link keeps it (the poll's echo check reads it)."""
+        version = self.current.opportunity
+        return {
+            "opportunity_etag": version.etag,
+            "opportunity_modified_on": version.modified_on,
+            "row_versions": dict(version.row_versions),
+        }
+
     def _referral(self) -> Referral:
         assert self.current.referral is not None and self.current.referral.id is not None
         return self.current.referral
@@ -149,8 +158,7 @@ class _Run:
                 message = "waiting for the lead" if step.waiting_lead_id else "being created"
                 versions["last_result"] = LinkResult(status="pending", message=message, at=self.now)
             else:
-                versions["opportunity_etag"] = self.current.opportunity.etag
-                versions["opportunity_modified_on"] = self.current.opportunity.modified_on
+                versions.update(self._opportunity_versions())
                 status = "error" if step.problems else "synced"
                 versions["last_result"] = LinkResult(
                     status=status, message="; ".join(step.problems), at=self.now
@@ -194,6 +202,7 @@ class _Run:
             index.model_copy(
                 update={
                     "opportunity_modified_on": self.current.opportunity.modified_on,
+                    "row_versions": dict(self.current.opportunity.row_versions),
                     "last_result": result,
                 }
             )
@@ -218,8 +227,7 @@ class _Run:
                 "base": step.base.model_dump(mode="json"),
                 "referral_etag": referral.e_tag,
                 "referral_updated_at": referral.updated_date_time,
-                "opportunity_etag": self.current.opportunity.etag,
-                "opportunity_modified_on": self.current.opportunity.modified_on,
+                **self._opportunity_versions(),
                 "pending_create": None,
                 "last_result": LinkResult(status=step.status, message=step.message, at=self.now),
             }
@@ -281,39 +289,47 @@ class _Run:
     # -- Dataverse ------------------------------------------------------------------------
 
     async def create_opportunity(self, step: CreateOpportunity) -> None:
-        self.current.opportunity = await self.applier.crm.create_opportunity(
-            step.opportunity_id,
-            step.body,
-            currency=step.currency,
-            account_id=step.account_id,
-            new_account=step.new_account,
+        self.current.opportunity = self.current.opportunity.after(
+            await self.applier.crm.create_opportunity(
+                step.opportunity_id,
+                step.body,
+                currency=step.currency,
+                account_id=step.account_id,
+                new_account=step.new_account,
+            )
         )
 
     async def create_lead(self, step: CreateLead) -> None:
         await self.applier.crm.create_once("leads", step.columns, step.lead_id)
 
     async def adopt_opportunity(self, step: AdoptOpportunity) -> None:
-        self.current.opportunity = await self.applier.crm.update_opportunity(
-            step.opportunity_id, step.columns
+        self.current.opportunity = self.current.opportunity.after(
+            await self.applier.crm.update_opportunity(step.opportunity_id, step.columns)
         )
 
     async def write_contact(self, step: WriteContact) -> None:
-        if step.create:
-            await self.applier.crm.upsert_contact(step.contact_id, step.columns)
-        else:
-            await self.applier.crm.update_contact(step.contact_id, step.columns)
+        crm = self.applier.crm
+        write = crm.upsert_contact if step.create else crm.update_contact
+        version = await write(step.contact_id, step.columns)
+        if version is not None:  # the poll must know this write of the contact as ours
+            written = {**self.current.opportunity.row_versions, "contact": version}
+            self.current.opportunity = replace(self.current.opportunity, row_versions=written)
 
     async def write_opportunity(self, step: WriteOpportunity) -> None:
-        self.current.opportunity = await self.applier.crm.update_opportunity(
-            step.opportunity_id,
-            step.columns,
-            currency=step.currency,
-            etag=self.current.opportunity.etag or "*",
+        self.current.opportunity = self.current.opportunity.after(
+            await self.applier.crm.update_opportunity(
+                step.opportunity_id,
+                step.columns,
+                currency=step.currency,
+                etag=self.current.opportunity.etag or "*",
+            )
         )
 
     async def close_opportunity(self, step: CloseOpportunity) -> None:
-        self.current.opportunity = await self.applier.crm.close_opportunity(
-            step.opportunity_id, won=step.won, status=step.statuscode
+        self.current.opportunity = self.current.opportunity.after(
+            await self.applier.crm.close_opportunity(
+                step.opportunity_id, won=step.won, status=step.statuscode
+            )
         )
 
 

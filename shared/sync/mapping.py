@@ -152,6 +152,7 @@ class Columns:
             "statecode",
             "statuscode",
             "modifiedon",
+            "versionnumber",
             "_parentaccountid_value",
             "_parentcontactid_value",
             "_transactioncurrencyid_value",
@@ -170,10 +171,18 @@ class Columns:
             "address1_stateorprovince",
             "address1_postalcode",
             self.country,
+            "versionnumber",  # the poll tells our own write from a seller's fix by it
         ]
 
 
-CONTACT_SELECT = ["contactid", "firstname", "lastname", "emailaddress1", "telephone1"]
+CONTACT_SELECT = [
+    "contactid",
+    "firstname",
+    "lastname",
+    "emailaddress1",
+    "telephone1",
+    "versionnumber",
+]
 
 
 # -- Partner Center → Deal -------------------------------------------------------------------

@@ -129,10 +129,14 @@ def covered(job: SyncJob, seen_up_to: datetime | None) -> bool:
     if seen_up_to is None:
         return False
     source = job.reason.source
-    same_clock = (job.kind == "referral" and source in ("webhook", "reconcile")) or (
-        job.kind == "opportunity" and source == "poll"
-    )
-    return same_clock and job.observed_at <= seen_up_to
+    if job.kind == "referral" and source in ("webhook", "reconcile"):
+        return job.observed_at <= seen_up_to
+    if job.kind == "opportunity" and source == "poll":
+        # ``modifiedon`` has whole seconds: the second of our own write may also hold a
+        # seller's later edit. The poll already dropped our echoes by ``versionnumber``; a job
+        # stamped with that very second is read, not taken as covered.
+        return job.observed_at < seen_up_to
+    return False
 
 
 def referral_unchanged(s: Snapshot, link: LinkState, referral: Referral) -> bool:

@@ -13,7 +13,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,19 +46,31 @@ from shared.sync.snapshot import (
     LeadState,
     modified_on_in,
     opportunity_of,
+    row_versions,
+    version_in,
 )
 
 MISSING_CURRENCY_TTL_S = 600.0
 # The longest a referral POST may take with its retries; ``plan.CREATE_LEASE`` is longer.
 CREATE_REFERRAL_DEADLINE_S = 90.0
+# What a write reads back for the link: the row's time and its version (``modifiedon`` has
+# whole seconds; ``versionnumber`` tells two writes in one second apart).
+VERSION_SELECT = ["modifiedon", "versionnumber"]
 
 
 @dataclass(frozen=True)
 class Version:
-    """A Dataverse row's version after a write: its etag and ``modifiedon``."""
+    """A Dataverse row's version after a write: its etag, ``modifiedon`` and ``versionnumber``
+    (and its solution rows' newest, when the write returned them)."""
 
     etag: str | None
     modified_on: datetime | None
+    # ``versionnumber`` by kind of row, see ``SyncLink.row_versions``.
+    row_versions: Mapping[str, int] = field(default_factory=dict)
+
+    def after(self, written: Version) -> Version:
+        """This version once ``written`` landed (rows it did not return keep their versions)."""
+        return replace(written, row_versions={**self.row_versions, **written.row_versions})
 
 
 class PartnerCenterSide:
@@ -134,7 +146,10 @@ class CrmSide:
             Expand("parentaccountid", self.columns.account_select),
             Expand("parentcontactid", CONTACT_SELECT),
             Expand("transactioncurrencyid", ["isocurrencycode"]),
-            Expand(self.columns.solutions_relationship, [self.columns.solutionidentifier]),
+            Expand(
+                self.columns.solutions_relationship,
+                [self.columns.solutionidentifier, "versionnumber"],
+            ),
         ]
 
     async def get_opportunity(self, opportunity_id: str) -> CrmOpportunity | None:
@@ -228,12 +243,15 @@ class CrmSide:
         with contextlib.suppress(AlreadyExists):
             await self.dataverse.create(entity_set, body, row_id=row_id)
 
-    async def update_contact(self, contact_id: str, columns: Mapping[str, Any]) -> None:
-        await self.dataverse.update("contacts", contact_id, columns)
+    async def update_contact(self, contact_id: str, columns: Mapping[str, Any]) -> int | None:
+        """Update our contact; returns its new ``versionnumber`` (for the link)."""
+        return version_in(await self.dataverse.update("contacts", contact_id, columns))
 
-    async def upsert_contact(self, contact_id: str, columns: Mapping[str, Any]) -> None:
-        """Create the contact with this (derived) id, or bring it up to date if it exists."""
-        await self.dataverse.upsert("contacts", contact_id, columns)
+    async def upsert_contact(self, contact_id: str, columns: Mapping[str, Any]) -> int | None:
+        """Create the contact with this (derived) id, or bring it up to date if it exists;
+        returns its new ``versionnumber``."""
+        written, _ = await self.dataverse.upsert("contacts", contact_id, columns)
+        return version_in(written)
 
     async def update_opportunity(
         self,
@@ -248,9 +266,13 @@ class CrmSide:
         if currency:
             update.update(await self._currency_bind(currency))
         written = await self.dataverse.update(
-            "opportunities", opportunity_id, update, etag=etag, select=["modifiedon"]
+            "opportunities",
+            opportunity_id,
+            update,
+            etag=etag,
+            select=VERSION_SELECT,
         )
-        return Version(etag_of(written), modified_on_in(written))
+        return self._version_of(written)
 
     async def _currency_bind(self, iso_code: str) -> dict[str, str]:
         currency_id = await self.dataverse.currency_id(iso_code)
@@ -260,8 +282,15 @@ class CrmSide:
         """Win or lose through the action, then read the new version back for the link."""
         action = self.dataverse.win_opportunity if won else self.dataverse.lose_opportunity
         await action(opportunity_id, status=status)
-        fresh = await self.dataverse.get("opportunities", opportunity_id, select=["modifiedon"])
-        return Version(etag_of(fresh), modified_on_in(fresh))
+        fresh = await self.dataverse.get("opportunities", opportunity_id, select=VERSION_SELECT)
+        return self._version_of(fresh)
+
+    def _version_of(self, written: dict[str, Any]) -> Version:
+        return Version(
+            etag_of(written),
+            modified_on_in(written),
+            row_versions(written, self.columns.solutions_relationship),
+        )
 
     async def create_opportunity(
         self,
@@ -289,7 +318,7 @@ class CrmSide:
             modified_on_in(row) for row in written.get(self.columns.solutions_relationship) or []
         ]
         modified = [m for m in (modified_on_in(written), *stamps) if m is not None]
-        return Version(etag_of(written), max(modified, default=None))
+        return replace(self._version_of(written), modified_on=max(modified, default=None))
 
     async def _insert(
         self,
@@ -309,8 +338,13 @@ class CrmSide:
         nothing, still one request, but two operations against service protection — and from
         then on for this worker.
         """
-        select = ["modifiedon"]
-        expand: list[str | Expand] = [Expand(self.columns.solutions_relationship, ["modifiedon"])]
+        select = VERSION_SELECT
+        # Every row the insert makes comes back with its version, so the poll knows them ours.
+        expand: list[str | Expand] = [
+            Expand(self.columns.solutions_relationship, VERSION_SELECT),
+            Expand("parentaccountid", VERSION_SELECT),
+            Expand("parentcontactid", VERSION_SELECT),
+        ]
 
         async def deep_insert(data: dict[str, Any]) -> dict[str, Any]:
             return await self.dataverse.create(

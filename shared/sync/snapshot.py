@@ -66,6 +66,9 @@ class CrmOpportunity:
     etag: str | None
     modified_on: datetime | None
     sync_enabled: bool = True
+    # ``versionnumber`` of the row, its newest solution row, account and contact, as read
+    # (see ``SyncLink.row_versions``).
+    row_versions: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def contact_id(self) -> str | None:
@@ -96,6 +99,7 @@ def opportunity_of(row: Mapping[str, Any], columns: Columns) -> CrmOpportunity:
         etag_in(row),
         modified_on_in(row),
         sync_enabled=bool(row.get(columns.syncwithpartnercenter)),
+        row_versions=row_versions(row, columns.solutions_relationship),
     )
 
 
@@ -109,6 +113,35 @@ def modified_on_in(row: Mapping[str, Any]) -> datetime | None:
     if not value:
         return None
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def version_in(row: Mapping[str, Any]) -> int | None:
+    """A row's ``versionnumber`` (a rowversion: it grows with every write, where ``modifiedon``
+    has whole seconds), if it was selected. Tolerant of the text form of an Int64."""
+    value = row.get("versionnumber")
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def row_versions(row: Mapping[str, Any], solutions_relationship: str) -> dict[str, int]:
+    """The versions of an opportunity row and the rows expanded in it: its solution rows (the
+    newest), account and contact (each only if its ``versionnumber`` was selected)."""
+    solutions = [
+        version_in(r) for r in row.get(solutions_relationship) or [] if isinstance(r, dict)
+    ]
+    found = {
+        "opportunity": version_in(row),
+        "solutions": max((v for v in solutions if v is not None), default=None),
+        "account": _expanded_version(row.get("parentaccountid")),
+        "contact": _expanded_version(row.get("parentcontactid")),
+    }
+    return {kind: version for kind, version in found.items() if version is not None}
+
+
+def _expanded_version(value: Any) -> int | None:
+    return version_in(value) if isinstance(value, Mapping) else None
 
 
 @dataclass(frozen=True)

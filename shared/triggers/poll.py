@@ -6,9 +6,12 @@ and the ``<prefix>solutions`` rows of such opportunities (each a change of its o
 changed at or after the watermark minus an overlap, ordered by ``modifiedon`` and paged.
 Deleted solution rows leave no ``modifiedon`` behind: the opportunity's next edit carries them.
 
-A row is not enqueued when it is an echo of the engine's own write (its ``modifiedon`` is no
-newer than the one the link, or without a link the opportunity's index row, recorded), or when
-the previous run already enqueued it at that same ``modifiedon`` (the cursor's state).
+A row is not enqueued when it is an echo of the engine's own write, or when the previous run
+already enqueued it at that same version (the cursor's state). Dataverse stamps ``modifiedon``
+to the second, so a seller's edit in the same second as our write has the same ``modifiedon``:
+the echo check compares ``versionnumber`` (it grows with every write) with the one the link, or
+without a link the opportunity's index row, recorded; only where no version was recorded (links
+of older versions) does a ``modifiedon`` *strictly* older than the recorded one count as an echo.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ from typing import Any
 from uuid import UUID
 
 from shared.crm_schema import crm_schema
-from shared.dataverse import all_of, eq, ge, ne
+from shared.dataverse import Expand, all_of, eq, ge, ne
 from shared.jobs import SyncJob
 from shared.runtime import Runtime, get_runtime
 from shared.state import LinkStore
+from shared.sync.sides import VERSION_SELECT
+from shared.sync.snapshot import version_in
 from shared.triggers import cursor_run
 
 logger = logging.getLogger(__name__)
@@ -48,6 +53,7 @@ class PollReport:
 
     opportunities: int = 0
     solution_rows: int = 0
+    related_rows: int = 0  # flagged opportunities whose account or contact changed
     enqueued: int = 0
     echoes: int = 0
     already_queued: int = 0
@@ -55,11 +61,24 @@ class PollReport:
     cursor_saved: bool = False
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """One changed row as read: its ``modifiedon`` and ``versionnumber`` (None if absent)."""
+
+    at: datetime
+    version: int | None = None
+
+    def newer_than(self, other: _Seen) -> bool:
+        if self.version is not None and other.version is not None:
+            return self.version > other.version
+        return self.at > other.at
+
+
 @dataclass
 class _Changes:
-    """Changed records of one query: id → newest ``modifiedon``, and where reading stopped."""
+    """Changed records of one query: id → its newest row, and where reading stopped."""
 
-    by_id: dict[str, datetime] = field(default_factory=dict)
+    by_id: dict[str, _Seen] = field(default_factory=dict)
     rows: int = 0
     last: datetime | None = None
     capped: bool = False
@@ -92,7 +111,7 @@ async def poll_dataverse(
         _read(
             dataverse.list_rows(
                 "opportunities",
-                select=["opportunityid", "modifiedon"],
+                select=["opportunityid", *VERSION_SELECT],
                 filter=all_of(ge("modifiedon", since), eq(flag, True)),
                 orderby=["modifiedon asc", "opportunityid asc"],
                 page_size=PAGE_SIZE,
@@ -103,7 +122,7 @@ async def poll_dataverse(
         _read(
             dataverse.list_rows(
                 schema.solution.entity_set,
-                select=[solutions_key, lookup.value_name, "modifiedon"],
+                select=[solutions_key, lookup.value_name, *VERSION_SELECT],
                 # Through the lookup (reference §2.2): only solutions of flagged opportunities.
                 filter=all_of(ge("modifiedon", since), eq(f"{lookup.logical_name}/{flag}", True)),
                 orderby=["modifiedon asc", f"{solutions_key} asc"],
@@ -113,6 +132,27 @@ async def poll_dataverse(
             max_rows,
         ),
     )
+    # An account or contact fixed alone (a country, a phone) is a change of each flagged
+    # opportunity using it: validation and the contact depend on them (issue 13, class 8).
+    # Not ordered by the related row's time, so they do not move the watermark.
+    accounts, contacts = await asyncio.gather(
+        *(
+            _read(
+                dataverse.list_rows(
+                    "opportunities",
+                    select=["opportunityid"],
+                    expand=[Expand(lookup_name, VERSION_SELECT)],
+                    filter=all_of(ge(f"{lookup_name}/modifiedon", since), eq(flag, True)),
+                    orderby=["opportunityid asc"],
+                    page_size=PAGE_SIZE,
+                ),
+                "opportunityid",
+                max_rows,
+                changed_row=lookup_name,
+            )
+            for lookup_name in ("parentaccountid", "parentcontactid")
+        )
+    )
     leads = _Changes()
     if not runtime.settings.sync_cosell_only:
         # Qualified or disqualified leads made from referrals: the engine then links the new
@@ -120,7 +160,7 @@ async def poll_dataverse(
         leads = await _read(
             dataverse.list_rows(
                 "leads",
-                select=["leadid", lead_referral, "modifiedon"],
+                select=["leadid", lead_referral, *VERSION_SELECT],
                 filter=all_of(ge("modifiedon", since), ne("statecode", 0), ne(lead_referral, None)),
                 orderby=["modifiedon asc", "leadid asc"],
                 page_size=PAGE_SIZE,
@@ -128,34 +168,41 @@ async def poll_dataverse(
             lead_referral,
             max_rows,
         )
-    changed = dict(opportunities.by_id)
-    for opportunity_id, at in solutions.by_id.items():
-        # A solution added or edited is a change of its opportunity (SPEC 4.1, CRM → PC).
-        changed[opportunity_id] = max(at, changed.get(opportunity_id, at))
-
-    report = PollReport(opportunities=opportunities.rows, solution_rows=solutions.rows)
+    # A solution added or edited is a change of its opportunity (SPEC 4.1, CRM → PC).
+    reads = {"opportunity": opportunities, "solutions": solutions, "account": accounts,
+             "contact": contacts}  # fmt: skip
+    changed = {
+        i: _Change({kind: read.by_id[i] for kind, read in reads.items() if i in read.by_id})
+        for i in set().union(*(read.by_id for read in reads.values()))
+    }
+    report = PollReport(
+        opportunities=opportunities.rows,
+        solution_rows=solutions.rows,
+        related_rows=accounts.rows + contacts.rows,
+    )
     previous = cursor_run.remembered(cursor)
-    fresh = {i: at for i, at in changed.items() if previous.get(i) != cursor_run.iso(at)}
+    fresh = {i: c for i, c in changed.items() if previous.get(i) != c.mark}
     report.already_queued = len(changed) - len(fresh)
     covered = await cursor_run.gather_bounded(
         fresh.items(), lambda item: _is_echo(runtime.links(), item[0], item[1])
     )
     jobs = [
-        SyncJob(kind="opportunity", id=UUID(i), reason="poll", observed_at=at)
-        for (i, at), echo in zip(fresh.items(), covered, strict=True)
+        SyncJob(kind="opportunity", id=UUID(i), reason="poll", observed_at=c.at)
+        for (i, c), echo in zip(fresh.items(), covered, strict=True)
         if not echo
     ]
     report.echoes = len(fresh) - len(jobs)
-    fresh_leads = {i: at for i, at in leads.by_id.items() if previous.get(i) != cursor_run.iso(at)}
+    lead_changes = {i: _Change({"lead": seen}) for i, seen in leads.by_id.items()}
+    fresh_leads = {i: c for i, c in lead_changes.items() if previous.get(i) != c.mark}
     jobs += [
-        SyncJob(kind="referral", id=UUID(i), reason="poll", observed_at=at)
-        for i, at in fresh_leads.items()
+        SyncJob(kind="referral", id=UUID(i), reason="poll", observed_at=c.at)
+        for i, c in fresh_leads.items()
     ]
     report.enqueued = await runtime.jobs.enqueue_many(jobs)
 
     new_watermark = _next_watermark(watermark, opportunities, solutions, leads)
     seen = cursor_run.to_remember(
-        {i: (at, cursor_run.iso(at)) for i, at in {**changed, **leads.by_id}.items()},
+        {i: (c.at, c.mark) for i, c in {**changed, **lead_changes}.items()},
         since=new_watermark - overlap,
     )
     report.watermark = new_watermark
@@ -175,19 +222,31 @@ async def poll_dataverse(
     return report
 
 
-async def _read(rows: AsyncIterator[dict[str, Any]], id_column: str, max_rows: int) -> _Changes:
+async def _read(
+    rows: AsyncIterator[dict[str, Any]],
+    id_column: str,
+    max_rows: int,
+    *,
+    changed_row: str | None = None,
+) -> _Changes:
+    """``changed_row``: the expanded lookup whose row changed (else the row itself)."""
     changes = _Changes()
     try:
         async for row in rows:
             changes.rows += 1
-            at = _modified_on(row)
+            changed = row.get(changed_row) if changed_row else row
+            if not isinstance(changed, dict):
+                continue
+            at = _modified_on(changed)
             if at is None:
                 continue
             changes.last = at
             record_id = row.get(id_column)
             key = _guid(record_id)
-            if key is not None:
-                changes.by_id[key] = max(at, changes.by_id.get(key, at))
+            seen = _Seen(at, version_in(changed))
+            known = changes.by_id.get(key) if key is not None else None
+            if key is not None and (known is None or seen.newer_than(known)):
+                changes.by_id[key] = seen
             if changes.rows >= max_rows:
                 changes.capped = True
                 break
@@ -216,16 +275,47 @@ def _modified_on(row: dict[str, Any]) -> datetime | None:
     return at if at.tzinfo is not None else None
 
 
-async def _is_echo(links: LinkStore, opportunity_id: str, modified_on: datetime) -> bool:
-    """True when the link (or, before a referral exists, the index row) already records this
-    ``modifiedon`` or a later one: the change is the engine's own write or already synced."""
+@dataclass(frozen=True)
+class _Change:
+    """What changed for one record, by kind of row: "opportunity", "solutions" (its newest
+    solution row), "account", "contact" (the rows it uses), or "lead"."""
+
+    rows: dict[str, _Seen]
+
+    @property
+    def at(self) -> datetime:
+        return max(seen.at for seen in self.rows.values())
+
+    @property
+    def mark(self) -> str:
+        """The change as the cursor remembers it: a new version of any row is a new mark."""
+        versions = [
+            f"{kind}={seen.version if seen.version is not None else cursor_run.iso(seen.at)}"
+            for kind, seen in sorted(self.rows.items())
+        ]
+        return "|".join([cursor_run.iso(self.at), *versions])
+
+
+async def _is_echo(links: LinkStore, opportunity_id: str, change: _Change) -> bool:
+    """True when the link (or, before a referral exists, the index row) already records these
+    rows' versions: the change is the engine's own write or already synced."""
     link = await links.get_link_by_opportunity(opportunity_id)
     if link is not None:
-        seen = link.opportunity_modified_on
+        at, versions = link.opportunity_modified_on, link.row_versions
     else:
         index = await links.get_opportunity_index(opportunity_id)
-        seen = index.opportunity_modified_on if index is not None else None
-    return seen is not None and modified_on <= seen
+        if index is None:
+            return False
+        at, versions = index.opportunity_modified_on, index.row_versions
+    return all(_covered(seen, versions.get(kind), at) for kind, seen in change.rows.items())
+
+
+def _covered(seen: _Seen, version: int | None, at: datetime | None) -> bool:
+    if seen.version is not None and version is not None:
+        return seen.version <= version
+    # No version to compare: only an older second is surely covered (same second: a seller's
+    # edit may have followed our write, so the worker reads it).
+    return at is not None and seen.at < at
 
 
 def _next_watermark(watermark: datetime, *reads: _Changes) -> datetime:

@@ -4,6 +4,7 @@ cases and the rest of the client's surface. Results are checked as rows in the e
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import date, datetime
 
@@ -408,6 +409,7 @@ async def test_a_modifiedon_watermark_finds_exactly_the_rows_changed_after_it(
         "opportunities", {"name": "Old", "cosell_syncwithpartnercenter": True}
     )
     watermark = datetime.fromisoformat(first["modifiedon"].replace("Z", "+00:00"))
+    await asyncio.sleep(1.01 - time.time() % 1)  # modifiedon has whole seconds: the next one
     await client.create("opportunities", {"name": "New", "cosell_syncwithpartnercenter": True})
     await client.create("opportunities", {"name": "Not synced"})
     await client.update("opportunities", first["opportunityid"], {"description": "edited"})
@@ -422,4 +424,4 @@ async def test_a_modifiedon_watermark_finds_exactly_the_rows_changed_after_it(
         )
     ]
 
-    assert changed == ["New", "Old"]
+    assert sorted(changed) == ["New", "Old"]  # one second: ordered by id within it

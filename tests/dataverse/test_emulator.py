@@ -345,26 +345,27 @@ async def test_pages_follow_next_link_unchanged_and_top_limits_without_a_link(
     assert "@odata.nextLink" not in top
 
 
-async def test_modifiedon_is_monotonic_with_millisecond_precision_even_with_a_frozen_clock() -> (
-    None
-):
-    app = create_app(token=TOKEN, wall_clock=lambda: 1_717_243_200.0)
+async def test_modifiedon_has_whole_seconds_and_versionnumber_orders_writes_within_one() -> None:
+    """Dataverse stamps ``modifiedon`` to the second ("2021-06-22T17:56:21Z"; the change
+    tracking token carries ``MM/dd/yyyy HH:mm:ss``, reference dataverse-web-api §3.4) and
+    ``versionnumber`` is the row version that tells writes apart (§3.7: "dedupe by @odata.etag
+    or versionnumber"). Twenty writes in one frozen second share one ``modifiedon``."""
+    app = create_app(token=TOKEN, wall_clock=lambda: 1_717_243_200.4)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url=API,
         headers={"Authorization": f"Bearer {TOKEN}", "Prefer": "return=representation"},
     ) as http:
         await http.post("accounts", json={"accountid": ACCOUNT, "name": "Contoso"})
-        stamps = [
-            (await http.patch(f"accounts({ACCOUNT})", json={"name": f"Contoso {n}"})).json()[
-                "modifiedon"
-            ]
+        written = [
+            (await http.patch(f"accounts({ACCOUNT})", json={"name": f"Contoso {n}"})).json()
             for n in range(20)
         ]
 
-    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", s) for s in stamps)
-    assert stamps == sorted(set(stamps))
-    assert stamps[0].startswith("2024-06-01T12:00:00.")
+    assert {row["modifiedon"] for row in written} == {"2024-06-01T12:00:00Z"}
+    versions = [row["versionnumber"] for row in written]
+    assert versions == sorted(set(versions))
+    assert [row["@odata.etag"] for row in written] == [f'W/"{v}"' for v in versions]
 
 
 async def test_delete_removes_the_row_and_a_stale_etag_is_refused(

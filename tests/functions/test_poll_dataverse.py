@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from azure.functions.timer import TimerRequest
 
 import function_app
@@ -89,11 +90,14 @@ async def test_echo_of_our_own_write_is_not_enqueued(app: App) -> None:
             referral_id=REFERRAL_ID,
             opportunity_id=linked["opportunityid"],
             opportunity_modified_on=modified_on(linked),
+            row_versions={"opportunity": linked["versionnumber"]},
         )
     )
     await links.save_opportunity_index(
         OpportunityIndex(
-            opportunity_id=pending["opportunityid"], opportunity_modified_on=modified_on(pending)
+            opportunity_id=pending["opportunityid"],
+            opportunity_modified_on=modified_on(pending),
+            row_versions={"opportunity": pending["versionnumber"]},
         )
     )
     await links.create_link(
@@ -101,12 +105,57 @@ async def test_echo_of_our_own_write_is_not_enqueued(app: App) -> None:
             referral_id="1b6c3f1e-9d2a-4c5b-8e7f-1a2b3c4d5e6f",
             opportunity_id=edited["opportunityid"],
             opportunity_modified_on=modified_on(edited) - timedelta(seconds=1),
+            row_versions={"opportunity": edited["versionnumber"] - 1},
         )
     )
 
     await run_poll()
 
     assert [str(j.id) for j in await app.jobs()] == [edited["opportunityid"]]
+
+
+async def test_a_seller_edit_in_the_second_of_our_write_is_enqueued(app: App) -> None:
+    """Issue 13, class 12: ``modifiedon`` has whole seconds (reference dataverse-web-api §3.4,
+    §3.7), so an edit right after our write may carry the ``modifiedon`` the link recorded;
+    its ``versionnumber`` is newer, and that is what the echo check compares."""
+    ours = await create_opportunity(app, "Written by the engine")
+    links = app.runtime.links()
+    await links.create_link(
+        SyncLink(
+            referral_id=REFERRAL_ID,
+            opportunity_id=ours["opportunityid"],
+            opportunity_modified_on=modified_on(ours),
+            row_versions={"opportunity": ours["versionnumber"]},
+        )
+    )
+    dataverse = app.runtime.dataverse()
+    await dataverse.update("opportunities", ours["opportunityid"], {"description": "Seller"})
+
+    await run_poll()
+
+    assert [str(j.id) for j in await app.jobs()] == [ours["opportunityid"]]
+
+
+async def test_a_link_without_versions_covers_only_older_seconds(app: App) -> None:
+    """Links saved before versions were kept: the same second may hide a seller's edit, so it
+    is enqueued (the worker reads it); an older second is still an echo."""
+    same, older = await create_opportunity(app, "Same second"), await create_opportunity(app, "Old")
+    links = app.runtime.links()
+    for referral_id, row, shift in (
+        (REFERRAL_ID, same, timedelta(0)),
+        ("1b6c3f1e-9d2a-4c5b-8e7f-1a2b3c4d5e6f", older, timedelta(seconds=1)),
+    ):
+        await links.create_link(
+            SyncLink(
+                referral_id=referral_id,
+                opportunity_id=row["opportunityid"],
+                opportunity_modified_on=modified_on(row) + shift,
+            )
+        )
+
+    await run_poll()
+
+    assert [str(j.id) for j in await app.jobs()] == [same["opportunityid"]]
 
 
 async def add_solution(app: App, opportunity: dict[str, Any]) -> dict[str, Any]:
@@ -190,3 +239,46 @@ async def test_a_qualified_lead_from_a_referral_enqueues_its_referral(app: App) 
         qualified_referral,
         "poll",
     )
+
+
+@pytest.mark.parametrize("lookup", ["parentaccountid", "parentcontactid"])
+async def test_an_account_or_contact_fixed_alone_enqueues_its_flagged_opportunity(
+    app: App, lookup: str
+) -> None:
+    """Issue 13, class 8: a country fixed on the account (what validation asked for) or a new
+    phone on the contact used to wait for the opportunity's next edit. The poll reads flagged
+    opportunities through the lookup (reference dataverse-web-api §2.2) and compares the
+    related row's ``versionnumber`` with the one the link recorded."""
+    dataverse = app.runtime.dataverse()
+    entity_set, body = (
+        ("accounts", {"name": "Fabrikam"})
+        if lookup == "parentaccountid"
+        else ("contacts", {"lastname": "Buyer"})
+    )
+    related = await dataverse.create(entity_set, body)
+    related_id = related["accountid" if lookup == "parentaccountid" else "contactid"]
+    opportunity = await dataverse.create(
+        "opportunities",
+        {"name": "Flagged", "cosell_syncwithpartnercenter": True,
+         f"{lookup}@odata.bind": f"/{entity_set}({related_id})"},
+    )  # fmt: skip
+    kind = "account" if lookup == "parentaccountid" else "contact"
+    await app.runtime.links().create_link(
+        SyncLink(
+            referral_id=REFERRAL_ID,
+            opportunity_id=opportunity["opportunityid"],
+            opportunity_modified_on=modified_on(opportunity),
+            row_versions={
+                "opportunity": opportunity["versionnumber"],
+                kind: related["versionnumber"],
+            },
+        )
+    )
+    await run_poll()
+    assert await app.jobs() == []  # what the link already holds is no change
+
+    fix = {"address1_country": "DE"} if kind == "account" else {"telephone1": "+49 30 1234"}
+    await dataverse.update(entity_set, related_id, fix)
+    await run_poll()
+
+    assert [str(j.id) for j in await app.jobs()] == [opportunity["opportunityid"]]

@@ -191,3 +191,47 @@ async def test_a_creation_another_sync_holds_is_queued_again_for_when_its_lease_
     assert properties.approximate_message_count == 1  # queued again, invisible until then
     assert await app.jobs() == []  # not visible yet
     assert await app.poison() == []
+
+
+async def _run_queued_jobs(app: App) -> None:
+    """What the host does with each visible queue message: decode, call, delete."""
+    async for queued in app.jobs_queue.receive_messages():
+        await function_app.sync_job(message(str(queued.content)))
+        await app.jobs_queue.delete_message(queued)
+
+
+async def test_a_country_fixed_on_the_account_alone_lets_the_refused_opportunity_sync(
+    app: App,
+) -> None:
+    """Issue 13, class 8: the seller's opportunity was refused (the account has no country);
+    the seller fixes only the account. The next poll picks the fix up and the referral is
+    created, without anyone saving the opportunity again."""
+    dataverse = app.runtime.dataverse()
+    account_id, opportunity_id = str(uuid.uuid4()), str(uuid.uuid4())
+    await dataverse.create("accounts", {"name": "Fabrikam"}, row_id=account_id)
+    await dataverse.create(
+        "opportunities",
+        {"name": "Flagged", "estimatedvalue": 50000, "estimatedclosedate": "2027-06-30",
+         "cosell_syncwithpartnercenter": True,
+         "parentaccountid@odata.bind": f"/accounts({account_id})"},
+        row_id=opportunity_id,
+    )  # fmt: skip
+    await dataverse.create(
+        "cosell_solutions",
+        {"cosell_name": "SOL-1", "cosell_solutionidentifier": "SOL-1",
+         "cosell_opportunityid@odata.bind": f"/opportunities({opportunity_id})"},
+    )  # fmt: skip
+    await function_app.poll_dataverse(TimerRequest(past_due=False))
+    await _run_queued_jobs(app)
+    refused = await dataverse.get("opportunities", opportunity_id)
+    assert refused["cosell_syncstatus"] == 2 and "country" in refused["cosell_audit"]
+    await function_app.poll_dataverse(TimerRequest(past_due=False))
+    assert await app.jobs() == []  # our own refusal write is no change
+
+    await dataverse.update("accounts", account_id, {"address1_country": "DE"})
+    await function_app.poll_dataverse(TimerRequest(past_due=False))
+    await _run_queued_jobs(app)
+
+    synced = await dataverse.get("opportunities", opportunity_id)
+    assert synced["cosell_referralid"]
+    assert synced["cosell_syncstatus"] == 1

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import httpx
 import pytest
@@ -208,6 +209,25 @@ async def test_only_registered_events_are_delivered(hooked: Hooked) -> None:
     )
     await hooked.idle()
     assert [e["EventName"] for e in hooked.receiver.events()] == ["referral-updated"]
+
+
+async def test_an_events_change_time_is_the_change_it_reports(hooked: Hooked) -> None:
+    """``ResourceChangeUtcDate`` is "the date and time, in UTC format, when the resource change
+    occurred" (Partner Center webhooks docs), i.e. the referral's new ``updatedDateTime``, not
+    the delivery time: so the event for our own write matches what the link recorded and
+    costs no remote call (issue 13, class 12)."""
+    await hooked.client.register_webhook(RECEIVER_URL, events=["referral-updated"])
+    created = await hooked.client.create_referral(private_deal())
+    assert created.id
+    await hooked.client.patch_referral(
+        created.id, [{"op": "replace", "path": "/name", "value": "Renamed"}], etag=created.e_tag
+    )
+    updated = await hooked.client.get_referral(created.id)
+    await hooked.idle()
+
+    [event] = hooked.receiver.events()
+    changed_at = datetime.fromisoformat(str(event["ResourceChangeUtcDate"]).replace("Z", "+00:00"))
+    assert changed_at == updated.updated_date_time
 
 
 async def test_microsoft_accepting_cosell_fires_related_referral_events(hooked: Hooked) -> None:

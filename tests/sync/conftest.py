@@ -52,9 +52,10 @@ class DataverseClock:
     """The Dataverse emulator's wall clock (``modifiedon``): real time plus what tests add."""
 
     ahead_s: float = 0.0
+    frozen_at: float | None = None  # every write in this one second (to the emulator's stamp)
 
     def __call__(self) -> float:
-        return time.time() + self.ahead_s
+        return (self.frozen_at if self.frozen_at is not None else time.time()) + self.ahead_s
 
 
 @dataclass
@@ -94,6 +95,10 @@ class World:
             settings=sandbox_settings(),
         )
         return pc, engine
+
+    def freeze_dataverse_clock(self) -> None:
+        """From now on Dataverse stamps every write with the same ``modifiedon`` second."""
+        self.dv_clock.frozen_at = self.dv_clock()
 
     def later_in_dataverse(self, seconds: float = 1.0) -> None:
         """Dataverse stamps the next edits ``seconds`` later than Partner Center would."""

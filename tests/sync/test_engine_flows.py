@@ -63,26 +63,52 @@ async def test_notes_edited_in_crm_reach_partner_center(world: World) -> None:
     assert result.remote_calls <= 3  # the opportunity (with everything), the referral, a PATCH
 
 
-async def test_the_engines_own_write_is_not_synced_again(world: World) -> None:
+async def test_a_poll_job_for_a_second_the_link_already_covers_makes_no_remote_call(
+    world: World,
+) -> None:
     referral_id, opportunity_id = await linked_pair(world)
+    await world.edit_opportunity(opportunity_id, description="Kick-off booked")
+    edited = await world.opportunity(opportunity_id)
+    world.later_in_dataverse(2)  # the sync's own write comes in a later second
     await world.edit_referral(referral_id, replace("/name", "Contoso - bigger migration"))
-    await world.sync_referral(referral_id)
-    our_write = await world.opportunity(opportunity_id)
+    await world.sync_referral(referral_id)  # takes the seller's edit along, writes the name
     requests_before = await world.requests()
 
-    echo = SyncJob.model_validate(
-        {
-            "kind": "opportunity",
-            "id": opportunity_id,
-            "reason": "poll",
-            "observed_at": our_write["modifiedon"],
-        }
-    )
-    result = await world.engine.sync(echo)
+    # The same change delivered twice (a second poll job for it, say).
+    again = SyncJob.model_validate(
+        {"kind": "opportunity", "id": opportunity_id, "reason": "poll",
+         "observed_at": edited["modifiedon"]}
+    )  # fmt: skip
+    result = await world.engine.sync(again)
 
     assert result.outcome == "no_change"
     assert result.remote_calls == 0
     assert await world.requests() == requests_before
+
+
+async def test_a_seller_edit_in_the_second_of_our_own_write_is_synced(world: World) -> None:
+    """Issue 13, class 12: Dataverse stamps ``modifiedon`` to the second, so a seller's edit
+    right after our write can carry the very ``modifiedon`` the link recorded. Taking it for
+    our echo lost the edit; such a job is read, and the edit reaches Partner Center."""
+    referral_id, opportunity_id = await linked_pair(world)
+    world.freeze_dataverse_clock()
+    await world.edit_referral(referral_id, replace("/name", "Contoso - bigger migration"))
+    await world.sync_referral(referral_id)  # our write, in the frozen second
+    ours = await world.opportunity(opportunity_id)
+    await world.edit_opportunity(opportunity_id, description="Kick-off booked")
+    seller = await world.opportunity(opportunity_id)
+    assert seller["modifiedon"] == ours["modifiedon"]  # one second, two writes
+    assert seller["versionnumber"] > ours["versionnumber"]
+
+    job = SyncJob.model_validate(
+        {"kind": "opportunity", "id": opportunity_id, "reason": "poll",
+         "observed_at": seller["modifiedon"]}
+    )  # fmt: skip
+    result = await world.engine.sync(job)
+
+    assert result.outcome == "synced"
+    referral = await world.referral(referral_id)
+    assert referral.details is not None and referral.details.notes == "Kick-off booked"
 
 
 async def test_duplicate_webhook_for_a_synced_change_makes_no_remote_call(world: World) -> None:
@@ -210,6 +236,7 @@ async def test_a_refused_opportunity_is_not_rewritten_by_its_own_echo(world: Wor
     written = await world.opportunity(opportunity_id)
     before = await world.writes()
 
+    # Our own refusal write, delivered as a poll job (its second: read again, not written).
     echo = SyncJob.model_validate(
         {
             "kind": "opportunity",
