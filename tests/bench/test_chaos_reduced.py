@@ -3,7 +3,9 @@ dropped webhooks and host kills must converge with no lost edit and no duplicate
 
 It tries the families of issue 13 too (``bench/chaos_families.py``, sized by the number of
 referrals): creation races under throttling, Microsoft's side of linked engagements arriving by
-reconcile/backfill/manual jobs, currencies Dataverse lacks and shared seller contacts.
+reconcile/backfill/manual jobs, currencies Dataverse lacks, shared seller contacts, values over
+Dataverse's column limits, deals won, edited in Partner Center while closed and reopened, and
+marketplace leads qualified and flagged for sync while poll jobs race.
 
 ``make chaos`` runs the same with 1,000 referrals; see ``bench/chaos.py`` for the model.
 """
@@ -27,6 +29,13 @@ async def test_chaos_converges_with_no_lost_edit_and_no_duplicate() -> None:
     assert families["microsoft_referrals"] == families["seller_opportunities"], summary
     assert families["related_jobs"] > 0, summary
     assert families["unknown_currency"] > 0 and families["contact_edits"] > 0, summary
+    # Class 6: oversize names and notes, as sent and by edit; deals reopened after a Won, most
+    # edited in Partner Center while closed (an edit that lost the race to the Closed referral
+    # is refused by Partner Center, so not every one can be). Class 3: qualified leads.
+    assert families["oversize_on_create"] > 0 and families["oversize_edits"] > 0, summary
+    assert families["reopened"] > 0 and families["closed_edits"] > 0, summary
+    assert families["leads_qualified"] == families["leads"] > 0, summary
+    assert families["lead_race_jobs"] >= 3 * families["leads"], summary
     assert report.converged, summary
     assert not report.missing, summary
     assert not report.duplicates, summary
