@@ -63,7 +63,11 @@ def opportunity_write(
     steps: list[Step] = []
     update = opportunity_update(changes, merged, columns=columns)
     currency = merged.currency if "currency" in changes and merged.currency else None
-    name = marked_name(merged.name, status, show_mark=show_mark)
+    # The mark goes on the name the row will have: the merged one only if it is written. A
+    # name Dataverse cannot hold stays the row's (our stand-in); rewriting the merged one
+    # would make Dataverse refuse the whole PATCH, every field and the status with it.
+    kept = merged.name if "name" in changes else opportunity.deal.name
+    name = marked_name(kept, status, show_mark=show_mark)
     if name is not None and row.get("name") != name:
         update["name"] = name
     if row.get(columns.syncstatus) != SYNC_STATUS_CHOICE[status]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -27,6 +27,7 @@ from shared.sync.deal import Deal, DealStatus
 from shared.sync.status import to_partner_center
 
 ConflictPolicy = Literal["newest", "partner_center", "crm"]
+DATAVERSE_HALF_SECOND = timedelta(milliseconds=500)
 
 
 class Flow(StrEnum):
@@ -307,6 +308,11 @@ def _crm_is_newer(pc_updated_at: datetime | None, crm_modified_on: datetime | No
         return False
     if pc_updated_at is None:
         return True
+    if crm_modified_on.microsecond == 0:
+        # Dataverse stamps ``modifiedon`` to the second: the edit happened somewhere in it.
+        # Its middle is the best guess, and right whenever the two edits are more than half a
+        # second apart (the start made a CRM edit 0.7 s after a Partner Center one lose).
+        crm_modified_on += DATAVERSE_HALF_SECOND
     return crm_modified_on > pc_updated_at
 
 

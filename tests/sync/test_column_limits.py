@@ -49,6 +49,34 @@ async def test_oversized_notes_are_refused_and_the_other_fields_still_sync(world
     assert later.plan is not None and "notes" not in later.plan.to_pc
 
 
+async def test_an_oversized_name_on_a_linked_pair_leaves_the_rest_of_the_write_landing(
+    world: World,
+) -> None:
+    """Found by the chaos run's oversize family: with a name Dataverse cannot hold in Partner
+    Center, every later opportunity PATCH carried it (the ✔/✖ mark was put on the merged
+    name) and Dataverse refused the whole PATCH: the deal value, the status and the audit
+    never landed, for good."""
+    referral_id, opportunity_id = await linked_pair(world)
+    before = await world.opportunity(opportunity_id)
+    await world.edit_referral(
+        referral_id, replace("/name", "N" * 340), replace("/details/dealValue", 250000)
+    )
+
+    result = await world.sync_referral(referral_id, reason="webhook:referral-updated")
+    await world.edit_referral(referral_id, replace("/details/notes", "Kick-off booked"))
+    later = await world.sync_referral(referral_id, reason="webhook:referral-updated")
+
+    assert result.outcome == "error" and "340 characters" in result.problems[0]
+    opportunity = await world.opportunity(opportunity_id)
+    assert opportunity["estimatedvalue"] == 250000
+    assert opportunity["description"] == "Kick-off booked"
+    assert opportunity["name"] == "✖ " + before["name"].removeprefix("✔ ")  # the row's name
+    assert opportunity["cosell_syncstatus"] == 2 and "340 characters" in opportunity["cosell_audit"]
+    referral = await world.referral(referral_id)
+    assert referral.name == "N" * 340  # never shortened by us
+    assert later.outcome == "error"
+
+
 async def test_a_deal_value_beyond_dataverse_money_is_refused_with_the_reason(
     world: World,
 ) -> None:

@@ -72,6 +72,24 @@ def test_newest_record_wins_a_conflict_and_it_is_reported() -> None:
     assert newer_crm.conflicts == ("notes: changed in both systems; kept the Dynamics 365 value",)
 
 
+def test_newest_reads_a_dataverse_second_as_its_middle() -> None:
+    """``modifiedon`` has whole seconds: a CRM edit stamped 10:00:42 may have come 0.7 s after
+    a Partner Center edit at 10:00:42.171 (the chaos run lost such an edit when the stamp was
+    read as the start of its second). The middle is right whenever the edits are more than
+    half a second apart."""
+    pc, crm = (BASE.model_copy(update={"notes": n}) for n in ("pc", "crm"))
+    stamp = datetime(2026, 11, 27, 10, 0, 42, tzinfo=UTC)
+
+    def winner(pc_at: datetime) -> str | None:
+        plan = merge(SyncBase(deal=BASE), pc, crm, policy="newest", pc_updated_at=pc_at,
+                     crm_modified_on=stamp, pc_status="Active")  # fmt: skip
+        return plan.merged.notes
+
+    assert winner(stamp.replace(microsecond=171000)) == "crm"
+    assert winner(stamp.replace(microsecond=800000)) == "pc"
+    assert winner(stamp.replace(second=41, microsecond=999000)) == "crm"
+
+
 def test_visibility_never_goes_back_to_false() -> None:
     base = SyncBase(deal=BASE.model_copy(update={"visible_to_microsoft": True}))
     pc = BASE.model_copy(update={"visible_to_microsoft": True})
