@@ -172,9 +172,15 @@ async def run_all(
         "racing while Partner Center answers 30 % 429/503, Microsoft's side of each of their "
         "engagements synced by reconcile/backfill/manual jobs, 5 % of referrals in a currency "
         "Dataverse lacks, seller contacts shared by three opportunities whose referrals get "
-        "new contacts; then faults off, queue drained, `cosell backfill --inline` until a "
-        "round changes nothing, and every pair compared field by field with the last edit of "
-        "each field, plus each family's check."
+        "new contacts, names over 300 and notes over 2,000 characters (as Microsoft sends "
+        "them or by a Partner Center edit; Partner Center keeps them, the opportunity holds "
+        "them cut or unchanged and says Error), deals won, edited in Partner Center while "
+        "closed and reopened by the seller (the Closed referral never changes, the edit lands "
+        "once reopened, no poison messages), marketplace leads (`SYNC_COSELL_ONLY=false`) "
+        "qualified and flagged for sync within one poll interval while poll jobs race (one "
+        "referral per deal, Microsoft's, accepted); then faults off, queue drained, "
+        "`cosell backfill --inline` until a round changes nothing, and every pair compared "
+        "field by field with the last edit of each field, plus each family's check."
         + (f" `make bench` runs {chaos_referrals:,} referrals to stay in its time budget; "
            "`make chaos` runs 1,000." if chaos_referrals != 1000 else ""),
     ))  # fmt: skip
