@@ -12,7 +12,7 @@
 4. ``rounds`` rounds of edits: in each, every pair gets one edit of one field (name, deal
    value or notes) on one side (Partner Center or Dataverse), chosen at random. A round lasts
    at least ``ROUND_S`` seconds, so two edits of one pair are always more than a second apart.
-   Beside Microsoft's referrals, the families of issue 13 (``bench/chaos_families.py``): the
+   Beside Microsoft's referrals, the families of issue 13 (``bench/families/``): the
    seller's own opportunities, flagged for sync while Partner Center throttles harder, each
    with 2-3 poll jobs at once (creation races); jobs for Microsoft's side of their
    engagements in every round (reconcile, backfill, manual); referrals in a currency
@@ -41,7 +41,7 @@
    every pair equal field by field (name without the sync mark, deal value, notes, status ↔
    state/status reason, account name, contact e-mail, currency) but for what a family rightly
    changes (``Families.not_compared``, ``Families.status_of``), and each family's check
-   (``chaos_families.check_families``; currencies in ``_check``).
+   (``families.check_families``; currencies in ``_check``).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ import httpx
 from azure.data.tables.aio import TableClient
 from azure.storage.queue.aio import QueueClient
 
-from bench import chaos_families as fam
+from bench import families as fam
 from bench.common import control_client, set_faults, without_mark
 from sandbox import partner_center
 from sandbox.host import FunctionHost
@@ -98,7 +98,7 @@ HOST_OPTIONS: dict[str, Any] = {"visibility_timeout": 1, "lease_s": 6.0}
 SETTINGS = {
     "DATAVERSE_POLL_SCHEDULE": "*/1 * * * * *",
     "PARTNER_CENTER_RECONCILE_SCHEDULE": "*/15 * * * * *",
-    # Marketplace leads become Dataverse leads (the lead races of chaos_families). The setting
+    # Marketplace leads become Dataverse leads (the lead races of families.leads). The setting
     # changes only what happens to a marketplace lead (plan._new_referral) and makes the poll
     # read changed leads too (triggers/poll.py); every other referral here is co-sell.
     "SYNC_COSELL_ONLY": "false",
@@ -440,7 +440,7 @@ async def _chaos(
         report.seconds[name] = now - clock
         clock = now
 
-    # The issue 13 families (bench/chaos_families.py): the seller's records are made first,
+    # The issue 13 families (bench/families/): the seller's records are made first,
     # with no faults, and flagged for sync once the faults are on.
     families = fam.Families(fam.FamilySizes.of(referrals))
     fam.pick_microsoft_pairs(families, referrals, lambda n, name: Pair(n, "").expected(name))
@@ -713,7 +713,7 @@ async def _backfill(stack: SandboxStack, refusing: set[str]) -> tuple[dict[str, 
     """``cosell backfill --inline`` in a child process; its outcome counts, and its errors
     (kind, id, problems). An error of a record in ``refusing`` whose problems are a family's
     refusal by design (the unknown currency, an oversize value:
-    ``chaos_families.refused_by_design``) is counted apart, not listed."""
+    ``families.refused_by_design``) is counted apart, not listed."""
     with tempfile.TemporaryDirectory() as folder:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bench.backfill_child", str(Path(folder) / "usage.json"),

@@ -168,7 +168,7 @@ async def run_all(
         "of API requests on both emulators failing with 429/500/503/504, 10 % of webhooks "
         "dropped, the local host killed with no grace every 2-6 s and restarted on the same "
         "storage, three rounds of random edits on both sides; the families of issue 13 "
-        "(`bench/chaos_families.py`): the seller's flagged opportunities with 2-3 poll jobs "
+        "(`bench/families/`): the seller's flagged opportunities with 2-3 poll jobs "
         "racing while Partner Center answers 30 % 429/503, Microsoft's side of each of their "
         "engagements synced by reconcile/backfill/manual jobs, 5 % of referrals in a currency "
         "Dataverse lacks, seller contacts shared by three opportunities whose referrals get "

@@ -1,7 +1,7 @@
 """The chaos run of SPEC 11, reduced to fit ``make test``: the whole sandbox under 10 % faults,
 dropped webhooks and host kills must converge with no lost edit and no duplicate record.
 
-It tries the families of issue 13 too (``bench/chaos_families.py``, sized by the number of
+It tries the families of issue 13 too (``bench/families/``, sized by the number of
 referrals): creation races under throttling, Microsoft's side of linked engagements arriving by
 reconcile/backfill/manual jobs, currencies Dataverse lacks, shared seller contacts, values over
 Dataverse's column limits, deals won, edited in Partner Center while closed and reopened, and
