@@ -31,6 +31,9 @@ class FamilySizes:
     oversize: int  # Microsoft's referrals with a value over a column's limit
     reopened: int  # linked pairs won, edited in Partner Center while closed, reopened
     leads: int  # marketplace leads qualified and flagged within one poll interval
+    # How long a family waits for the product to get to one of its pairs: the queue's backlog
+    # under kills and faults grows with the run (1,000 referrals: minutes, not seconds).
+    patience_s: float = 60.0
 
     @classmethod
     def of(cls, referrals: int) -> FamilySizes:
@@ -42,6 +45,7 @@ class FamilySizes:
             oversize=min(referrals // 4, max(len(OVERSIZE_KINDS) * 2, referrals // 25)),
             reopened=min(referrals // 4, max(4, referrals // 40)),
             leads=max(3, referrals // 40),
+            patience_s=max(60.0, referrals * 0.6),
         )
 
 

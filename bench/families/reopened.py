@@ -27,8 +27,8 @@ from shared.state import LinkStore
 
 # Class 6, reopened deals.
 CLOSED_REASON = "the opportunity is closed in Dynamics 365 and cannot be edited"
-WAIT_CLOSED_S = 120.0  # for the Won to reach Partner Center (kills, faults, a 6 s lease)
-WAIT_ERROR_S = 60.0  # for the pair to say why it could not take the edit
+# Waits, in ``FamilySizes.patience_s``: twice it for the Won to reach Partner Center (kills,
+# faults, a 6 s lease), once for the pair to say why it could not take the edit.
 REOPEN_EVERY_S = 0.5  # the seller closes one deal after another, not all in one second
 
 
@@ -101,10 +101,11 @@ async def reopen_deals(
             referral = await pc.get_referral(referral_id)
             return referral if str(referral.status) == "Closed" else None
 
-        referral = await wait_for(closed, WAIT_CLOSED_S)
+        wait_closed_s, wait_error_s = 2 * families.sizes.patience_s, families.sizes.patience_s
+        referral = await wait_for(closed, wait_closed_s)
         if referral is None:
             deal.problems.append(
-                f"the Won opportunity's referral not Closed after {WAIT_CLOSED_S:.0f} s"
+                f"the Won opportunity's referral not Closed after {wait_closed_s:.0f} s"
             )
             return
         deal.closed = _closed_view(referral)
@@ -115,10 +116,10 @@ async def reopen_deals(
                 result = link.last_result if link is not None else None
                 return bool(result and result.status == "error" and CLOSED_REASON in result.message)
 
-            deal.error_seen = bool(await wait_for(said, WAIT_ERROR_S))
+            deal.error_seen = bool(await wait_for(said, wait_error_s))
             if not deal.error_seen:
                 deal.problems.append(
-                    f"the pair did not say why within {WAIT_ERROR_S:.0f} s of the closed edit "
+                    f"the pair did not say why within {wait_error_s:.0f} s of the closed edit "
                     f"(link: {await _last_result(links, referral_id)})"
                 )
 
