@@ -29,7 +29,7 @@ A choice column's options (value → label), for ``cosell schema check``:
 
 from shared.dataverse._auth import CredentialTokenProvider, StaticTokenProvider, TokenProvider
 from shared.dataverse._batch import Create, content_id
-from shared.dataverse._client import DataverseClient
+from shared.dataverse._client import VERSION_COLUMNS, DataverseClient
 from shared.dataverse._exceptions import (
     AccessDenied,
     AlreadyExists,
@@ -80,6 +80,7 @@ from shared.dataverse._odata import (
 from shared.dataverse._throttle import AdaptiveThrottle
 
 __all__ = [
+    "VERSION_COLUMNS",
     "AccessDenied",
     "AdaptiveThrottle",
     "AlreadyExists",

@@ -79,9 +79,10 @@ _CHOICE_TYPES: dict[str, str] = {
 _ENTITY_ID = re.compile(r"\((?P<id>[0-9a-fA-F-]{36})\)$")
 
 
-# What a write returns by default: its time and row version (every table has both; the etag
-# comes with any representation).
-_WRITTEN = ("modifiedon", "versionnumber")
+# A row's version: its time (whole seconds) and row version, which tells two writes in one
+# second apart. Every table has both; a write returns them by default (the etag comes with any
+# representation).
+VERSION_COLUMNS = ["modifiedon", "versionnumber"]
 
 
 class DataverseClient:
@@ -316,7 +317,7 @@ class DataverseClient:
     ) -> httpx.Response:
         # Prefer: return=representation gives the new etag in the same request (reference 1.2).
         headers = {**headers, "Prefer": "return=representation"}
-        params = query_params(select=list(select or _WRITTEN), expand=expand)
+        params = query_params(select=list(select or VERSION_COLUMNS), expand=expand)
         return await self._send(method, url, params=params, json=dict(data), headers=headers)
 
     async def create(
@@ -360,7 +361,7 @@ class DataverseClient:
         the window budget, as it does against service protection."""
         parts = []
         for item in creates:
-            params = query_params(select=list(item.select or _WRITTEN), expand=item.expand)
+            params = query_params(select=list(item.select or VERSION_COLUMNS), expand=item.expand)
             url = self._http.base_url.join(check_name(item.entity_set)).copy_merge_params(params)
             body = await self._keyed(item.entity_set, item.data, item.row_id)
             parts.append(Part("POST", str(url), body, {"Prefer": "return=representation"}))

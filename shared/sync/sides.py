@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.dataverse import (
+    VERSION_COLUMNS,
     AlreadyExists,
     Create,
     DataverseClient,
@@ -53,9 +54,6 @@ from shared.sync.snapshot import (
 MISSING_CURRENCY_TTL_S = 600.0
 # The longest a referral POST may take with its retries; ``plan.CREATE_LEASE`` is longer.
 CREATE_REFERRAL_DEADLINE_S = 90.0
-# What a write reads back for the link: the row's time and its version (``modifiedon`` has
-# whole seconds; ``versionnumber`` tells two writes in one second apart).
-VERSION_SELECT = ["modifiedon", "versionnumber"]
 
 
 @dataclass(frozen=True)
@@ -270,7 +268,7 @@ class CrmSide:
             opportunity_id,
             update,
             etag=etag,
-            select=VERSION_SELECT,
+            select=VERSION_COLUMNS,
         )
         return self._version_of(written)
 
@@ -282,7 +280,7 @@ class CrmSide:
         """Win or lose through the action, then read the new version back for the link."""
         action = self.dataverse.win_opportunity if won else self.dataverse.lose_opportunity
         await action(opportunity_id, status=status)
-        fresh = await self.dataverse.get("opportunities", opportunity_id, select=VERSION_SELECT)
+        fresh = await self.dataverse.get("opportunities", opportunity_id, select=VERSION_COLUMNS)
         return self._version_of(fresh)
 
     def _version_of(self, written: dict[str, Any]) -> Version:
@@ -338,12 +336,12 @@ class CrmSide:
         nothing, still one request, but two operations against service protection — and from
         then on for this worker.
         """
-        select = VERSION_SELECT
+        select = VERSION_COLUMNS
         # Every row the insert makes comes back with its version, so the poll knows them ours.
         expand: list[str | Expand] = [
-            Expand(self.columns.solutions_relationship, VERSION_SELECT),
-            Expand("parentaccountid", VERSION_SELECT),
-            Expand("parentcontactid", VERSION_SELECT),
+            Expand(self.columns.solutions_relationship, VERSION_COLUMNS),
+            Expand("parentaccountid", VERSION_COLUMNS),
+            Expand("parentcontactid", VERSION_COLUMNS),
         ]
 
         async def deep_insert(data: dict[str, Any]) -> dict[str, Any]:

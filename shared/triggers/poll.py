@@ -25,11 +25,10 @@ from typing import Any
 from uuid import UUID
 
 from shared.crm_schema import crm_schema
-from shared.dataverse import Expand, all_of, eq, ge, ne
+from shared.dataverse import VERSION_COLUMNS, Expand, all_of, eq, ge, ne
 from shared.jobs import SyncJob
 from shared.runtime import Runtime, get_runtime
 from shared.state import LinkStore
-from shared.sync.sides import VERSION_SELECT
 from shared.sync.snapshot import version_in
 from shared.triggers import cursor_run
 
@@ -111,7 +110,7 @@ async def poll_dataverse(
         _read(
             dataverse.list_rows(
                 "opportunities",
-                select=["opportunityid", *VERSION_SELECT],
+                select=["opportunityid", *VERSION_COLUMNS],
                 filter=all_of(ge("modifiedon", since), eq(flag, True)),
                 orderby=["modifiedon asc", "opportunityid asc"],
                 page_size=PAGE_SIZE,
@@ -122,7 +121,7 @@ async def poll_dataverse(
         _read(
             dataverse.list_rows(
                 schema.solution.entity_set,
-                select=[solutions_key, lookup.value_name, *VERSION_SELECT],
+                select=[solutions_key, lookup.value_name, *VERSION_COLUMNS],
                 # Through the lookup (reference §2.2): only solutions of flagged opportunities.
                 filter=all_of(ge("modifiedon", since), eq(f"{lookup.logical_name}/{flag}", True)),
                 orderby=["modifiedon asc", f"{solutions_key} asc"],
@@ -141,7 +140,7 @@ async def poll_dataverse(
                 dataverse.list_rows(
                     "opportunities",
                     select=["opportunityid"],
-                    expand=[Expand(lookup_name, VERSION_SELECT)],
+                    expand=[Expand(lookup_name, VERSION_COLUMNS)],
                     filter=all_of(ge(f"{lookup_name}/modifiedon", since), eq(flag, True)),
                     orderby=["opportunityid asc"],
                     page_size=PAGE_SIZE,
@@ -160,7 +159,7 @@ async def poll_dataverse(
         leads = await _read(
             dataverse.list_rows(
                 "leads",
-                select=["leadid", lead_referral, *VERSION_SELECT],
+                select=["leadid", lead_referral, *VERSION_COLUMNS],
                 filter=all_of(ge("modifiedon", since), ne("statecode", 0), ne(lead_referral, None)),
                 orderby=["modifiedon asc", "leadid asc"],
                 page_size=PAGE_SIZE,

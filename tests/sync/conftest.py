@@ -31,6 +31,14 @@ DV_URL = "http://127.0.0.1:7102"
 WRITES = ("POST", "PATCH", "PUT", "DELETE")
 
 
+def poll_job(row: dict[str, Any]) -> SyncJob:
+    """The job ``poll_dataverse`` makes for an opportunity row as read (its ``modifiedon``)."""
+    return SyncJob.model_validate(
+        {"kind": "opportunity", "id": row["opportunityid"], "reason": "poll",
+         "observed_at": row["modifiedon"]}
+    )  # fmt: skip
+
+
 async def _no_sleep(_: float) -> None:
     return None
 

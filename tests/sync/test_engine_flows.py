@@ -8,7 +8,7 @@ import pytest
 
 from shared.jobs import SyncJob
 from shared.sync import SyncEngine
-from tests.sync.conftest import World, sandbox_settings
+from tests.sync.conftest import World, poll_job, sandbox_settings
 
 
 def replace(path: str, value: object) -> dict[str, object]:
@@ -75,10 +75,7 @@ async def test_a_poll_job_for_a_second_the_link_already_covers_makes_no_remote_c
     requests_before = await world.requests()
 
     # The same change delivered twice (a second poll job for it, say).
-    again = SyncJob.model_validate(
-        {"kind": "opportunity", "id": opportunity_id, "reason": "poll",
-         "observed_at": edited["modifiedon"]}
-    )  # fmt: skip
+    again = poll_job(edited)
     result = await world.engine.sync(again)
 
     assert result.outcome == "no_change"
@@ -100,11 +97,7 @@ async def test_a_seller_edit_in_the_second_of_our_own_write_is_synced(world: Wor
     assert seller["modifiedon"] == ours["modifiedon"]  # one second, two writes
     assert seller["versionnumber"] > ours["versionnumber"]
 
-    job = SyncJob.model_validate(
-        {"kind": "opportunity", "id": opportunity_id, "reason": "poll",
-         "observed_at": seller["modifiedon"]}
-    )  # fmt: skip
-    result = await world.engine.sync(job)
+    result = await world.engine.sync(poll_job(seller))
 
     assert result.outcome == "synced"
     referral = await world.referral(referral_id)
@@ -237,15 +230,7 @@ async def test_a_refused_opportunity_is_not_rewritten_by_its_own_echo(world: Wor
     before = await world.writes()
 
     # Our own refusal write, delivered as a poll job (its second: read again, not written).
-    echo = SyncJob.model_validate(
-        {
-            "kind": "opportunity",
-            "id": opportunity_id,
-            "reason": "poll",
-            "observed_at": written["modifiedon"],
-        }
-    )
-    await world.engine.sync(echo)
+    await world.engine.sync(poll_job(written))
     await world.sync_opportunity(opportunity_id, reason="poll")  # same reasons: no new audit
 
     assert await world.writes() == before
