@@ -57,24 +57,27 @@ async def save(
     *,
     watermark: datetime,
     seen: dict[str, str],
-) -> bool:
-    """Save the cursor conditionally on the ETag read; False (and nothing else) on a lost race.
+    extra: dict[str, Any] | None = None,
+) -> Cursor | None:
+    """Save the cursor conditionally on the ETag read; the saved cursor, or None (and nothing
+    else) on a lost race.
 
     The loser's jobs are already queued; the winner's cursor stands, and the engine makes any
-    job enqueued twice harmless (SPEC 7).
+    job enqueued twice harmless (SPEC 7). ``extra`` is more state beside ``seen``.
     """
+    state: dict[str, Any] = {"seen": seen} if seen else {}
+    state.update(extra or {})
     cursor = Cursor(
         name=name,
         watermark=watermark,
-        state={"seen": seen} if seen else {},
+        state=state,
         etag=previous.etag if previous is not None else None,
     )
     try:
-        await store.save_cursor(cursor)
+        return await store.save_cursor(cursor)
     except ConcurrencyError:
         logger.info("cursor %s was moved by another run; leaving it", name)
-        return False
-    return True
+        return None
 
 
 async def gather_bounded(

@@ -205,9 +205,8 @@ async def poll_dataverse(
         since=new_watermark - overlap,
     )
     report.watermark = new_watermark
-    report.cursor_saved = await cursor_run.save(
-        store, CURSOR, cursor, watermark=new_watermark, seen=seen
-    )
+    saved = await cursor_run.save(store, CURSOR, cursor, watermark=new_watermark, seen=seen)
+    report.cursor_saved = saved is not None
     logger.info(
         "poll_dataverse: %d opportunities and %d solution rows changed, %d enqueued, "
         "%d echoes, %d already queued",
