@@ -9,6 +9,7 @@ not care which service failed can catch that instead.
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 
@@ -93,6 +94,21 @@ _BY_CODE: dict[str, type[DataverseError]] = {
     CONCURRENCY_VERSION_MISMATCH: PreconditionFailed,
     OBJECT_DOES_NOT_EXIST: NotFound,
 }
+# Older documented error bodies carry ``"code": ""`` (or ``"0x0"``) and only a message
+# (reference section 7.1; learn.microsoft.com/power-apps/developer/data-platform/webapi/
+# compose-http-requests-handle-errors). Then the message decides, by the texts Microsoft documents
+# for these codes (learn.microsoft.com/troubleshoot/power-platform/dataverse/user-permissions/
+# client-errors: "Cannot insert duplicate key", "Contact With Ids = <guid> Do Not Exist"). A
+# duplicate key is a 412 in the status map, so without this it would pass for a stale etag.
+_BY_MESSAGE: tuple[tuple[re.Pattern[str], type[DataverseError]], ...] = (
+    (
+        re.compile(r"matching key values already exists|cannot insert duplicate key", re.I),
+        AlreadyExists,
+    ),
+    (re.compile(r"\bwith ids?\s*=\s*\S.*\b(?:does|do) not exist", re.I), NotFound),
+    (re.compile(r"version of the existing record doesn't match", re.I), PreconditionFailed),
+)
+_NO_CODE = ("", "0x0")
 _BY_STATUS: dict[int, type[DataverseError]] = {
     400: InvalidRequest,
     401: AuthenticationFailed,
@@ -117,8 +133,12 @@ def error_from_response(response: httpx.Response) -> DataverseError:
     status = response.status_code
     cls = _BY_STATUS.get(status, ServiceError if status >= 500 else DataverseError)
     # UNCERTAIN (reference 7.3): DuplicateRecord is mapped to 412 by the server's status map, but
-    # other answers may use another status; the code decides, then the status.
-    cls = _BY_CODE.get(code.lower(), cls)
+    # other answers may use another status; the code decides, then the message, then the status.
+    known = _hex_code(code)
+    if known in _BY_CODE:
+        cls = _BY_CODE[known]
+    elif known in _NO_CODE:
+        cls = next((found for text, found in _BY_MESSAGE if text.search(message)), cls)
     error = cls(
         message,
         status=status,
@@ -129,3 +149,12 @@ def error_from_response(response: httpx.Response) -> DataverseError:
     if isinstance(error, Throttled):
         error.retry_after = parse_retry_after(response.headers.get("Retry-After"))
     return error
+
+
+def _hex_code(code: str) -> str:
+    """``code`` as the lower-case hex the Web API sends; the SDK's decimal form
+    (``-2147220937``) is the same number as ``0x80040237``."""
+    text = code.strip().lower()
+    if re.fullmatch(r"-?\d+", text):
+        return f"0x{int(text) & 0xFFFFFFFF:08x}" if int(text) else "0x0"
+    return text

@@ -330,8 +330,9 @@ class CrmSide:
         is bound as ``customerid`` too (required, SPEC 4.1).
 
         UNCERTAIN: whether Dataverse takes a bind to a row the same deep insert creates (the
-        platform makes such related rows first, so it should). If it refuses with "does not
-        exist", the account and the opportunity go as one ``$batch`` change set instead, the
+        platform makes such related rows first, so it should). If it refuses with a NotFound
+        that names the account ("account With Id = … Does Not Exist"; any other refusal is
+        raised as it is), the account and the opportunity go as one ``$batch`` change set, the
         opportunity binding both lookups to the account as ``$1`` (reference 5): still all or
         nothing, still one request, but two operations against service protection — and from
         then on for this worker.
@@ -357,8 +358,8 @@ class CrmSide:
             try:
                 return await deep_insert(nested)
             except NotFound as error:
-                if account_id.lower() not in str(error).lower():
-                    raise
+                if not _names_row(error, account_id):
+                    raise  # a missing currency or contact: a change set would not help
                 self.nested_binds = False
         batched = {
             **body,
@@ -370,6 +371,12 @@ class CrmSide:
             "opportunities", batched, row_id=opportunity_id, select=select, expand=expand
         )
         return (await self.dataverse.create_in_change_set([account, opportunity]))[1]
+
+
+def _names_row(error: NotFound, row_id: str) -> bool:
+    """Whether Dataverse's "<table> With Id = <id> Does Not Exist" names this row. Only its
+    message counts: the request's URL (in ``str(error)``) may carry any id."""
+    return row_id.lower() in error.message.lower()
 
 
 def _is_guid(value: str) -> bool:
