@@ -48,7 +48,11 @@ async def reconcile_partner_center(timer: func.TimerRequest) -> None:
 @app.queue_trigger(arg_name="msg", queue_name=SYNC_JOBS_QUEUE, connection="AzureWebJobsStorage")
 async def sync_job(msg: func.QueueMessage) -> None:
     await run_sync_job(
-        msg.get_body(), message_id=msg.id, dequeue_count=getattr(msg, "dequeue_count", None)
+        msg.get_body(),
+        message_id=msg.id,
+        dequeue_count=getattr(msg, "dequeue_count", None),
+        # A redelivered poll job is then known without a read (``plan.covered``).
+        insertion_time=getattr(msg, "insertion_time", None),
     )
 
 

@@ -87,9 +87,12 @@ async def run_all(
         "(`httpx.ASGITransport`) and its state on Azurite: a call count does not depend on "
         "sockets. Counted by the emulators' `/_emulator/stats` (control API left out) across "
         "one sync. Half the edits are made in Partner Center (job `webhook:referral-updated`), "
-        "half in Dataverse (job `poll`); then the same job again (duplicate event) and the job "
-        "our own write causes on the other side (echo: `poll` of the opportunity we wrote, "
-        "`webhook:referral-updated` of the referral we patched). For scale: creating one "
+        "half in Dataverse (job `poll`); then the same job again, as the queue redelivers it "
+        "(duplicate event: same insertion time; the first delivery ran 1 s or more after the "
+        "enqueue, the clock-skew allowance — one handled sooner is read once more), and what our "
+        "own write costs when it comes back (echo: for a Dataverse write, through "
+        "`poll_dataverse` as in the product, counting the jobs it enqueues for it; for a "
+        "Partner Center patch, the `webhook:referral-updated` job). For scale: creating one "
         f"linked pair from a new referral took {counted.creation[0]} calls in both systems.",
     ))  # fmt: skip
 

@@ -65,6 +65,10 @@ class SyncLink(BaseModel):
     referral_updated_at: datetime | None = None
     opportunity_etag: str | None = None
     opportunity_modified_on: datetime | None = None
+    # A moment (our clock) by which every version of the opportunity Dataverse had committed is
+    # one the link holds: when the sync that stored it began to read (a conditional write after
+    # that read keeps it). A poll job enqueued before it is covered, whatever its second.
+    opportunity_confirmed_at: datetime | None = None
     # Dataverse ``versionnumber`` of the rows the last sync read or wrote — "opportunity",
     # "solutions" (the newest of its solution rows), "account", "contact": what tells our own
     # write from a seller's edit in the same second (``modifiedon`` has whole seconds). Kept per
@@ -93,6 +97,7 @@ class OpportunityIndex(BaseModel):
     referral_id: str | None = None
     pending_create: PendingCreate | None = None
     opportunity_modified_on: datetime | None = None
+    opportunity_confirmed_at: datetime | None = None  # see ``SyncLink``
     row_versions: dict[str, int] = Field(default_factory=dict)  # see ``SyncLink``
     last_result: LinkResult | None = None
     etag: str | None = None
@@ -146,6 +151,7 @@ class LinkStore(TableStore):
             referral_updated_at=values.get("ReferralUpdatedAt"),
             opportunity_etag=values.get("OpportunityETag"),
             opportunity_modified_on=values.get("OpportunityModifiedOn"),
+            opportunity_confirmed_at=values.get("OpportunityConfirmedAt"),
             row_versions=_versions(values.get("RowVersions")),
             pending_create=values.get("PendingCreate"),
             last_result=values.get("LastResult"),
@@ -166,6 +172,7 @@ class LinkStore(TableStore):
             referral_id=values.get("ReferralId"),
             pending_create=values.get("PendingCreate"),
             opportunity_modified_on=values.get("OpportunityModifiedOn"),
+            opportunity_confirmed_at=values.get("OpportunityConfirmedAt"),
             row_versions=_versions(values.get("RowVersions")),
             last_result=values.get("LastResult"),
             etag=etag,
@@ -268,6 +275,7 @@ class LinkStore(TableStore):
                 "ReferralUpdatedAt": link.referral_updated_at,
                 "OpportunityETag": link.opportunity_etag,
                 "OpportunityModifiedOn": link.opportunity_modified_on,
+                "OpportunityConfirmedAt": link.opportunity_confirmed_at,
                 "RowVersions": _stored_versions(link.row_versions),
                 "PendingCreate": link.pending_create.model_dump(mode="json")
                 if link.pending_create
@@ -292,6 +300,7 @@ class LinkStore(TableStore):
                 if index.pending_create
                 else None,
                 "OpportunityModifiedOn": index.opportunity_modified_on,
+                "OpportunityConfirmedAt": index.opportunity_confirmed_at,
                 "RowVersions": _stored_versions(index.row_versions),
                 "LastResult": index.last_result.model_dump(mode="json")
                 if index.last_result

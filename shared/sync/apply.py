@@ -72,7 +72,10 @@ class Applier:
         opportunity = snapshot.opportunity
         current = Current(
             referral=snapshot.referral,
-            opportunity=Version(opportunity.etag, opportunity.modified_on, opportunity.row_versions)
+            # Read in this attempt: confirmed as of the snapshot's start.
+            opportunity=Version(
+                opportunity.etag, opportunity.modified_on, opportunity.row_versions, snapshot.now
+            )
             if opportunity
             else Version(None, None),
             link=stored.link,
@@ -131,6 +134,7 @@ class _Run:
         return {
             "opportunity_etag": version.etag,
             "opportunity_modified_on": version.modified_on,
+            "opportunity_confirmed_at": version.confirmed_at,
             "row_versions": dict(version.row_versions),
         }
 
@@ -202,6 +206,7 @@ class _Run:
             index.model_copy(
                 update={
                     "opportunity_modified_on": self.current.opportunity.modified_on,
+                    "opportunity_confirmed_at": self.current.opportunity.confirmed_at,
                     "row_versions": dict(self.current.opportunity.row_versions),
                     "last_result": result,
                 }
@@ -316,13 +321,12 @@ class _Run:
             self.current.opportunity = replace(self.current.opportunity, row_versions=written)
 
     async def write_opportunity(self, step: WriteOpportunity) -> None:
+        etag = self.current.opportunity.etag
         self.current.opportunity = self.current.opportunity.after(
             await self.applier.crm.update_opportunity(
-                step.opportunity_id,
-                step.columns,
-                currency=step.currency,
-                etag=self.current.opportunity.etag or "*",
-            )
+                step.opportunity_id, step.columns, currency=step.currency, etag=etag or "*"
+            ),
+            conditional=etag is not None,
         )
 
     async def close_opportunity(self, step: CloseOpportunity) -> None:

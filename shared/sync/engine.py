@@ -20,6 +20,7 @@ import logging
 import random
 import time
 import uuid
+from datetime import datetime
 from typing import Literal
 
 from shared.calls import counting
@@ -78,10 +79,14 @@ class SyncEngine:
         self.applier = Applier(pc_side, self.crm, links, self.policy)
         self.max_restarts = max_restarts
 
-    async def sync(self, job: SyncJob, *, dry_run: bool = False) -> SyncResult:
+    async def sync(
+        self, job: SyncJob, *, dry_run: bool = False, enqueued_at: datetime | None = None
+    ) -> SyncResult:
         """Run one job to completion; raises ``SyncRetry`` (or a client error) to be retried.
 
         With ``dry_run`` it reads and plans, and returns the plan's steps without running them.
+        ``enqueued_at`` is when the job's queue message was inserted (the worker knows it): a
+        redelivered poll job is then recognised without a read.
         """
         started = time.perf_counter()
         # Owns the leases this sync takes, across its restarts. Not the queue message: a
@@ -92,7 +97,7 @@ class SyncEngine:
             for attempt in range(self.max_restarts + 1):
                 try:
                     result = await self._attempt(
-                        job, attempt=attempt, run_id=run_id, dry_run=dry_run
+                        job, attempt=attempt, run_id=run_id, dry_run=dry_run, enqueued=enqueued_at
                     )
                 except LOST_RACE as exc:
                     log.info("sync %s %s restarts after %s", job.kind, job.id, type(exc).__name__)
@@ -111,9 +116,11 @@ class SyncEngine:
         return result
 
     async def _attempt(
-        self, job: SyncJob, *, attempt: int, run_id: str, dry_run: bool
+        self, job: SyncJob, *, attempt: int, run_id: str, dry_run: bool, enqueued: datetime | None
     ) -> SyncResult:
-        snapshot, stored = await self.reader.read(job, attempt=attempt, run_id=run_id)
+        snapshot, stored = await self.reader.read(
+            job, attempt=attempt, run_id=run_id, enqueued_at=enqueued
+        )
         planned = plan(snapshot, self.policy)
         referral_id = planned.referral_id
         if not dry_run:

@@ -119,12 +119,25 @@ def plan(snapshot: Snapshot, policy: SyncPolicy) -> Plan:
 # -- what to read (read.py asks these, so it reads only what the plan can use) ----------------
 
 
-def covered(job: SyncJob, seen_up_to: datetime | None) -> bool:
+# How far the queue service's clock (a message's insertion time) and ours may disagree. Both
+# are NTP-synchronised Azure hosts; the real bound is not documented (UNCERTAIN), so generous.
+CLOCK_SKEW = timedelta(seconds=1)
+
+
+def covered(
+    job: SyncJob,
+    seen_up_to: datetime | None,
+    *,
+    enqueued_at: datetime | None = None,
+    confirmed: datetime | None = None,
+) -> bool:
     """True when the change the job observed is no newer than what the link already holds.
 
     ``observed_at`` is the changed record's own timestamp (the referral's updatedDateTime for
     webhook and reconcile jobs, the opportunity's modifiedon for poll jobs), so it compares with
-    the link's copy of that timestamp; other jobs always run.
+    the link's copy of that timestamp; other jobs always run. ``confirmed`` (the link's
+    ``opportunity_confirmed_at``) and the message's ``enqueued_at`` settle a poll job stamped
+    with the link's own second.
     """
     if seen_up_to is None:
         return False
@@ -134,8 +147,16 @@ def covered(job: SyncJob, seen_up_to: datetime | None) -> bool:
     if job.kind == "opportunity" and source == "poll":
         # ``modifiedon`` has whole seconds: the second of our own write may also hold a
         # seller's later edit. The poll already dropped our echoes by ``versionnumber``; a job
-        # stamped with that very second is read, not taken as covered.
-        return job.observed_at < seen_up_to
+        # stamped with that very second is read — unless the link's versions were read after
+        # the job was enqueued: then they include whatever the poll saw (a redelivered job).
+        if job.observed_at < seen_up_to:
+            return True
+        return (
+            job.observed_at == seen_up_to
+            and enqueued_at is not None
+            and confirmed is not None
+            and enqueued_at + CLOCK_SKEW <= confirmed
+        )
     return False
 
 
@@ -148,6 +169,15 @@ def referral_unchanged(s: Snapshot, link: LinkState, referral: Referral) -> bool
         and s.job.reason != "manual"
         and not link.creating_opportunity  # a creation cut off: finish it
     )
+
+
+def opportunity_covered(s: Snapshot) -> bool:
+    """``covered`` for an opportunity job, against the link's (or index row's) versions."""
+    if s.link is not None:
+        confirmed = s.link.opportunity_confirmed_at
+    else:
+        confirmed = s.index.opportunity_confirmed_at if s.index is not None else None
+    return covered(s.job, opportunity_seen_up_to(s), enqueued_at=s.enqueued_at, confirmed=confirmed)
 
 
 def opportunity_seen_up_to(s: Snapshot) -> datetime | None:
@@ -367,7 +397,7 @@ def _follow_lead(
 def _for_opportunity(s: Snapshot, policy: SyncPolicy) -> Plan:
     opportunity_id = str(s.job.id)
     link = s.link
-    if covered(s.job, opportunity_seen_up_to(s)):
+    if opportunity_covered(s):
         return Plan("no_change", link.referral_id if link else None, opportunity_id)
     opportunity = s.opportunity
     if opportunity is None:

@@ -9,6 +9,7 @@ a new opportunity would get, or the lead a link waits on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from shared.jobs import SyncJob
 from shared.partner_center import Referral
@@ -22,7 +23,7 @@ from shared.sync.plan import (
     looks_for_engagement_link,
     looks_for_existing_opportunity,
     needs_related,
-    opportunity_seen_up_to,
+    opportunity_covered,
     referral_unchanged,
 )
 from shared.sync.sides import CrmSide, PartnerCenterSide
@@ -48,9 +49,14 @@ class Reader:
     policy: SyncPolicy
 
     async def read(
-        self, job: SyncJob, *, attempt: int = 0, run_id: str = ""
+        self,
+        job: SyncJob,
+        *,
+        attempt: int = 0,
+        run_id: str = "",
+        enqueued_at: datetime | None = None,
     ) -> tuple[Snapshot, Stored]:
-        start = Snapshot(job, attempt, run_id)
+        start = Snapshot(job, attempt, run_id, enqueued_at=enqueued_at)
         if job.kind == "referral":
             snapshot, stored = await self._for_referral(start)
         else:
@@ -127,7 +133,7 @@ class Reader:
         link = await self.links.get_link_of(index)
         stored = Stored(link=link, index=index)
         s = s.but(link=link_state(link), index=index_state(index))
-        if covered(s.job, opportunity_seen_up_to(s)):
+        if opportunity_covered(s):
             return s, stored
         opportunity = await self.crm.get_opportunity(str(s.job.id))
         s = s.but(opportunity=opportunity)
@@ -209,6 +215,7 @@ def link_state(link: SyncLink | None) -> LinkState | None:
         referral_updated_at=link.referral_updated_at,
         opportunity_etag=link.opportunity_etag,
         opportunity_modified_on=link.opportunity_modified_on,
+        opportunity_confirmed_at=link.opportunity_confirmed_at,
         # A pending CRM record is the lead the link waits on, or the link's own opportunity.
         waiting_lead_id=None if link.opportunity_id else crm_target,
         creating_opportunity=crm_target is not None and link.opportunity_id is not None,
@@ -227,5 +234,6 @@ def index_state(index: OpportunityIndex | None) -> IndexState | None:
         intent_owner=intent.owner if intent else None,
         intent_since=intent.started_at if intent else None,
         opportunity_modified_on=index.opportunity_modified_on,
+        opportunity_confirmed_at=index.opportunity_confirmed_at,
         last_message=index.last_result.message if index.last_result else None,
     )

@@ -65,10 +65,20 @@ class Version:
     modified_on: datetime | None
     # ``versionnumber`` by kind of row, see ``SyncLink.row_versions``.
     row_versions: Mapping[str, int] = field(default_factory=dict)
+    confirmed_at: datetime | None = None  # see ``SyncLink.opportunity_confirmed_at``
 
-    def after(self, written: Version) -> Version:
-        """This version once ``written`` landed (rows it did not return keep their versions)."""
-        return replace(written, row_versions={**self.row_versions, **written.row_versions})
+    def after(self, written: Version, *, conditional: bool = False) -> Version:
+        """This version once ``written`` landed (rows it did not return keep their versions).
+
+        A write made ``conditional`` on this version's etag proves nothing changed since it
+        was read, so it keeps ``confirmed_at``; any other write (a create, an If-Match: *
+        update, an action) leaves the new version unconfirmed until a sync reads it.
+        """
+        return replace(
+            written,
+            row_versions={**self.row_versions, **written.row_versions},
+            confirmed_at=self.confirmed_at if conditional else None,
+        )
 
 
 class PartnerCenterSide:

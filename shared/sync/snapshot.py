@@ -34,6 +34,7 @@ class LinkState:
     referral_updated_at: datetime | None = None
     opportunity_etag: str | None = None
     opportunity_modified_on: datetime | None = None
+    opportunity_confirmed_at: datetime | None = None  # see ``SyncLink``
     waiting_lead_id: str | None = None  # the link waits on this Dataverse lead
     # A write-ahead link: the opportunity was (or is being) created, but no sync has seen it
     # since. ``base`` is what the creation wrote.
@@ -53,6 +54,7 @@ class IndexState:
     intent_owner: str | None = None
     intent_since: datetime | None = None
     opportunity_modified_on: datetime | None = None  # our own write before a referral existed
+    opportunity_confirmed_at: datetime | None = None
     last_message: str | None = None  # the reasons of the last refusal
 
 
@@ -172,7 +174,10 @@ class Snapshot:
     job: SyncJob
     attempt: int = 0  # restarts so far: a later attempt knows another run was busy here
     run_id: str = ""  # this sync (all its attempts): the owner of the leases it takes
+    # Taken before the first read: every read of this attempt sees what was committed by then.
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # When the job's queue message was enqueued (the queue's clock), if the worker knows it.
+    enqueued_at: datetime | None = None
     link: LinkState | None = None
     index: IndexState | None = None
     referral: Referral | None = None

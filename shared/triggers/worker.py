@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from datetime import datetime
 
 from shared.errors import JobDecodeError
 from shared.jobs import decode_job
@@ -37,6 +38,7 @@ async def run_sync_job(
     *,
     message_id: str | None = None,
     dequeue_count: int | None = None,
+    insertion_time: datetime | None = None,
     runtime: Runtime | None = None,
 ) -> None:
     """Decode and run one job; raises what the engine raises (the host retries)."""
@@ -61,7 +63,7 @@ async def run_sync_job(
         "reason": str(job.reason),
     }
     try:
-        result = await runtime.engine().sync(job)
+        result = await runtime.engine().sync(job, enqueued_at=insertion_time)
     except Exception as exc:
         # Ids and the error type only: error messages of the clients may quote record data.
         logger.warning(

@@ -3,6 +3,7 @@ function returns (no crash loop); engine failures propagate so the host retries 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
@@ -19,18 +20,22 @@ from shared.jobs import SyncJob
 from shared.partner_center import PartnerCenterError
 from shared.runtime import Runtime, Transports, close_runtime, use_runtime
 from shared.state import OpportunityIndex, PendingCreate
+from shared.sync.plan import CLOCK_SKEW
 from shared.triggers.worker import MAX_ENVELOPE_BYTES
 from tests.partner_center.payloads import cosell_deal
 
 from .conftest import App
 
 
-def message(body: str | bytes, *, dequeue_count: int = 1) -> QueueMessage:
+def message(
+    body: str | bytes, *, dequeue_count: int = 1, insertion_time: datetime | None = None
+) -> QueueMessage:
     """The queue message as the host hands it over (base64 already decoded)."""
     return QueueMessage(
         id=str(uuid.uuid4()),
         body=body.encode() if isinstance(body, str) else body,
         dequeue_count=dequeue_count,
+        insertion_time=insertion_time,
         pop_receipt="receipt",
     )
 
@@ -196,7 +201,7 @@ async def test_a_creation_another_sync_holds_is_queued_again_for_when_its_lease_
 async def _run_queued_jobs(app: App) -> None:
     """What the host does with each visible queue message: decode, call, delete."""
     async for queued in app.jobs_queue.receive_messages():
-        await function_app.sync_job(message(str(queued.content)))
+        await function_app.sync_job(message(str(queued.content), insertion_time=queued.inserted_on))
         await app.jobs_queue.delete_message(queued)
 
 
@@ -235,3 +240,56 @@ async def test_a_country_fixed_on_the_account_alone_lets_the_refused_opportunity
     synced = await dataverse.get("opportunities", opportunity_id)
     assert synced["cosell_referralid"]
     assert synced["cosell_syncstatus"] == 1
+
+
+async def _requests(app: App) -> int:
+    """API requests both emulators answered so far (their control routes left out)."""
+    total = 0
+    for emulator in (app.pc_app, app.dataverse_app):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=emulator), base_url="http://127.0.0.1:9"
+        ) as http:
+            routes = (await http.get("/_emulator/stats")).json()["requests"]
+        total += sum(n for route, n in routes.items() if "/_emulator/" not in route)
+    return total
+
+
+async def test_a_poll_job_the_queue_delivers_again_makes_no_remote_call(app: App) -> None:
+    """SPEC 11 "duplicate event: 0" for the Dataverse side (issue 13, class 12): Azure Queue
+    delivers at least once (reference azure-functions-platform §2.1: a message whose function
+    did not finish comes back after its visibility timeout, with the same insertion time).
+    ``modifiedon`` has whole seconds, so the job's own second cannot tell a redelivery from a
+    seller's later edit; the insertion time the host hands over can: the link's versions were
+    read after it, so the redelivery costs nothing."""
+    async with app.control() as control:
+        incoming = cosell_deal(name="Contoso - co-sell from Microsoft")
+        del incoming["externalReferenceId"]
+        answer = await control.post("/_emulator/microsoft/referrals", json=incoming)
+        referral_id = answer.json()["id"]
+    await function_app.sync_job(
+        message(SyncJob.now("referral", referral_id, reason="webhook:referral-created").to_json())
+    )
+    link = await app.runtime.links().get_link(referral_id)
+    assert link is not None and link.opportunity_id is not None
+    await function_app.poll_dataverse(TimerRequest(past_due=False))  # moves the cursor on
+    await app.runtime.dataverse().update(
+        "opportunities", link.opportunity_id, {"description": "Kick-off booked"}
+    )
+    await function_app.poll_dataverse(TimerRequest(past_due=False))
+    await asyncio.sleep(CLOCK_SKEW.total_seconds() + 0.1)  # a worker takes it a little later
+
+    # The first delivery: its function "dies" after the sync (the message is not deleted).
+    [first] = [m async for m in app.jobs_queue.receive_messages(visibility_timeout=1)]
+    await function_app.sync_job(message(str(first.content), insertion_time=first.inserted_on))
+    referral = await app.runtime.partner_center().get_referral(referral_id)
+    assert referral.details is not None and referral.details.notes == "Kick-off booked"
+    await asyncio.sleep(1.2)
+    before = await _requests(app)
+
+    [again] = [m async for m in app.jobs_queue.receive_messages()]
+    assert (again.id, again.dequeue_count) == (first.id, 2)
+    await function_app.sync_job(
+        message(str(again.content), dequeue_count=2, insertion_time=again.inserted_on)
+    )
+
+    assert await _requests(app) == before

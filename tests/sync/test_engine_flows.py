@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from shared.jobs import SyncJob
 from shared.sync import SyncEngine
+from shared.sync.plan import CLOCK_SKEW
 from tests.sync.conftest import World, poll_job, sandbox_settings
 
 
@@ -98,6 +100,51 @@ async def test_a_seller_edit_in_the_second_of_our_own_write_is_synced(world: Wor
     assert seller["versionnumber"] > ours["versionnumber"]
 
     result = await world.engine.sync(poll_job(seller))
+
+    assert result.outcome == "synced"
+    referral = await world.referral(referral_id)
+    assert referral.details is not None and referral.details.notes == "Kick-off booked"
+
+
+async def test_a_redelivered_poll_job_in_the_links_own_second_makes_no_remote_call(
+    world: World,
+) -> None:
+    """Issue 13, class 12 and SPEC 11 ("duplicate event: 0"): a poll job stamped with the
+    second the link holds is read once; delivered again, the link's versions were read after
+    the message was enqueued (the queue's insertion time, reference azure-functions-platform
+    §2.1), so they include whatever the poll saw: no remote call. Before, every redelivery of
+    such a job cost two reads."""
+    referral_id, opportunity_id = await linked_pair(world)
+    world.freeze_dataverse_clock()
+    await world.edit_referral(referral_id, replace("/name", "Contoso - bigger migration"))
+    await world.sync_referral(referral_id)  # our write, in the frozen second
+    await world.edit_opportunity(opportunity_id, description="Kick-off booked")
+    job = poll_job(await world.opportunity(opportunity_id))
+    enqueued = datetime.now(UTC)  # the poll enqueues it; a worker takes it a little later
+    await asyncio.sleep(CLOCK_SKEW.total_seconds() + 0.1)
+    first = await world.engine.sync(job, enqueued_at=enqueued)
+    assert first.outcome == "synced"
+    before = await world.requests()
+
+    again = await world.engine.sync(job, enqueued_at=enqueued)
+
+    assert (again.outcome, again.remote_calls) == ("no_change", 0)
+    assert await world.requests() == before
+
+
+async def test_a_poll_job_enqueued_after_the_links_read_is_read(world: World) -> None:
+    """The other side of the rule above: a job enqueued after the link's versions were read
+    may stand for a seller's edit in that very second, so it is read and the edit synced."""
+    referral_id, opportunity_id = await linked_pair(world)
+    world.freeze_dataverse_clock()
+    await world.edit_referral(referral_id, replace("/name", "Contoso - bigger migration"))
+    await world.sync_referral(referral_id)
+    await world.edit_opportunity(opportunity_id, description="Kick-off booked")
+    seller = await world.opportunity(opportunity_id)
+
+    result = await world.engine.sync(
+        poll_job(seller), enqueued_at=datetime.now(UTC) + timedelta(seconds=1)
+    )
 
     assert result.outcome == "synced"
     referral = await world.referral(referral_id)
