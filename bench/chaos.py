@@ -75,7 +75,7 @@ from sandbox.partner_center.samples import cosell_referral_from_microsoft
 from sandbox.stack import EMULATOR_TOKEN, SandboxStack, _close_app_runtime
 from shared import wiring
 from shared.dataverse import DataverseClient
-from shared.errors import CosellError
+from shared.errors import CosellError, ThrottledError
 from shared.jobs import POISON_QUEUE, SYNC_JOBS_QUEUE, JobQueue
 from shared.partner_center import PartnerCenterClient
 from shared.state import HISTORY_TABLE, LINKS_TABLE, HistoryEntry, HistoryStore, LinkStore
@@ -93,6 +93,7 @@ ROUND_S = 2.0
 EDIT_CONCURRENCY = 8
 MAX_BACKFILLS = 5
 KILL_EVERY_S = (2.0, 6.0)
+THROTTLED_WAIT_CAP_S = 30.0
 DOWN_FOR_S = (0.2, 1.5)
 HOST_OPTIONS: dict[str, Any] = {"visibility_timeout": 1, "lease_s": 6.0}
 SETTINGS = {
@@ -358,8 +359,16 @@ async def _with_retries(action: Any, attempts: int = 8) -> Any:
             if attempt == attempts - 1:
                 raise
             log.debug("edit retried after %s", type(exc).__name__)
-            await asyncio.sleep(0.2 * (attempt + 1))
+            await asyncio.sleep(_pause(exc, attempt))
     return None
+
+
+def _pause(exc: Exception, attempt: int) -> float:
+    """How long the harness waits before trying again: a throttled answer's own hint (the
+    harness shares the product's Dataverse budget, 6,000 requests in 5 minutes), else a beat."""
+    if isinstance(exc, ThrottledError) and exc.retry_after:
+        return min(THROTTLED_WAIT_CAP_S, exc.retry_after)
+    return 0.2 * (attempt + 1)
 
 
 async def _edit(
@@ -506,7 +515,11 @@ async def _chaos(
     burst = True
     deadline = time.monotonic() + 60 + referrals * 0.5
     while time.monotonic() < deadline:
-        await _find_ids(crm, by_referral, by_opportunity, families)
+        try:
+            await _find_ids(crm, by_referral, by_opportunity, families)
+        except ThrottledError as exc:  # the product's budget is spent: look again later
+            await asyncio.sleep(_pause(exc, 0))
+            continue
         if burst and all(p.referral_id for p in sellers):
             await set_faults(pc_control, FAULTS)
             burst = False
