@@ -28,9 +28,10 @@ import logging
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import httpx
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
@@ -39,9 +40,15 @@ from azure.storage.queue.aio import QueueClient
 
 from shared import wiring
 from shared.dataverse import DataverseClient
-from shared.errors import SettingsError
 from shared.jobs import POISON_QUEUE, SYNC_JOBS_QUEUE, JobQueue
-from shared.partner_center import PartnerCenterClient, SignatureError, WebhookSignatureVerifier
+from shared.partner_center import (
+    ISSUER_LOCATIONS,
+    MAX_CERTIFICATE_BYTES,
+    PartnerCenterClient,
+    SignatureError,
+    WebhookSignatureVerifier,
+    default_trusted_roots,
+)
 from shared.secrets import KeyVaultSecretWriter
 from shared.settings import Settings, get_settings
 from shared.state import TABLE_NAMES, CursorStore, HistoryStore, LinkStore
@@ -52,11 +59,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The signing certificate is a few KB; anything much larger is not one (and is not read).
-MAX_CERTIFICATE_BYTES = 64 * 1024
-CERTIFICATE_TIMEOUT_S = 10.0
-# Reference: Partner Center §4.3 — the doc's check is that the issuer contains this organisation.
-MICROSOFT_ISSUER = "Microsoft Corporation"
+CERTIFICATE_TIMEOUT_S = 5.0
+# The emulator serves its issuing CA here (sandbox.partner_center.signing.PKI_PATH).
+EMULATOR_PKI_PATH = "/_emulator/pki/"
 
 
 @dataclass(frozen=True)
@@ -226,51 +231,26 @@ class Runtime:
     # -- webhook signatures ----------------------------------------------------------------------
 
     def webhook_verifier(self) -> WebhookSignatureVerifier:
-        """The verifier of SPEC 8; raises ``SettingsError`` when no trusted root is configured.
+        """The verifier of SPEC 8 (reference: dataverse-push-and-webhook-trust §2).
 
-        Certificates are cached per URL by the verifier, so it lives as long as the process.
+        Roots: ``WEBHOOK_TRUSTED_ROOTS`` when set, else the Microsoft and DigiCert roots picked
+        from the Mozilla bundle by fingerprint. Intermediates come from Microsoft's and
+        DigiCert's PKI; in the sandbox also from the Partner Center emulator, which serves its
+        own. Certificates are cached per URL by the verifier, so it lives as long as the process.
         """
         if self._verifier is None:
-            roots = self.settings.webhook_trusted_root_certificates
-            if not roots:
-                raise SettingsError(
-                    "WEBHOOK_TRUSTED_ROOTS: missing; WEBHOOK_SIGNATURE_MODE=verify needs the PEM "
-                    "certificates the webhook signing certificate chains to"
-                )
-            sandbox = self.settings.sandbox
-            self._verifier = WebhookSignatureVerifier(
-                trusted_roots=roots,
-                allowed_hosts=self.settings.webhook_cert_hosts,
-                fetch_certificate=self._fetch_certificate,
-                # The emulator's test CA is not Microsoft's: the issuer check applies in Azure.
-                issuer_organization=None if sandbox else MICROSOFT_ISSUER,
-                allow_http_loopback=sandbox,
-            )
+            self._verifier = webhook_verifier_for(self.settings, self._fetch_certificate)
         return self._verifier
 
     async def _fetch_certificate(self, url: str) -> bytes:
-        """GET the certificate (the verifier has checked the URL's host against the allow-list).
+        """GET a certificate (the verifier has checked the URL against its allow-list).
 
         A non-200 answer or an oversized body is a ``SignatureError`` (401); a network failure
         raises ``httpx.HTTPError`` so the caller can answer 503 and Partner Center retries.
         """
         if self._certificate_http is None:
-            self._certificate_http = httpx.AsyncClient(
-                transport=self.transports.certificates,
-                timeout=CERTIFICATE_TIMEOUT_S,
-                follow_redirects=False,  # a redirect could leave the allow-listed host
-            )
-        async with self._certificate_http.stream("GET", url) as response:
-            if response.status_code != 200:
-                raise SignatureError(
-                    f"the signing certificate could not be downloaded ({response.status_code})"
-                )
-            data = bytearray()
-            async for chunk in response.aiter_bytes():
-                data += chunk
-                if len(data) > MAX_CERTIFICATE_BYTES:
-                    raise SignatureError("the signing certificate download is too large")
-        return bytes(data)
+            self._certificate_http = certificate_http_client(self.transports.certificates)
+        return await fetch_certificate(self._certificate_http, url)
 
     async def close(self) -> None:
         if self._pc is not None:
@@ -287,6 +267,49 @@ class Runtime:
         await self.jobs.close()
         await self.poison.close()
         await self.tables.close()
+
+
+def webhook_verifier_for(
+    settings: Settings, fetch: Callable[[str], Awaitable[bytes]]
+) -> WebhookSignatureVerifier:
+    """The webhook signature verifier the settings describe, downloading through ``fetch``."""
+    roots = settings.webhook_trusted_root_certificates or list(default_trusted_roots())
+    locations = list(ISSUER_LOCATIONS)
+    if settings.sandbox:
+        # Allow-listed in the sandbox only: the emulator's own issuing CA, on its own host.
+        emulator = urlsplit(settings.partner_center_api_url).netloc
+        locations.append(emulator + EMULATOR_PKI_PATH)
+    return WebhookSignatureVerifier(
+        trusted_roots=roots,
+        allowed_hosts=settings.webhook_cert_hosts,
+        fetch_certificate=fetch,
+        issuer_locations=locations,
+        allow_http_loopback=settings.sandbox,
+    )
+
+
+def certificate_http_client(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
+    """The HTTP client certificates are downloaded with (``transport`` None = the network)."""
+    return httpx.AsyncClient(
+        transport=transport,
+        timeout=CERTIFICATE_TIMEOUT_S,
+        follow_redirects=False,  # a redirect could leave the allow-listed host
+    )
+
+
+async def fetch_certificate(http: httpx.AsyncClient, url: str) -> bytes:
+    """GET ``url``, reading at most ``MAX_CERTIFICATE_BYTES``; non-200 is a ``SignatureError``."""
+    async with http.stream("GET", url) as response:
+        if response.status_code != 200:
+            raise SignatureError(
+                f"a certificate of the chain could not be downloaded ({response.status_code})"
+            )
+        data = bytearray()
+        async for chunk in response.aiter_bytes():
+            data += chunk
+            if len(data) > MAX_CERTIFICATE_BYTES:
+                raise SignatureError("a certificate download is too large")
+    return bytes(data)
 
 
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = (

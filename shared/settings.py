@@ -217,7 +217,7 @@ class Settings(BaseSettings):
         default=None,
         alias="WEBHOOK_TRUSTED_ROOTS",
         description="PEM certificates (one or more BEGIN CERTIFICATE blocks) the webhook "
-        "signing certificate must chain to; needed when WEBHOOK_SIGNATURE_MODE is verify",
+        "signing certificate must chain to, instead of the default Microsoft and DigiCert roots",
     )
 
     @field_validator("partner_center_api_url", "partner_center_webhook_api_url", "dataverse_url")
@@ -377,7 +377,8 @@ class Settings(BaseSettings):
 
     @property
     def webhook_trusted_root_certificates(self) -> list[x509.Certificate]:
-        """The certificates of ``WEBHOOK_TRUSTED_ROOTS`` (empty when it is not set)."""
+        """The certificates of ``WEBHOOK_TRUSTED_ROOTS`` (empty when it is not set: then the
+        verifier trusts ``shared.partner_center.default_trusted_roots()``)."""
         if self.webhook_trusted_roots is None:
             return []
         return list(x509.load_pem_x509_certificates(self.webhook_trusted_roots.encode()))

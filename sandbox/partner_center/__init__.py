@@ -7,7 +7,8 @@ PATCH, PUT) and ``/webhooks/v1/registration`` (GET/POST/PUT, ``/events``, ``/val
 Control (no token): ``GET /_emulator/health``, ``POST /_emulator/reset``, ``GET /_emulator/stats``,
 ``PUT|DELETE /_emulator/faults``, ``POST /_emulator/microsoft/referrals``,
 ``POST /_emulator/microsoft/referrals/{id}/patch``, ``POST /_emulator/webhooks/idle`` (waits for
-queued deliveries), ``GET /_emulator/certificates/{signing.cer|signing.pem|root.pem}``.
+queued deliveries), ``GET /_emulator/certificates/{signing.cer|signing.pem|root.pem}`` (the
+webhook signing certificate; its AIA ``caIssuers`` URL is ``GET /_emulator/pki/intermediate.cer``).
 """
 
 from .app import DEFAULT_TOKEN, create_app

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import control, referrals
 from .errors import ApiError, error_response
-from .signing import SigningAuthority
+from .signing import PKI_PATH, SigningAuthority
 from .state import API_PREFIX, EVENT_RESOURCE_PREFIX, WEBHOOK_PREFIX, EmulatorState
 from .store import ReferralStore
 from .webhooks import Sleep, WebhookDispatcher
@@ -58,8 +58,11 @@ def _routes() -> list[BaseRoute]:
         Route("/_emulator/stats", control.stats, methods=["GET"]),
         Route("/_emulator/faults", control.put_faults, methods=["PUT"]),
         Route("/_emulator/faults", control.delete_faults, methods=["DELETE"]),
+        Route("/_emulator/patch-paths", control.get_patch_paths, methods=["GET"]),
+        Route("/_emulator/patch-paths", control.put_patch_paths, methods=["PUT"]),
         Route("/_emulator/webhooks/idle", control.wait_idle, methods=["POST"]),
         Route("/_emulator/certificates/{name}", control.certificate, methods=["GET"]),
+        Route(f"{PKI_PATH}/{{name}}", control.issuer_certificate, methods=["GET"]),
         Route(
             "/_emulator/microsoft/referrals", control.microsoft_create_referral, methods=["POST"]
         ),
@@ -83,6 +86,7 @@ def create_app(
     test_events_per_minute: int = 2,
     create_status: int = 201,
     seed: int | None = None,
+    strict_patch_paths: bool = False,
 ) -> Starlette:
     """A fresh emulator.
 
@@ -91,6 +95,7 @@ def create_app(
     ``public_url``: the base URL used in links and events (default: the URL of each request).
     ``signing``: the test CA and signing certificate (generated when not given).
     ``webhook_transport``: how deliveries reach the receiver (default: the network).
+    ``strict_patch_paths``: refuse JSON Patch paths the connector's contract does not list.
     """
     rng = random.Random(seed)
     dispatcher = WebhookDispatcher(
@@ -109,6 +114,7 @@ def create_app(
         test_events_per_minute=test_events_per_minute,
         create_status=create_status,
         rng=rng,
+        strict_patch_paths=strict_patch_paths,
     )
 
     @asynccontextmanager

@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse, Response
 
 from .errors import ApiError
 from .referrals import emulator, entity, read_json
+from .rules import PARTNER_PATCH_PATHS
 from .state import Faults
 from .webhooks import SUPPORTED_EVENTS
 
@@ -37,6 +38,29 @@ async def delete_faults(request: Request) -> Response:
     return Response(status_code=204)
 
 
+async def get_patch_paths(request: Request) -> Response:
+    return JSONResponse(_patch_paths(emulator(request).strict_patch_paths))
+
+
+async def put_patch_paths(request: Request) -> Response:
+    """``{"strict": true}``: refuse JSON Patch paths the connector does not list (400 naming
+    the path); ``false``: take any path, as the emulator does by default."""
+    body = await read_json(request)
+    if (
+        not isinstance(body, dict)
+        or set(body) != {"strict"}
+        or not isinstance(body["strict"], bool)
+    ):
+        raise ApiError(400, "invalidRequest", 'The body must be {"strict": true|false}.')
+    state = emulator(request)
+    state.strict_patch_paths = body["strict"]
+    return JSONResponse(_patch_paths(state.strict_patch_paths))
+
+
+def _patch_paths(strict: bool) -> dict[str, object]:
+    return {"strict": strict, "paths": list(PARTNER_PATCH_PATHS)}
+
+
 async def microsoft_create_referral(request: Request) -> Response:
     """Microsoft sends the partner a new incoming referral; fires ``referral-created``."""
     state = emulator(request)
@@ -59,15 +83,25 @@ async def microsoft_patch_referral(request: Request) -> Response:
 
 
 async def certificate(request: Request) -> Response:
-    signing = emulator(request).dispatcher.signing
+    """The signing certificate ``x-ms-certificate-url`` names (its AIA points at this host)."""
+    state = emulator(request)
+    signing = state.dispatcher.signing
     name = request.path_params["name"]
     if name == "signing.cer":
-        return Response(signing.certificate_der, media_type="application/pkix-cert")
+        return Response(signing.leaf_der(state.base_url), media_type="application/pkix-cert")
     if name == "signing.pem":
-        return Response(signing.certificate_pem, media_type="application/x-pem-file")
+        return Response(signing.leaf_pem(state.base_url), media_type="application/x-pem-file")
     if name == "root.pem":
         return Response(signing.root_pem, media_type="application/x-pem-file")
     raise ApiError(404, "itemNotFound", "No such certificate.")
+
+
+async def issuer_certificate(request: Request) -> Response:
+    """The issuing CA, at the leaf's AIA ``caIssuers`` URL, DER like Microsoft's ``.crt``s."""
+    signing = emulator(request).dispatcher.signing
+    if request.path_params["name"] != "intermediate.cer":
+        raise ApiError(404, "itemNotFound", "No such certificate.")
+    return Response(signing.intermediate_der, media_type="application/pkix-cert")
 
 
 async def wait_idle(request: Request) -> Response:

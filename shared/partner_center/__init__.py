@@ -49,23 +49,39 @@ from ._models import (
     WebhookRegistration,
 )
 from ._signature import (
+    MAX_CERTIFICATE_BYTES,
+    MICROSOFT_ORGANIZATION,
     SignatureError,
+    SignatureHeaderMissing,
     WebhookSignatureVerifier,
     check_certificate_url,
     load_certificate,
     verify_body_signature,
     verify_certificate_chain,
 )
+from ._trust import (
+    AZURE_ROOT_SHA256_BY_NAME,
+    ISSUER_LOCATIONS,
+    ChainLink,
+    default_trusted_roots,
+    describe_chain,
+    fingerprint,
+)
 from ._webhook import MAX_EVENT_BYTES, WebhookEventError, parse_webhook_event
 
 __all__ = [
+    "AZURE_ROOT_SHA256_BY_NAME",
     "DEFAULT_API_URL",
     "DEFAULT_WEBHOOK_API_URL",
+    "ISSUER_LOCATIONS",
+    "MAX_CERTIFICATE_BYTES",
     "MAX_EVENT_BYTES",
+    "MICROSOFT_ORGANIZATION",
     "REFERRALS_RESOURCE",
     "WEBHOOKS_RESOURCE",
     "Address",
     "AssistanceRequestCode",
+    "ChainLink",
     "ConnectionFailed",
     "Consent",
     "CustomerProfile",
@@ -88,6 +104,7 @@ __all__ = [
     "RefreshTokenRejected",
     "Requirements",
     "SignatureError",
+    "SignatureHeaderMissing",
     "SolutionTag",
     "StaticTokenProvider",
     "Target",
@@ -102,6 +119,9 @@ __all__ = [
     "WebhookRegistration",
     "WebhookSignatureVerifier",
     "check_certificate_url",
+    "default_trusted_roots",
+    "describe_chain",
+    "fingerprint",
     "load_certificate",
     "parse_webhook_event",
     "verify_body_signature",

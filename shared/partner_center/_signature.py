@@ -1,17 +1,23 @@
-"""Checks of a Partner Center webhook callback's signature (reference §4.3, SPEC 8).
+"""Checks of a Partner Center webhook callback's signature (reference: Partner Center §4.3,
+dataverse-push-and-webhook-trust §2; SPEC 8).
 
-The callback carries ``x-ms-signature`` (or ``Authorization``) = ``Signature <base64>``, an
-RSA-SHA256 signature of the raw body, and ``x-ms-certificate-url``, where the signing certificate
-is. We accept the certificate only from allow-listed hosts and only when its chain leads to a
-trusted root; certificates are cached per URL.
+The callback carries ``x-ms-signature`` (or ``Authorization``) = ``Signature <base64>``, an RSA
+signature of the raw body with the hash named in ``x-ms-signature-algorithm``, and
+``x-ms-certificate-url``, the signing certificate (the leaf only). Like Microsoft's sample
+verifier we build the chain through each certificate's AIA ``caIssuers`` URL, check it leads to a
+trusted root, that the leaf's issuer is ``O=Microsoft Corporation``, then the body signature
+(``_trust`` says whom we trust and why). A missing certificate URL or algorithm header is a 400,
+as in the sample; every other failure a 401.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import ipaddress
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -20,13 +26,24 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.x509.oid import NameOID
 
-from shared.errors import CosellError
+from ._trust import (
+    ISSUER_LOCATIONS,
+    MAX_CHAIN_DEPTH,
+    SignatureError,
+    SignatureHeaderMissing,
+    ca_issuers_urls,
+    check_issuer_url,
+    issuer_organizations,
+    validate_chain,
+)
 
 __all__ = [
+    "MAX_CERTIFICATE_BYTES",
+    "MICROSOFT_ORGANIZATION",
     "CertificateFetcher",
     "SignatureError",
+    "SignatureHeaderMissing",
     "WebhookSignatureVerifier",
     "check_certificate_url",
     "load_certificate",
@@ -37,18 +54,26 @@ __all__ = [
 SIGNATURE_HEADER = "x-ms-signature"
 CERTIFICATE_URL_HEADER = "x-ms-certificate-url"
 ALGORITHM_HEADER = "x-ms-signature-algorithm"
-SUPPORTED_ALGORITHMS = frozenset({"rsa-sha256"})
-MAX_CHAIN_DEPTH = 5
+# The header names the hash of an RSA PKCS#1 v1.5 signature (Microsoft's sample verifier hands
+# it to the platform's RSA verify); Partner Center sends rsa-sha256.
+HASH_BY_ALGORITHM: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "rsa-sha256": hashes.SHA256,
+    "rsa-sha384": hashes.SHA384,
+    "rsa-sha512": hashes.SHA512,
+}
+# Reference §2: the sample verifier checks that the issuer contains this organisation.
+MICROSOFT_ORGANIZATION = "Microsoft Corporation"
+# A certificate is a few KB; anything much larger is not one (and is not read further).
+MAX_CERTIFICATE_BYTES = 64 * 1024
+CERTIFICATE_FETCH_TIMEOUT_S = 5.0
+MAX_CACHED_CERTIFICATES = 256
 
+# GET a certificate by URL (the verifier has checked the URL against its allow-list first).
 CertificateFetcher = Callable[[str], Awaitable[bytes]]
 
 
-class SignatureError(CosellError):
-    """The callback's signature could not be verified; answer 401 and enqueue nothing."""
-
-
 def load_certificate(data: bytes | x509.Certificate) -> x509.Certificate:
-    """A certificate from PEM or DER bytes (``.cer`` files come either way)."""
+    """A certificate from PEM or DER bytes (``.cer``/``.crt`` files come either way)."""
     if isinstance(data, x509.Certificate):
         return data
     try:
@@ -56,7 +81,7 @@ def load_certificate(data: bytes | x509.Certificate) -> x509.Certificate:
             return x509.load_pem_x509_certificate(data)
         return x509.load_der_x509_certificate(data)
     except ValueError:
-        raise SignatureError("the signing certificate cannot be read") from None
+        raise SignatureError("a certificate of the chain cannot be read") from None
 
 
 def _signature_bytes(value: str) -> bytes:
@@ -77,14 +102,15 @@ def verify_body_signature(
     algorithm: str = "rsa-sha256",
 ) -> None:
     """Raise ``SignatureError`` unless ``signature`` (``Signature <base64>`` or bare base64) is
-    the certificate key's RSA-SHA256 signature of exactly ``body``."""
-    if algorithm.lower() not in SUPPORTED_ALGORITHMS:
-        raise SignatureError(f"unsupported signature algorithm {algorithm!r}")
+    the certificate key's RSA signature of exactly ``body`` with ``algorithm``'s hash."""
+    hash_algorithm = HASH_BY_ALGORITHM.get(algorithm.strip().lower())
+    if hash_algorithm is None:
+        raise SignatureError(f"unsupported signature algorithm {algorithm[:40]!r}")
     public_key = load_certificate(certificate).public_key()
     if not isinstance(public_key, rsa.RSAPublicKey):
         raise SignatureError("the signing certificate does not hold an RSA key")
     try:
-        public_key.verify(_signature_bytes(signature), body, padding.PKCS1v15(), hashes.SHA256())
+        public_key.verify(_signature_bytes(signature), body, padding.PKCS1v15(), hash_algorithm())
     except InvalidSignature:
         raise SignatureError("the signature does not match the body") from None
 
@@ -95,50 +121,15 @@ def verify_certificate_chain(
     trusted_roots: Sequence[bytes | x509.Certificate],
     intermediates: Sequence[bytes | x509.Certificate] = (),
     now: datetime | None = None,
-) -> None:
-    """Raise ``SignatureError`` unless ``certificate`` chains (through ``intermediates``) to one
-    of ``trusted_roots``, every link in its validity period and every issuer a CA."""
-    moment = now or datetime.now(UTC)
-    roots = [load_certificate(r) for r in trusted_roots]
-    pool = [load_certificate(c) for c in intermediates] + roots
-    current = load_certificate(certificate)
-    for _ in range(MAX_CHAIN_DEPTH):
-        _check_validity(current, moment)
-        if any(current == root for root in roots):
-            return
-        issuer = next((c for c in pool if _issued(current, c)), None)
-        if issuer is None:
-            raise SignatureError("the signing certificate does not chain to a trusted root")
-        if not _is_ca(issuer):
-            raise SignatureError("an issuer in the certificate chain is not a CA")
-        if any(issuer == root for root in roots):
-            _check_validity(issuer, moment)
-            return
-        current = issuer
-    raise SignatureError("the certificate chain is too long")
-
-
-def _issued(child: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if child.issuer != issuer.subject or child == issuer:
-        return False
-    try:
-        child.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
-def _is_ca(certificate: x509.Certificate) -> bool:
-    try:
-        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
-    except x509.ExtensionNotFound:
-        return False
-    return constraints.value.ca
-
-
-def _check_validity(certificate: x509.Certificate, moment: datetime) -> None:
-    if not certificate.not_valid_before_utc <= moment <= certificate.not_valid_after_utc:
-        raise SignatureError("a certificate in the chain is expired or not yet valid")
+) -> list[x509.Certificate]:
+    """The validated chain of ``certificate`` (through ``intermediates``) to one of
+    ``trusted_roots``, or ``SignatureError``. No network: the intermediates are given."""
+    return validate_chain(
+        load_certificate(certificate),
+        intermediates=[load_certificate(c) for c in intermediates],
+        trusted_roots=[load_certificate(r) for r in trusted_roots],
+        now=now or datetime.now(UTC),
+    )
 
 
 def _is_loopback(host: str) -> bool:
@@ -171,8 +162,15 @@ def check_certificate_url(
 
 
 class WebhookSignatureVerifier:
-    """Verifies a callback: headers present, certificate URL allowed, chain trusted, optional
-    issuer organisation (the doc checks ``O=Microsoft Corporation``), body signature valid."""
+    """Verifies a callback: headers present, certificate URL allowed, chain (leaf → intermediates
+    fetched from allow-listed AIA locations → trusted root) valid, the leaf's issuer organisation,
+    then the body signature.
+
+    ``issuer_locations``: where intermediates may be fetched ("host[:port]/path-prefix"; default
+    Microsoft's and DigiCert's PKI, ``ISSUER_LOCATIONS``). Downloads are capped at
+    ``max_certificate_bytes`` and ``fetch_timeout_s`` and cached per URL for ``cache_ttl_s``;
+    the chain is validated on every call, so an expired certificate is refused even when cached.
+    """
 
     def __init__(
         self,
@@ -180,46 +178,127 @@ class WebhookSignatureVerifier:
         trusted_roots: Sequence[bytes | x509.Certificate],
         allowed_hosts: Collection[str],
         fetch_certificate: CertificateFetcher,
-        issuer_organization: str | None = None,
+        issuer_locations: Collection[str] = ISSUER_LOCATIONS,
+        issuer_organization: str | None = MICROSOFT_ORGANIZATION,
         allow_http_loopback: bool = False,
+        max_certificate_bytes: int = MAX_CERTIFICATE_BYTES,
+        fetch_timeout_s: float = CERTIFICATE_FETCH_TIMEOUT_S,
         cache_ttl_s: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
+        utcnow: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._roots = [load_certificate(r) for r in trusted_roots]
+        self.trusted_roots = tuple(load_certificate(r) for r in trusted_roots)
+        self.issuer_locations = tuple(issuer_locations)
         self._allowed_hosts = tuple(allowed_hosts)
         self._fetch = fetch_certificate
         self._issuer_organization = issuer_organization
         self._allow_http_loopback = allow_http_loopback
+        self._max_bytes = max_certificate_bytes
+        self._timeout_s = fetch_timeout_s
         self._ttl = cache_ttl_s
         self._clock = clock
-        self._cache: dict[str, tuple[float, x509.Certificate]] = {}
+        self._utcnow = utcnow
+        self._cache: OrderedDict[str, tuple[float, x509.Certificate]] = OrderedDict()
 
-    async def verify(self, body: bytes, headers: Mapping[str, str]) -> None:
+    async def verify(self, body: bytes, headers: Mapping[str, str]) -> list[x509.Certificate]:
+        """The validated chain of the signing certificate; raises ``SignatureError`` (its
+        ``status`` is 400 for a missing certificate-URL or algorithm header, else 401)."""
         lowered = {k.lower(): v for k, v in headers.items()}
         signature = lowered.get(SIGNATURE_HEADER)
         if not signature:
             authorization = lowered.get("authorization", "")
             if authorization.lower().startswith("signature "):
                 signature = authorization
+        if not signature:
+            raise SignatureError("the signature header is missing")
         url = lowered.get(CERTIFICATE_URL_HEADER)
-        algorithm = lowered.get(ALGORITHM_HEADER, "rsa-sha256")
-        if not signature or not url:
-            raise SignatureError("the signature or certificate URL header is missing")
+        if not url:
+            raise SignatureHeaderMissing(f"the {CERTIFICATE_URL_HEADER} header is missing")
+        algorithm = lowered.get(ALGORITHM_HEADER)
+        if not algorithm:
+            raise SignatureHeaderMissing(f"the {ALGORITHM_HEADER} header is missing")
+        chain = await self.certificate_chain(url)
+        verify_body_signature(body, signature, chain[0], algorithm=algorithm)
+        return chain
+
+    async def certificate_chain(self, url: str) -> list[x509.Certificate]:
+        """Download the certificate at ``url`` and its issuers; the validated chain to a root."""
         check_certificate_url(
             url, allowed_hosts=self._allowed_hosts, allow_http_loopback=self._allow_http_loopback
         )
-        certificate = await self._certificate(url)
-        verify_body_signature(body, signature, certificate, algorithm=algorithm)
+        leaf = await self._certificate(url)
+        chain = validate_chain(
+            leaf,
+            intermediates=await self._intermediates(leaf),
+            trusted_roots=self.trusted_roots,
+            now=self._utcnow(),
+        )
+        if self._issuer_organization is not None and self._issuer_organization not in (
+            issuer_organizations(leaf)
+        ):
+            raise SignatureError(
+                f"the signing certificate's issuer is not O={self._issuer_organization}"
+            )
+        return chain
+
+    async def _intermediates(self, leaf: x509.Certificate) -> list[x509.Certificate]:
+        """Walk the AIA ``caIssuers`` URLs up from ``leaf`` until a trusted root issued the
+        last certificate (validation then decides whether the path holds)."""
+        found: list[x509.Certificate] = []
+        current = leaf
+        for _ in range(MAX_CHAIN_DEPTH - 1):
+            if self._issued_by_a_root(current) or current.issuer == current.subject:
+                break
+            urls = ca_issuers_urls(current)
+            if not urls:
+                break
+            url = self._first_allowed(urls)
+            issuer = await self._certificate(url)
+            if issuer.subject != current.issuer:
+                raise SignatureError("the certificate at an issuer URL is not the issuer")
+            found.append(issuer)
+            current = issuer
+        return found
+
+    def _first_allowed(self, urls: Sequence[str]) -> str:
+        problem: SignatureError | None = None
+        for url in urls:
+            try:
+                check_issuer_url(url, allowed_locations=self.issuer_locations)
+            except SignatureError as exc:
+                problem = problem or exc
+            else:
+                return url
+        assert problem is not None
+        raise problem
+
+    def _issued_by_a_root(self, certificate: x509.Certificate) -> bool:
+        for root in self.trusted_roots:
+            if root.subject != certificate.issuer:
+                continue
+            try:
+                certificate.verify_directly_issued_by(root)
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+            return True
+        return False
 
     async def _certificate(self, url: str) -> x509.Certificate:
         cached = self._cache.get(url)
         if cached and cached[0] > self._clock():
             return cached[1]
-        certificate = load_certificate(await self._fetch(url))
-        verify_certificate_chain(certificate, trusted_roots=self._roots)
-        if self._issuer_organization is not None:
-            organizations = certificate.issuer.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-            if not any(self._issuer_organization in str(o.value) for o in organizations):
-                raise SignatureError("the certificate issuer is not the expected organisation")
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                data = await self._fetch(url)
+        except TimeoutError:
+            raise SignatureError(
+                f"a certificate did not arrive within {self._timeout_s:g} s"
+            ) from None
+        if len(data) > self._max_bytes:
+            raise SignatureError("a certificate download is too large")
+        certificate = load_certificate(data)
         self._cache[url] = (self._clock() + self._ttl, certificate)
+        self._cache.move_to_end(url)
+        while len(self._cache) > MAX_CACHED_CERTIFICATES:
+            self._cache.popitem(last=False)
         return certificate

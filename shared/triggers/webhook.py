@@ -1,8 +1,9 @@
 """``partner_center_webhook``: check a Partner Center event and enqueue one job (SPEC 3, 8).
 
 The order of the checks is the cheapest first and never lets unchecked input cause work:
-size (413), signature when ``WEBHOOK_SIGNATURE_MODE=verify`` (401), then the body's JSON schema,
-``ResourceName``, ``EventName`` and the GUID at the end of ``ResourceUri`` (400). The
+size (413), signature when ``WEBHOOK_SIGNATURE_MODE=verify`` (401; 400 without the certificate-URL
+or algorithm header), then the body's JSON schema, ``ResourceName``, ``EventName`` and the GUID at
+the end of ``ResourceUri`` (400). The
 ``ResourceUri`` itself is never fetched (no SSRF): the job carries only the id, and the engine
 calls the configured Partner Center URL with it. Partner Center is never called here, so the
 answer takes one queue write.
@@ -122,7 +123,8 @@ async def _verify(
         verifier = runtime.webhook_verifier()
         await verifier.verify(body, headers)
     except SignatureError as exc:
-        return WebhookAnswer(401, f"signature not verified: {exc}", "bad_signature")
+        # 401, or 400 for a missing certificate-URL or algorithm header (Microsoft's sample).
+        return WebhookAnswer(exc.status, f"signature not verified: {exc}", "bad_signature")
     except SettingsError as exc:
         # Fail closed, as for any signature that cannot be verified (SPEC 8: 401); without
         # trusted roots only reconcile_partner_center brings Partner Center changes in.

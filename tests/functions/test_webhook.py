@@ -8,14 +8,18 @@ import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import azure.functions as func
+import certifi
 import httpx
 import pytest
 
 import function_app
 from sandbox.partner_center import SigningAuthority
+from shared.partner_center import AZURE_ROOT_SHA256_BY_NAME, SignatureError, fingerprint
+from shared.runtime import certificate_http_client, fetch_certificate
 from shared.settings import get_settings
 from shared.triggers.webhook import handle_webhook
 from tests.partner_center.payloads import private_deal
@@ -206,6 +210,9 @@ async def signed_delivery(app: App, deliveries: list[httpx.Request]) -> httpx.Re
 async def test_verify_mode_accepts_an_emulator_signed_delivery(
     verify_mode: None, app: App, deliveries: list[httpx.Request]
 ) -> None:
+    """Partner Center's webhook docs: only the leaf is linked; like Microsoft's sample verifier
+    the app fetches its intermediate from the leaf's AIA caIssuers URL (reference §2), here the
+    emulator's, allow-listed because the settings are the sandbox's."""
     delivery = await signed_delivery(app, deliveries)
     assert delivery.headers["x-ms-certificate-url"].startswith(f"{EMULATOR}/_emulator/")
 
@@ -233,7 +240,7 @@ async def test_verify_mode_refuses_a_tampered_body_with_401(
 @pytest.mark.parametrize(
     ("change", "says"),
     [
-        ({"x-ms-signature": None}, "header is missing"),
+        ({"x-ms-signature": None}, "signature header is missing"),
         ({"x-ms-certificate-url": "https://evil.example.net/cert.cer"}, "not on the allow-list"),
         ({"x-ms-certificate-url": "http://169.254.169.254/cert.cer"}, "must use https"),
         ({"x-ms-certificate-url": f"{EMULATOR}/_emulator/certificates/root.pem"}, "signature"),
@@ -248,6 +255,8 @@ async def test_verify_mode_refuses_wrong_headers_with_401(
     change: dict[str, str | None],
     says: str,
 ) -> None:
+    """Microsoft's sample verifier: a missing signature is a 401, as is a certificate that is
+    not the signer's (reference §2); SPEC 8 adds the certificate host allow-list."""
     delivery = await signed_delivery(app, deliveries)
     headers = dict(delivery.headers)
     for name, value in change.items():
@@ -262,11 +271,27 @@ async def test_verify_mode_refuses_wrong_headers_with_401(
     assert await app.jobs() == []
 
 
+@pytest.mark.parametrize("missing", ["x-ms-certificate-url", "x-ms-signature-algorithm"])
+async def test_verify_mode_answers_400_without_certificate_url_or_algorithm(
+    verify_mode: None, app: App, deliveries: list[httpx.Request], missing: str
+) -> None:
+    """Microsoft's sample verifier answers 400 when the certificate-URL or the algorithm header
+    is missing (reference §2)."""
+    delivery = await signed_delivery(app, deliveries)
+    headers = {k: v for k, v in delivery.headers.items() if k.lower() != missing}
+
+    status, answer = await deliver(delivery.content, headers)
+
+    assert status == 400
+    assert f"{missing} header is missing" in answer["message"]
+    assert await app.jobs() == []
+
+
 @pytest.fixture
 def verify_with_other_root(app_settings: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEBHOOK_SIGNATURE_MODE", "verify")
     monkeypatch.setenv("WEBHOOK_CERT_HOST_ALLOWLIST", "127.0.0.1")
-    other_root = SigningAuthority.generate(key_size=1024).root_pem.decode()
+    other_root = SigningAuthority.generate().root_pem.decode()
     monkeypatch.setenv("WEBHOOK_TRUSTED_ROOTS", other_root)
     get_settings.cache_clear()
 
@@ -274,6 +299,7 @@ def verify_with_other_root(app_settings: None, monkeypatch: pytest.MonkeyPatch) 
 @pytest.fixture
 def verify_without_roots(app_settings: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEBHOOK_SIGNATURE_MODE", "verify")
+    monkeypatch.setenv("WEBHOOK_CERT_HOST_ALLOWLIST", "127.0.0.1")
     get_settings.cache_clear()
 
 
@@ -285,20 +311,68 @@ async def test_verify_mode_refuses_a_certificate_from_an_untrusted_root(
     status, answer = await deliver(delivery.content, delivery.headers)
 
     assert status == 401
-    assert "does not chain to a trusted root" in answer["message"]
+    assert "the signing certificate is not trusted" in answer["message"]
     assert await app.jobs() == []
 
 
-async def test_verify_mode_without_trusted_roots_refuses_every_event(
+async def test_verify_mode_without_trusted_roots_refuses_a_chain_to_another_root(
     verify_without_roots: None, app: App, deliveries: list[httpx.Request]
 ) -> None:
+    """Without WEBHOOK_TRUSTED_ROOTS the default roots are Microsoft's and DigiCert's (the Azure
+    CA details page, reference §2), so the emulator's test CA is refused with 401."""
     delivery = await signed_delivery(app, deliveries)
 
     status, answer = await deliver(delivery.content, delivery.headers)
 
     assert status == 401
-    assert "not configured" in answer["message"]
+    assert "the signing certificate is not trusted" in answer["message"]
     assert await app.jobs() == []
+    assert {fingerprint(r) for r in app.runtime.webhook_verifier().trusted_roots} == set(
+        AZURE_ROOT_SHA256_BY_NAME.values()
+    )
+
+
+@pytest.fixture
+def certifi_with_test_root(
+    signing: SigningAuthority, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """certifi's bundle and the fingerprint table, each with the emulator's test root added."""
+    bundle = tmp_path / "cacert.pem"
+    bundle.write_bytes(Path(certifi.where()).read_bytes() + signing.root_pem)
+    monkeypatch.setattr(certifi, "where", lambda: str(bundle))
+    monkeypatch.setitem(
+        AZURE_ROOT_SHA256_BY_NAME, "emulator test root", fingerprint(signing.root_certificate)
+    )
+
+
+async def test_verify_mode_without_trusted_roots_verifies_against_roots_picked_from_certifi(
+    verify_without_roots: None,
+    certifi_with_test_root: None,
+    app: App,
+    deliveries: list[httpx.Request],
+) -> None:
+    """Partner Center's webhook docs: the leaf "chains to the Microsoft Root"; with no
+    WEBHOOK_TRUSTED_ROOTS the app takes its roots from the Mozilla bundle by SHA-256 fingerprint
+    (reference §2). No Microsoft-signed leaf exists in a test, so the bundle and the fingerprint
+    table gain the emulator's test root, and the default path is what verifies the delivery
+    (leaf → intermediate fetched from its AIA URL → root)."""
+    delivery = await signed_delivery(app, deliveries)
+
+    status, answer = await deliver(delivery.content, delivery.headers)
+
+    assert (status, answer["enqueued"]) == (202, True)
+    assert len(app.runtime.webhook_verifier().trusted_roots) == len(AZURE_ROOT_SHA256_BY_NAME)
+
+
+async def test_certificate_download_larger_than_the_cap_is_refused() -> None:
+    """Microsoft's sample verifier leaves the AIA download to the platform; ours caps what it
+    reads (reference §2: a size cap), whatever the server claims."""
+    endless = httpx.MockTransport(lambda request: httpx.Response(200, content=b"0" * 70_000))
+
+    async with certificate_http_client(endless) as http:
+        with pytest.raises(SignatureError, match="too large") as refused:
+            await fetch_certificate(http, "http://caissuers.microsoft.com/pki/x.crt")
+    assert refused.value.status == 401
 
 
 async def test_a_change_date_that_is_a_number_is_refused(app: App) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from starlette.routing import Route
 
 from sandbox.partner_center import DEFAULT_TOKEN, SigningAuthority, create_app
 from shared.partner_center import (
+    ISSUER_LOCATIONS,
     PartnerCenterClient,
     PartnerCenterError,
     SignatureError,
@@ -69,6 +71,12 @@ class Hooked:
 
 @pytest.fixture
 async def hooked(signing: SigningAuthority, sleeps: RecordedSleeps) -> AsyncIterator[Hooked]:
+    async with _hooked_with(signing, sleeps) as hooked:
+        yield hooked
+
+
+@asynccontextmanager
+async def _hooked_with(signing: SigningAuthority, sleeps: RecordedSleeps) -> AsyncIterator[Hooked]:
     receiver = Receiver()
     delivery_sleeps = RecordedSleeps()
     app = create_app(
@@ -90,26 +98,49 @@ async def hooked(signing: SigningAuthority, sleeps: RecordedSleeps) -> AsyncIter
         yield Hooked(app, receiver, client, http, delivery_sleeps)
 
 
+EMULATOR_PKI = "pc.test/_emulator/pki/"
+
+
 def _verifier(
-    hooked: Hooked, signing: SigningAuthority, **options: object
+    hooked: Hooked,
+    signing: SigningAuthority,
+    *,
+    fetched: list[str] | None = None,
+    **options: object,
 ) -> WebhookSignatureVerifier:
     async def fetch(url: str) -> bytes:
+        if fetched is not None:
+            fetched.append(url)
         response = await hooked.http.get(url)
         response.raise_for_status()
         return response.content
 
+    # The emulator's test root stands where the default Microsoft roots stand in Azure: it is
+    # injected exactly as WEBHOOK_TRUSTED_ROOTS is.
     settings: dict[str, object] = {
         "trusted_roots": [signing.root_pem],
         "allowed_hosts": ["pc.test"],
         "fetch_certificate": fetch,
+        "issuer_locations": [EMULATOR_PKI],
     }
     settings.update(options)
     return WebhookSignatureVerifier(**settings)  # type: ignore[arg-type]
 
 
-async def test_event_delivered_to_receiver_verifies_against_emulator_certificate(
+async def _one_delivery(hooked: Hooked, **registration: bool) -> tuple[dict[str, str], bytes]:
+    await hooked.client.register_webhook(RECEIVER_URL, **registration)
+    await hooked.client.create_referral(private_deal())
+    await hooked.idle()
+    [(headers, body)] = hooked.receiver.calls
+    return headers, body
+
+
+async def test_event_delivered_to_receiver_verifies_through_the_fetched_intermediate(
     hooked: Hooked, signing: SigningAuthority
 ) -> None:
+    """Partner Center's webhook docs: the event is signed with a certificate that chains to the
+    Microsoft Root and only that leaf is linked (``x-ms-certificate-url``); Microsoft's sample
+    verifier builds the chain through the leaf's AIA caIssuers URL (reference §2)."""
     await hooked.client.register_webhook(RECEIVER_URL)
     created = await hooked.client.create_referral(private_deal())
 
@@ -123,32 +154,52 @@ async def test_event_delivered_to_receiver_verifies_against_emulator_certificate
     assert headers["x-ms-signature"].startswith("Signature ")
     assert headers["x-ms-signature-algorithm"] == "rsa-sha256"
     assert headers["x-ms-certificate-url"].startswith("https://pc.test/")
-    await _verifier(hooked, signing, issuer_organization="Co-sell Sync Emulator").verify(
-        body, headers
-    )
+    fetched: list[str] = []
+    chain = await _verifier(hooked, signing, fetched=fetched).verify(body, headers)
+
+    assert fetched == [headers["x-ms-certificate-url"], f"https://{EMULATOR_PKI}intermediate.cer"]
+    assert [c.subject for c in chain] == [
+        chain[0].subject,
+        signing.intermediate_certificate.subject,
+        signing.root_certificate.subject,
+    ]
+
+
+async def test_certificates_are_cached_between_deliveries(
+    hooked: Hooked, signing: SigningAuthority
+) -> None:
+    """Microsoft's sample verifier downloads the certificate for each callback; we cache the
+    leaf and its intermediate per URL (reference §2: "cached") and re-validate every time."""
+    headers, body = await _one_delivery(hooked)
+    fetched: list[str] = []
+    verifier = _verifier(hooked, signing, fetched=fetched)
+
+    await verifier.verify(body, headers)
+    await verifier.verify(body, headers)
+
+    assert len(fetched) == 2  # leaf and intermediate, once each
 
 
 async def test_event_with_one_changed_byte_fails_verification(
     hooked: Hooked, signing: SigningAuthority
 ) -> None:
-    await hooked.client.register_webhook(RECEIVER_URL)
-    await hooked.client.create_referral(private_deal())
-    await hooked.idle()
-    [(headers, body)] = hooked.receiver.calls
+    """Microsoft's sample verifier RSA-verifies the body; Power Automate's co-sell flow skips
+    that check, ours must not (reference §2)."""
+    headers, body = await _one_delivery(hooked)
     tampered = bytearray(body)
     tampered[body.index(b"referral-created")] ^= 0x01
 
-    with pytest.raises(SignatureError, match="does not match"):
+    with pytest.raises(SignatureError, match="does not match") as refused:
         await _verifier(hooked, signing).verify(bytes(tampered), headers)
+    assert refused.value.status == 401
 
 
 async def test_signature_goes_to_authorization_unless_header_requested(
     hooked: Hooked, signing: SigningAuthority
 ) -> None:
-    await hooked.client.register_webhook(RECEIVER_URL, signature_in_header=False)
-    await hooked.client.create_referral(private_deal())
-    await hooked.idle()
-    [(headers, body)] = hooked.receiver.calls
+    """Partner Center's webhook docs: SignatureTokenToMsSignatureHeader moves the signature from
+    Authorization to x-ms-signature (§4.3)."""
+    headers, body = await _one_delivery(hooked, signature_in_header=False)
 
     assert "x-ms-signature" not in headers
     assert headers["authorization"].startswith("Signature ")
@@ -158,22 +209,111 @@ async def test_signature_goes_to_authorization_unless_header_requested(
 async def test_certificate_from_unlisted_host_or_untrusted_root_is_refused(
     hooked: Hooked, signing: SigningAuthority
 ) -> None:
-    await hooked.client.register_webhook(RECEIVER_URL)
-    await hooked.client.create_referral(private_deal())
-    await hooked.idle()
-    [(headers, body)] = hooked.receiver.calls
+    """Microsoft's sample verifier refuses a certificate that does not chain to a trusted root
+    (reference §2); we also refuse certificate hosts off the allow-list (SPEC 8)."""
+    headers, body = await _one_delivery(hooked)
     stranger = SigningAuthority.generate(key_size=1024)  # only its root is used
 
     with pytest.raises(SignatureError, match="allow-list"):
         await _verifier(hooked, signing, allowed_hosts=["microsoft.com"]).verify(body, headers)
-    with pytest.raises(SignatureError, match="trusted root"):
+    with pytest.raises(SignatureError, match="not trusted"):
         await _verifier(hooked, signing, trusted_roots=[stranger.root_pem]).verify(body, headers)
-    with pytest.raises(SignatureError, match="issuer"):
-        await _verifier(hooked, signing, issuer_organization="Microsoft Corporation").verify(
+
+
+async def test_issuer_other_than_microsoft_corporation_is_refused(
+    signing: SigningAuthority, sleeps: RecordedSleeps
+) -> None:
+    """Microsoft's sample verifier checks that the leaf's issuer contains
+    O=Microsoft Corporation (reference §2)."""
+    impostor = SigningAuthority.generate(issuer_organization="Contoso Ltd")
+    async with _hooked_with(impostor, sleeps) as hooked:
+        headers, body = await _one_delivery(hooked)
+
+        with pytest.raises(SignatureError, match="O=Microsoft Corporation") as refused:
+            await _verifier(hooked, impostor).verify(body, headers)
+    assert refused.value.status == 401
+
+
+async def test_expired_signing_certificate_is_refused(sleeps: RecordedSleeps) -> None:
+    """Microsoft's sample verifier lets the platform's chain build judge validity dates
+    (reference §2): an expired leaf does not verify, even with a good signature."""
+    expired = SigningAuthority.generate(leaf_validity=(timedelta(days=-2), timedelta(days=-1)))
+    async with _hooked_with(expired, sleeps) as hooked:
+        headers, body = await _one_delivery(hooked)
+
+        with pytest.raises(SignatureError, match="not valid at validation time"):
+            await _verifier(hooked, expired).verify(body, headers)
+
+
+async def test_intermediate_from_a_host_off_the_pki_allow_list_is_refused(
+    hooked: Hooked, signing: SigningAuthority
+) -> None:
+    """Intermediates come from the leaf's AIA caIssuers URL as in Microsoft's sample verifier,
+    but only from Microsoft's and DigiCert's PKI locations (reference §2); the emulator's own
+    location is allow-listed only where a test or the sandbox adds it."""
+    headers, body = await _one_delivery(hooked)
+    fetched: list[str] = []
+
+    with pytest.raises(SignatureError, match="not allow-listed") as refused:
+        await _verifier(hooked, signing, fetched=fetched, issuer_locations=ISSUER_LOCATIONS).verify(
             body, headers
         )
-    with pytest.raises(SignatureError, match="missing"):
-        await _verifier(hooked, signing).verify(body, {"content-type": "application/json"})
+    assert refused.value.status == 401
+    assert fetched == [headers["x-ms-certificate-url"]]  # the intermediate was never fetched
+
+
+async def test_oversize_or_slow_intermediate_download_is_refused(
+    hooked: Hooked, signing: SigningAuthority
+) -> None:
+    """The AIA fetch Microsoft's sample verifier leaves to the platform is bounded here: a size
+    cap and a timeout (reference §2)."""
+    headers, body = await _one_delivery(hooked)
+    leaf_url = headers["x-ms-certificate-url"]
+
+    async def huge(url: str) -> bytes:
+        return (await hooked.http.get(url)).content if url == leaf_url else b"\0" * 70_000
+
+    async def stalled(url: str) -> bytes:
+        if url != leaf_url:
+            await asyncio.sleep(10)
+        return (await hooked.http.get(url)).content
+
+    with pytest.raises(SignatureError, match="too large"):
+        await _verifier(hooked, signing, fetch_certificate=huge).verify(body, headers)
+    with pytest.raises(SignatureError, match="did not arrive"):
+        await _verifier(hooked, signing, fetch_certificate=stalled, fetch_timeout_s=0.05).verify(
+            body, headers
+        )
+
+
+async def test_leaf_signed_by_another_issuer_does_not_chain(
+    signing: SigningAuthority, sleeps: RecordedSleeps
+) -> None:
+    """A leaf whose fetched issuer did not sign it must not verify: the platform chain build of
+    Microsoft's sample verifier checks each signature up the chain (reference §2)."""
+    stranger = SigningAuthority.generate()
+    async with _hooked_with(stranger, sleeps) as hooked:
+        headers, body = await _one_delivery(hooked)
+
+        with pytest.raises(SignatureError, match="not trusted"):
+            await _verifier(hooked, signing).verify(body, headers)
+
+
+@pytest.mark.parametrize(
+    ("missing", "status"),
+    [("x-ms-certificate-url", 400), ("x-ms-signature-algorithm", 400), ("x-ms-signature", 401)],
+)
+async def test_missing_headers_are_refused_as_microsofts_sample_does(
+    hooked: Hooked, signing: SigningAuthority, missing: str, status: int
+) -> None:
+    """Microsoft's sample verifier: missing signature → 401; missing certificate URL or
+    algorithm header → 400 (reference §2)."""
+    headers, body = await _one_delivery(hooked)
+    del headers[missing]
+
+    with pytest.raises(SignatureError, match="missing") as refused:
+        await _verifier(hooked, signing).verify(body, headers)
+    assert refused.value.status == status
 
 
 async def test_failing_receiver_gets_ten_attempts_with_backoff(hooked: Hooked) -> None:
