@@ -46,6 +46,10 @@ param showSyncMarkInName bool = true
 param syncCosellOnly bool = true
 param crmDealValueField string = 'estimatedvalue'
 param crmCountryField string = 'address1_country'
+@description('The declarative mapping as JSON text (SPEC 13); empty = the built-in mapping.')
+param crmMapping string = ''
+@description('Or: the path of a JSON mapping file deployed with the app, relative to its root.')
+param crmMappingFile string = ''
 param crmColumnPrefix string = 'cosell_'
 param referralLinkTemplate string = 'https://partner.microsoft.com/referrals/v2/inbox?id={id}'
 
@@ -241,6 +245,8 @@ var appSettings = {
   SYNC_COSELL_ONLY: syncCosellOnly ? 'true' : 'false'
   CRM_DEAL_VALUE_FIELD: crmDealValueField
   CRM_COUNTRY_FIELD: crmCountryField
+  CRM_MAPPING: crmMapping
+  CRM_MAPPING_FILE: crmMappingFile
   CRM_COLUMN_PREFIX: crmColumnPrefix
   REFERRAL_LINK_TEMPLATE: referralLinkTemplate
   // Never `off` in Azure: unsigned webhook calls are rejected (SPEC 8).

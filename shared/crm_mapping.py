@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -260,33 +259,41 @@ def load_mapping(*, text: str | None = None, file: str | None = None) -> CrmMapp
     """The mapping from ``CRM_MAPPING`` (``text``) or ``CRM_MAPPING_FILE`` (``file``), validated;
     the default when neither is given. Raises ``SettingsError`` naming each problem."""
     if text is not None and file is not None:
-        raise SettingsError("set CRM_MAPPING or CRM_MAPPING_FILE, not both")
+        raise MappingError(["CRM_MAPPING, CRM_MAPPING_FILE: set one of them, not both"])
     source = "CRM_MAPPING"
     if file is not None:
         source = f"CRM_MAPPING_FILE ({file})"
         try:
             text = Path(file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise SettingsError(f"{source}: cannot be read: {exc.__class__.__name__}") from None
+            raise MappingError([f"{source}: cannot be read: {exc.__class__.__name__}"]) from None
     if text is None:
         return CrmMapping()
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SettingsError(
-            f"{source}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        ) from None
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise MappingError([f"{source}: not valid JSON at {where}: {exc.msg}"]) from None
     if not isinstance(data, dict):
-        raise SettingsError(f"{source}: $: expected a JSON object, got {type(data).__name__}")
+        raise MappingError([f"{source}: $: expected a JSON object, got {type(data).__name__}"])
     try:
         return CrmMapping.model_validate(data)
     except ValidationError as exc:
-        raise SettingsError(describe(exc, source)) from None
+        raise MappingError(describe(exc, source)) from None
 
 
-def describe(exc: ValidationError, source: str) -> str:
-    """One line per problem: its JSON path, what is wrong, and what is expected."""
-    lines = [f"invalid {source}:"]
+class MappingError(SettingsError):
+    """The mapping is wrong; ``problems`` has one line per problem, each naming its source
+    setting and JSON path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid mapping:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
+
+
+def describe(exc: ValidationError, source: str) -> list[str]:
+    """One line per problem: its setting, JSON path, what is wrong, and what is expected."""
+    lines = []
     for error in exc.errors():
         path = json_path(error["loc"])
         message = str(error["msg"]).removeprefix("Value error, ")
@@ -294,8 +301,8 @@ def describe(exc: ValidationError, source: str) -> str:
             message = "unknown key"
         elif error["type"] == "literal_error":
             message = f"{message} (got {error.get('input')!r})"
-        lines.append(f"  - {path}: {message}")
-    return "\n".join(lines)
+        lines.append(f"{source}: {path}: {message}")
+    return lines
 
 
 def json_path(loc: tuple[int | str, ...]) -> str:
@@ -309,9 +316,3 @@ def json_path(loc: tuple[int | str, ...]) -> str:
         else:
             path += f".{part}"
     return path
-
-
-def mapping_from_settings(values: Mapping[str, Any]) -> CrmMapping:
-    """The mapping the ``CRM_MAPPING`` / ``CRM_MAPPING_FILE`` values name (either may be None)."""
-    text, file = values.get("crm_mapping"), values.get("crm_mapping_file")
-    return load_mapping(text=text, file=file)

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from pydantic import (
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -24,6 +25,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.crm_mapping import CrmMapping, MappingError, load_mapping
 from shared.errors import SettingsError
 from shared.ncrontab import parse_schedule
 
@@ -191,6 +193,18 @@ class Settings(BaseSettings):
         alias="CRM_COUNTRY_FIELD",
         description="the logical name of an account column (lower-case, e.g. address1_country)",
     )
+    _mapping: CrmMapping = PrivateAttr(default_factory=CrmMapping)
+    crm_mapping: str | None = Field(
+        default=None,
+        alias="CRM_MAPPING",
+        description="the declarative mapping as JSON text (SPEC 13)",
+    )
+    crm_mapping_file: str | None = Field(
+        default=None,
+        alias="CRM_MAPPING_FILE",
+        description="the path of a JSON file with the declarative mapping (SPEC 13), "
+        "deployed with the app",
+    )
     crm_column_prefix: str = Field(
         default="cosell_",
         alias="CRM_COLUMN_PREFIX",
@@ -326,7 +340,7 @@ class Settings(BaseSettings):
             )
             if unresolved:
                 raise ValueError(
-                    "; ".join(
+                    "\n".join(
                         f"{name}: the Key Vault reference was not resolved; check that the "
                         "secret exists and the app's identity has 'Key Vault Secrets User' "
                         "(and keyVaultReferenceIdentity points at it)"
@@ -367,8 +381,22 @@ class Settings(BaseSettings):
                         "service (app+user authentication)"
                     )
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         return self
+
+    @model_validator(mode="after")
+    def _mapping_loaded(self) -> Settings:
+        # Parsed once, here, so a wrong mapping stops start-up like any wrong setting.
+        try:
+            self._mapping = load_mapping(text=self.crm_mapping, file=self.crm_mapping_file)
+        except MappingError as exc:
+            raise ValueError("\n".join(exc.problems)) from None
+        return self
+
+    @property
+    def mapping(self) -> CrmMapping:
+        """The declarative mapping (SPEC 13): ``CRM_MAPPING`` or ``CRM_MAPPING_FILE``."""
+        return self._mapping
 
     @property
     def webhook_cert_hosts(self) -> tuple[str, ...]:
@@ -418,7 +446,7 @@ def _describe(exc: ValidationError) -> str:
         name = str(error["loc"][0]) if error["loc"] else ""
         message = str(error["msg"]).removeprefix("Value error, ")
         if not name:  # cross-setting rules already name their settings
-            lines.extend(f"  - {part}" for part in message.split("; "))
+            lines.extend(f"  - {part}" for part in message.split("\n"))
             continue
         field = by_alias.get(name)
         expected = field.description if field else None

@@ -215,3 +215,17 @@ async def test_wrong_settings_make_health_degraded_with_the_reason(
 
     assert status == 503
     assert "CONFLICT_POLICY" in body["problems"][0]
+
+
+async def test_a_broken_mapping_makes_health_degraded_naming_its_json_path(
+    app_settings: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SPEC 13: a wrong mapping entry stops start-up and the health endpoint says which."""
+    monkeypatch.setenv("CRM_MAPPING", '{"fields": {"notes": {"direction": "sideways"}}}')
+    get_settings.cache_clear()
+
+    status, body = await call_health()
+    await close_runtime()
+
+    assert status == 503
+    assert "CRM_MAPPING: $.fields.notes.direction" in " ".join(body["problems"])

@@ -233,3 +233,21 @@ def test_an_unresolved_key_vault_reference_names_the_setting() -> None:
     assert "PARTNER_CENTER_CLIENT_SECRET: the Key Vault reference was not resolved" in str(
         caught.value
     )
+
+
+def test_a_broken_mapping_is_a_settings_error_naming_its_json_path() -> None:
+    said = settings_error(CRM_MAPPING='{"extra": [{"referral": "x", "crm": "A"}]}')
+
+    assert "  - CRM_MAPPING: $.extra[0].crm: expected a Dataverse logical name" in said
+
+
+def test_a_cross_setting_problem_stays_on_one_line() -> None:
+    """Each problem is one line, even when its own text has a semicolon."""
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"DATAVERSE_URL": "https://contoso.crm.dynamics.com"})
+
+    lines = str(raised.value).splitlines()
+    assert any(
+        line.startswith("  - PARTNER_CENTER_CLIENT_ID: missing; required when") for line in lines
+    )
+    assert not any(line.startswith("  - required when") for line in lines)
