@@ -2,7 +2,8 @@
 
 ``async with SandboxStack() as stack:`` starts Azurite (queue + table), the Partner Center and
 Dataverse emulators (each under uvicorn, in this process), sets the app settings of
-``local.settings.sample.json`` with the URLs pointing at the emulators' real ports, starts the
+``local.settings.sample.json`` with the URLs pointing at the emulators' real ports (and webhook
+signatures verified against the Partner Center emulator's test root), starts the
 local host on ``function_app.py``, waits until everything answers and registers the webhook
 with the Partner Center emulator when the app declares ``partner_center_webhook``. Leaving the
 block stops everything and puts the environment back. ``python -m sandbox up`` runs it until
@@ -290,8 +291,22 @@ class SandboxStack:
         )
         values["DATAVERSE_URL"] = self.dataverse_url
         values["DATAVERSE_POLL_SCHEDULE"] = SANDBOX_POLL_SCHEDULE
+        # Webhook signatures are verified as in Azure, through the emulator's own chain: its
+        # test root is the one trusted root, and the app allow-lists the emulator's PKI location
+        # because the settings are the sandbox's (shared.runtime.webhook_verifier_for).
+        values["WEBHOOK_SIGNATURE_MODE"] = "verify"
+        values["WEBHOOK_CERT_HOST_ALLOWLIST"] = self.bind
+        values["WEBHOOK_TRUSTED_ROOTS"] = self.signing.root_pem.decode()
         values.update(self.overrides)
         return values
+
+    @property
+    def signing(self) -> partner_center.SigningAuthority:
+        """The Partner Center emulator's signing chain (its root is the sandbox's trusted root)."""
+        signing: partner_center.SigningAuthority = (
+            self.partner_center_app.state.emulator.dispatcher.signing
+        )
+        return signing
 
     def app_settings(self) -> Settings:
         """The app's typed settings for this stack (start it first), e.g. to build clients of

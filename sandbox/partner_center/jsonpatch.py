@@ -34,7 +34,13 @@ def apply_patch(document: dict[str, Any], operations: Any) -> None:
 
 def _apply(document: dict[str, Any], op: str, parts: list[str], value: Any) -> None:
     parent: Any = document
-    for part in parts[:-1]:
+    for depth, part in enumerate(parts[:-1]):
+        if op == "add" and parts[depth + 1 :] == ["-"] and _absent(parent, part):
+            # UNCERTAIN: RFC 6902 refuses `add` to `/registrations/-` while `registrations` does
+            # not exist, but the connector's deal registration is exactly that operation on a
+            # referral without registrations yet (DealRegistration in its swagger, reference
+            # dataverse-push-and-webhook-trust.md §3), so an absent array is taken as empty.
+            parent[part] = []
         parent = _child(parent, part, parts)
     last = parts[-1]
     if isinstance(parent, dict):
@@ -54,6 +60,10 @@ def _apply(document: dict[str, Any], op: str, parts: list[str], value: Any) -> N
             parent[index] = value
         return
     raise invalid(f"The path '/{'/'.join(parts)}' does not exist.", "path")
+
+
+def _absent(node: Any, part: str) -> bool:
+    return isinstance(node, dict) and node.get(part) is None
 
 
 def _child(node: Any, part: str, parts: list[str]) -> Any:

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from .errors import ApiError, invalid
 from .odata import ODataError, parse_filter, parse_orderby, parse_select, parse_top
+from .rules import check_patch_paths
 from .state import EmulatorState
 
 
@@ -50,9 +51,13 @@ async def get_referral(request: Request) -> Response:
 
 async def patch_referral(request: Request) -> Response:
     state = emulator(request)
+    operations = await read_json(request)
+    if state.strict_patch_paths:
+        state.store.get(request.path_params["referral_id"])  # 404 before 400, as without it
+        check_patch_paths(operations)
     referral = state.store.patch(
         request.path_params["referral_id"],
-        await read_json(request),
+        operations,
         if_match=request.headers.get("if-match"),
     )
     # 204 by default; the referral with `Prefer: return=representation` (§1.1).

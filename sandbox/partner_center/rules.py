@@ -75,6 +75,48 @@ READ_ONLY = frozenset(
     }
 )
 
+# The JSON Patch paths a partner may patch, as the certified "Partner Center Referrals"
+# connector lists them (microsoft/PowerPlatformConnectors, certified-connectors/
+# PartnerCenterReferrals/apiDefinition.swagger.json: the `path` enum of
+# `UpdateReferralDetails`, and `/registrations/-` of `DealRegistration`; reference
+# dataverse-push-and-webhook-trust.md §3). Whether the real service refuses other paths is
+# UNCERTAIN: the emulator refuses them only in its strict mode (``create_app(strict_patch_paths=
+# True)`` or ``PUT /_emulator/patch-paths``).
+PARTNER_PATCH_PATHS: tuple[str, ...] = (
+    "/campaignId",
+    "/consent/consentToShareReferralWithMicrosoftSellers",
+    "/customerProfile/team",
+    "/customerProfile/team/-",
+    "/details/closingDateTime",
+    "/details/currency",
+    "/details/dealValue",
+    "/details/notes",
+    "/details/requirements/solutions",
+    "/details/requirements/solutions/-",
+    "/externalReferenceId",
+    "/referralProgram",
+    "/salesStage",
+    "/status",
+    "/substatus",
+    "/statusReason",
+    "/team",
+    "/team/-",
+    "/registrations/-",
+    "/registrations/0/contract/startDateTime",
+    "/registrations/0/contract/endDateTime",
+    "/registrations/0/contract/signDateTime",
+    "/registrations/0/contract/term",
+    "/registrations/0/contract/value",
+    "/registrations/0/solutionDetails/0/value",
+    "/registrations/0/solutionDetails/0/currency",
+    "/registrations/0/solutionDetails/0/isDeployedOnAzure",
+    "/registrations/0/solutionDetails/0/primaryDeploymentOn",
+    "/registrations/0/solutionDetails/0/pricingModel",
+    "/registrations/0/solutionDetails/0/marketplaceTransactionDetails/isMarketplaceTransacted",
+    "/registrations/0/solutionDetails/0/marketplaceTransactionDetails/"
+    "marketplaceTransactionDateTime",
+)
+
 _GUID = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
@@ -165,6 +207,21 @@ def validate_referral(referral: dict[str, Any]) -> None:
             raise invalid(f"{key} must be an array.", key)
 
 
+def check_patch_paths(operations: Any) -> None:
+    """Strict mode: refuse the first operation whose path is not one the connector lists, with a
+    400 that names the path in ``target`` and in the message (the error shape of reference §5;
+    the real service's wording is UNCERTAIN)."""
+    if not isinstance(operations, list):
+        return  # apply_patch says what is wrong with the body
+    for operation in operations:
+        path = operation.get("path") if isinstance(operation, dict) else None
+        if isinstance(path, str) and path not in PARTNER_PATCH_PATHS:
+            raise invalid(
+                f"The path '{path}' cannot be updated: it is not a path a partner may patch.",
+                path,
+            )
+
+
 def check_transition(before: dict[str, Any], after: dict[str, Any]) -> None:
     """Enforce §2.3: closed referrals are terminal, moves follow the table, and the substatus
     belongs to the status."""
@@ -208,4 +265,12 @@ def normalise_enums(referral: dict[str, Any]) -> None:
             referral[key] = canonical(referral[key], allowed)
 
 
-__all__ = ["ApiError", "check_transition", "is_guid", "normalise_enums", "validate_referral"]
+__all__ = [
+    "PARTNER_PATCH_PATHS",
+    "ApiError",
+    "check_patch_paths",
+    "check_transition",
+    "is_guid",
+    "normalise_enums",
+    "validate_referral",
+]

@@ -72,6 +72,7 @@ class EmulatorState:
         test_events_per_minute: int,
         create_status: int,
         rng: random.Random,
+        strict_patch_paths: bool = False,
     ) -> None:
         self.token = token
         self.store = store
@@ -82,6 +83,8 @@ class EmulatorState:
         self.test_events_per_minute = test_events_per_minute
         self.create_status = create_status
         self.rng = rng
+        # Refuse JSON Patch paths the connector does not list (``rules.PARTNER_PATCH_PATHS``).
+        self.strict_patch_paths = strict_patch_paths
         self.faults = Faults()
         self.requests: Counter[str] = Counter()
         self._test_event_times: deque[float] = deque()

@@ -14,16 +14,32 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+
 from shared.cli._context import Context
 from shared.cli._output import mask_url
 from shared.cli._parser import add_command, add_group
-from shared.partner_center import TestEventResult, WebhookEventName, WebhookRegistration
+from shared.partner_center import (
+    SignatureError,
+    TestEventResult,
+    WebhookEventName,
+    WebhookRegistration,
+    describe_chain,
+    load_certificate,
+)
+from shared.runtime import certificate_http_client, fetch_certificate, webhook_verifier_for
 from shared.settings import is_loopback_url
 
 WEBHOOK_ROUTE = "/api/webhooks/partner-center"
 # The four referral events (reference §4.2) and test-created, which `webhook test` needs.
 EVENTS = tuple(e.value for e in WebhookEventName)
 _FINAL = frozenset({"succeeded", "failed", "completed", "delivered"})
+# Where deliveries say the signing certificate is: the sample of Partner Center's webhook docs
+# (reference: dataverse-push-and-webhook-trust §2), and the Partner Center emulator's.
+DOCUMENTED_CERTIFICATE_URL = (
+    "https://3psostorageacct.blob.core.windows.net/cert/pcnotifications-dispatch.microsoft.com.cer"
+)
+EMULATOR_CERTIFICATE_PATH = "/_emulator/certificates/signing.cer"
 
 
 def add_parser(commands: Any) -> None:
@@ -64,8 +80,11 @@ def add_parser(commands: Any) -> None:
         "test",
         help="ask Partner Center to send a test event and report its delivery",
         examples=("cosell webhook test", "cosell webhook test --timeout 120"),
-        notes="Partner Center allows 2 test events per minute. Exit status 0 when the event "
-        "reached the webhook with a 2xx answer.",
+        notes="Partner Center allows 2 test events per minute. Also shows the chain of the "
+        "signing certificate (subject, issuer, not after, SHA-256 per certificate) as the app "
+        "verifies it: leaf, intermediates from their AIA URLs, trusted root. Exit status 0 "
+        "when the event reached the webhook with a 2xx answer and, with "
+        "WEBHOOK_SIGNATURE_MODE=verify, the chain is trusted.",
         handler=test_webhook,
     )
     test.add_argument(
@@ -73,6 +92,11 @@ def add_parser(commands: Any) -> None:
         type=float,
         default=60.0,
         help="seconds to wait for the delivery result (default 60)",
+    )
+    test.add_argument(
+        "--certificate-url",
+        help="the signing certificate to show the chain of (default: the x-ms-certificate-url "
+        "of Microsoft's webhook docs; in the sandbox, the emulator's)",
     )
     test.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
 
@@ -188,6 +212,7 @@ async def test_webhook(ctx: Context) -> int:
         await asyncio.sleep(max(0.05, args.interval))
         result = await pc.get_test_event_result(event.correlation_id)
     delivered = result.delivered
+    chain = await _certificate_chain(ctx)
     document = {
         "correlation_id": event.correlation_id,
         "webhook_url": mask_url(registration.webhook_url),
@@ -195,6 +220,7 @@ async def test_webhook(ctx: Context) -> int:
         "delivered": delivered,
         "timed_out": not _settled(result),
         "attempts": [r.model_dump(mode="json") for r in result.results],
+        "certificate": chain,
     }
     if out.json_mode:
         out.json(document)
@@ -217,6 +243,14 @@ async def test_webhook(ctx: Context) -> int:
             ("attempt at", "answer", "message", "error"),
             title="Delivery attempts",
         )
+        out.line()
+        out.table(
+            [(c["subject"], c["issuer"], c["not_after"], c["sha256"]) for c in chain["chain"]],
+            ("subject", "issuer", "not after", "sha-256"),
+            title=f"Signing certificate chain ({chain['url']})",
+        )
+        if chain["error"]:
+            out.note(f"cosell: the signing certificate chain is not trusted: {chain['error']}")
     if not delivered:
         reason = (
             f"no delivery result within {args.timeout:.0f}s"
@@ -228,7 +262,48 @@ async def test_webhook(ctx: Context) -> int:
             "function key in the URL right?"
         )
         return 1
+    if chain["error"] and ctx.settings.webhook_signature_mode == "verify":
+        return 1
     return 0
+
+
+async def _certificate_chain(ctx: Context) -> dict[str, Any]:
+    """The chain of the signing certificate as the app's verifier builds it: validated (root
+    last), or, when it does not validate, the certificate itself and the reason."""
+    url = ctx.args.certificate_url or _default_certificate_url(ctx)
+    async with certificate_http_client(None) as http:
+
+        async def fetch(location: str) -> bytes:
+            return await fetch_certificate(http, location)
+
+        verifier = webhook_verifier_for(ctx.settings, fetch)
+        error: str | None = None
+        certificates: list[Any] = []
+        try:
+            certificates = await verifier.certificate_chain(url)
+        except (SignatureError, httpx.HTTPError) as exc:
+            error = str(exc) or type(exc).__name__
+            try:
+                certificates = [load_certificate(await fetch(url))]
+            except (SignatureError, httpx.HTTPError):
+                certificates = []
+    links = [
+        {
+            "subject": link.subject,
+            "issuer": link.issuer,
+            "not_after": link.not_after.isoformat(),
+            "sha256": link.sha256,
+        }
+        for link in describe_chain(certificates)
+    ]
+    return {"url": url, "trusted": error is None, "error": error, "chain": links}
+
+
+def _default_certificate_url(ctx: Context) -> str:
+    if ctx.settings.sandbox:
+        parts = urlsplit(ctx.settings.partner_center_api_url)
+        return f"{parts.scheme}://{parts.netloc}{EMULATOR_CERTIFICATE_PATH}"
+    return DOCUMENTED_CERTIFICATE_URL
 
 
 def _settled(result: TestEventResult) -> bool:

@@ -11,7 +11,7 @@ writes against the version the previous one left.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +20,7 @@ from shared.errors import PreconditionFailedError
 from shared.partner_center import PartnerCenterError, PatchOperation, Referral
 from shared.state import LinkResult, LinkStore, OpportunityIndex, PendingCreate, SyncLink
 from shared.sync.merge import SyncBase
+from shared.sync.pc_refusals import refusal_lines, revise_after_refusal
 from shared.sync.plan import SyncPolicy, after_referral_created
 from shared.sync.read import Stored
 from shared.sync.sides import CrmSide, PartnerCenterSide, Version
@@ -56,6 +57,8 @@ class Current:
     opportunity: Version
     link: SyncLink | None
     index: OpportunityIndex | None
+    # Fields Partner Center would not take (``pc_refusals``), as the audit says them.
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,9 @@ class Applier:
     ) -> Current:
         """Run ``steps`` from the versions ``current`` holds (after a refusal, say)."""
         run = _Run(self, snapshot, current)
-        for step in steps:
+        pending = list(steps)
+        while pending:
+            step = pending.pop(0)
             try:
                 await run.step(step)
             except DataverseInvalidRequest as error:
@@ -97,6 +102,8 @@ class Applier:
                 if error.status != 400:
                     raise
                 raise Refused(step, f"Partner Center: {error.message}", current) from error
+            if run.refused_fields:
+                pending = run.after_refused_fields(pending)
         return current
 
 
@@ -116,6 +123,8 @@ class _Run:
     applier: Applier
     snapshot: Snapshot
     current: Current
+    # Field → Partner Center's reason, for the patch just applied without them.
+    refused_fields: dict[str, str] = field(default_factory=dict)
 
     @property
     def now(self) -> datetime:
@@ -265,8 +274,28 @@ class _Run:
     async def patch_referral(self, step: PatchReferral) -> None:
         referral = self._referral()
         assert referral.id is not None
-        self.current.referral = await self.applier.pc.patch_referral(
+        outcome = await self.applier.pc.patch_keeping_the_rest(
             referral.id, step.operations, etag=referral.e_tag
+        )
+        if outcome.referral is not None:
+            self.current.referral = outcome.referral
+        self.refused_fields.update(outcome.refused)
+
+    def after_refused_fields(self, steps: list[Step]) -> list[Step]:
+        """The steps left once Partner Center refused some fields of the patch: they are
+        blocked in the base and the audit says so (``pc_refusals``); nothing else changes."""
+        refused, self.refused_fields = self.refused_fields, {}
+        pc = self.applier.policy.pc_deal(self._referral(), self.snapshot.related)
+        self.current.notes.extend(
+            line.split(" ", 2)[2] for line in refusal_lines(refused, pc, now=self.now)
+        )
+        return revise_after_refusal(
+            steps,
+            refused,
+            pc=pc,
+            opportunity=self.snapshot.opportunity,
+            columns=self.applier.policy.columns,
+            now=self.now,
         )
 
     async def write_crm_id(self, step: WriteCrmId) -> None:

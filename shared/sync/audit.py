@@ -32,7 +32,13 @@ _LABELS = {
 }
 
 
-def _show(value: Any) -> str:
+def field_label(field: str) -> str:
+    """A Deal field's name in the words of the audit ("deal value")."""
+    return _LABELS.get(field, field)
+
+
+def show_value(value: Any) -> str:
+    """A Deal field's value as the audit shows it (short, "(empty)" for nothing)."""
     if value is None or value == () or value == "":
         return "(empty)"
     if hasattr(value, "model_dump"):
@@ -47,7 +53,7 @@ def _show(value: Any) -> str:
 def describe_changes(changes: Iterable[Change]) -> str:
     """``deal value 100.0 → 250.0; notes (empty) → Kick-off``."""
     return "; ".join(
-        f"{_LABELS.get(c.field, c.field)} {_show(c.old)} → {_show(c.new)}" for c in changes
+        f"{field_label(c.field)} {show_value(c.old)} → {show_value(c.new)}" for c in changes
     )
 
 

@@ -123,6 +123,7 @@ class SyncEngine:
         )
         planned = plan(snapshot, self.policy)
         referral_id = planned.referral_id
+        notes = list(planned.notes)
         if not dry_run:
             try:
                 current = await self.applier.apply(planned, snapshot, stored)
@@ -133,13 +134,14 @@ class SyncEngine:
                 current = await self.applier.resume(planned.steps, snapshot, refused.current)
             if referral_id is None and current.referral is not None and planned.steps:
                 referral_id = current.referral.id  # a referral this sync created
+            notes += current.notes  # fields Partner Center would not take
         return SyncResult(
             planned.outcome,
             referral_id,
             planned.opportunity_id,
             planned.fields,
             list(planned.problems),
-            list(planned.notes),
+            notes,
             planned.steps,
             dry_run=dry_run,
             retry_after=planned.retry_after,

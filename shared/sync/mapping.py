@@ -349,6 +349,10 @@ def account_customer(account: Mapping[str, Any], *, columns: Columns) -> Custome
 # -- Deal → Partner Center -------------------------------------------------------------------
 
 # Deal field → JSON Pointer in the referral (SPEC 4.1). Status is two paths, handled apart.
+# Each is a path the connector's contract lists (``LISTED_PATCH_PATHS``) except ``/name`` and
+# ``/inviteContext/assistanceRequestCode``: writable per the referral docs but not in the list,
+# so whether PATCH takes them is UNCERTAIN. If Partner Center refuses one, the sync drops just
+# that operation and says so in the audit (``apply``), it never fails the pair for it.
 REFERRAL_PATHS: dict[str, str] = {
     "name": "/name",
     "deal_value": "/details/dealValue",
@@ -361,6 +365,47 @@ REFERRAL_PATHS: dict[str, str] = {
     "contact": "/customerProfile/team",
     "external_reference_id": "/externalReferenceId",
 }
+
+
+# The paths a partner may patch, per Microsoft's certified "Partner Center Referrals" connector
+# (microsoft/PowerPlatformConnectors, certified-connectors/PartnerCenterReferrals/
+# apiDefinition.swagger.json, ``UpdateReferralDetails``; reference dataverse-push-and-webhook-
+# trust.md §3). ``/registrations/...`` is left out: the sync does not register deals.
+LISTED_PATCH_PATHS: frozenset[str] = frozenset(
+    {
+        "/campaignId",
+        "/consent/consentToShareReferralWithMicrosoftSellers",
+        "/customerProfile/team",
+        "/customerProfile/team/-",
+        "/details/closingDateTime",
+        "/details/currency",
+        "/details/dealValue",
+        "/details/notes",
+        "/details/requirements/solutions",
+        "/details/requirements/solutions/-",
+        "/externalReferenceId",
+        "/referralProgram",
+        "/salesStage",
+        "/status",
+        "/substatus",
+        "/statusReason",
+        "/team",
+        "/team/-",
+    }
+)
+# The status of a Deal is these paths together; one of them refused refuses them all.
+STATUS_PATHS = ("/status", "/substatus", "/statusReason")
+
+
+def field_of_path(path: str) -> str | None:
+    """The Deal field a patch operation writes: its own path, a path below it, or the parent
+    object added whole for it (``/details`` for ``/details/notes``)."""
+    if path in STATUS_PATHS:
+        return "status"
+    for field, own in REFERRAL_PATHS.items():
+        if path == own or path.startswith(own + "/") or own.startswith(path + "/"):
+            return field
+    return None
 
 
 def referral_value(field: str, deal: Deal, referral: Referral) -> Any:
@@ -379,8 +424,9 @@ def referral_value(field: str, deal: Deal, referral: Referral) -> Any:
 def referral_patch(
     changes: Mapping[str, Change], deal: Deal, referral: Referral
 ) -> list[PatchOperation]:
-    """JSON Patch of exactly the changed paths. Partner Center takes only replace/add, so a
-    missing parent object is added whole and a present value is replaced (reference §1.1)."""
+    """JSON Patch of exactly the changed paths, each the field's own leaf path: replaced where
+    the referral has the member, added where it lacks it (reference §1.1, Partner Center takes
+    only replace/add)."""
     document = referral.to_wire()
     operations: list[PatchOperation] = []
     for field in changes:
@@ -410,19 +456,28 @@ def _status_operations(deal: Deal, referral: Referral) -> list[PatchOperation]:
 
 
 def _set(document: dict[str, Any], path: str, value: Any) -> PatchOperation:
-    """replace if the path exists; else add the value under its deepest existing parent."""
+    """``replace`` the leaf if the referral has it, ``add`` it if only the leaf is missing.
+
+    The leaf is the path the connector lists (``LISTED_PATCH_PATHS``), so it is what we send.
+    Only where a parent object is missing too (RFC 6902 refuses an ``add`` below a member that
+    does not exist) is the nearest missing parent added whole: ``/details/requirements`` on a
+    referral without requirements. That path is not listed (UNCERTAIN whether it is taken); a
+    refusal drops just this field. The parts the service requires (``details``, ``consent``,
+    ``customerProfile``) are always there, so listed leaves are the rule.
+    """
     parts = path.strip("/").split("/")
     node: Any = document
-    for depth, part in enumerate(parts):
-        if not isinstance(node, dict) or part not in node or node[part] is None:
-            if depth == len(parts) - 1:
-                return PatchOperation.add(path, value)
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(child, dict):
             nested: Any = value
             for inner in reversed(parts[depth + 1 :]):
                 nested = {inner: nested}
             return PatchOperation.add("/" + "/".join(parts[: depth + 1]), nested)
-        node = node[part]
-    return PatchOperation.replace(path, value)
+        node = child
+    if parts[-1] in node:
+        return PatchOperation.replace(path, value)  # null counts: the member exists
+    return PatchOperation.add(path, value)
 
 
 def _closing(value: date | None) -> str | None:

@@ -31,7 +31,7 @@ from shared.dataverse import (
     etag_of,
 )
 from shared.partner_center import NotFound as PcNotFound
-from shared.partner_center import PartnerCenterClient, PatchOperation, Referral
+from shared.partner_center import PartnerCenterClient, PartnerCenterError, PatchOperation, Referral
 from shared.sync.crm_limits import ACCOUNT_NAME, fit
 from shared.sync.deal import Customer
 from shared.sync.mapping import (
@@ -41,6 +41,7 @@ from shared.sync.mapping import (
     new_account,
     record_id,
 )
+from shared.sync.pc_refusals import refused_operations
 from shared.sync.snapshot import (
     AccountMatch,
     CrmOpportunity,
@@ -79,6 +80,15 @@ class Version:
             row_versions={**self.row_versions, **written.row_versions},
             confirmed_at=self.confirmed_at if conditional else None,
         )
+
+
+@dataclass(frozen=True)
+class PatchOutcome:
+    """A patch as Partner Center took it: the referral after it (None when every operation was
+    refused, so nothing changed) and each refused field with Partner Center's reason."""
+
+    referral: Referral | None
+    refused: Mapping[str, str] = field(default_factory=dict)
 
 
 class PartnerCenterSide:
@@ -132,6 +142,28 @@ class PartnerCenterSide:
         """Patch and return the new referral (read back when the service answers 204)."""
         updated = await self.client.patch_referral(referral_id, operations, etag=etag)
         return updated if updated is not None else await self.client.get_referral(referral_id)
+
+    async def patch_keeping_the_rest(
+        self, referral_id: str, operations: Sequence[PatchOperation], *, etag: str | None
+    ) -> PatchOutcome:
+        """Patch; when Partner Center refuses one field (a 400 naming its path), send the patch
+        again without it, keeping the rest (``pc_refusals``). A 400 changes nothing, so the
+        same ``etag`` still holds. A 400 that names none of the operations is raised."""
+        remaining = list(operations)
+        refused: dict[str, str] = {}
+        while remaining:
+            try:
+                updated = await self.patch_referral(referral_id, remaining, etag=etag)
+            except PartnerCenterError as error:
+                found = refused_operations(error, remaining)
+                if found is None:
+                    raise
+                field_name, dropped = found
+                refused[field_name] = error.message
+                remaining = [o for o in remaining if o not in dropped]
+                continue
+            return PatchOutcome(updated, refused)
+        return PatchOutcome(None, refused)
 
 
 class CrmSide:

@@ -46,17 +46,36 @@ async def queue_depth(stack: SandboxStack, name: str) -> int:
 
 
 async def test_the_co_sell_story_runs_both_ways_within_seconds(stack: SandboxStack) -> None:
+    """The story's Partner Center steps arrive by signed webhook, verified as in Azure: leaf from
+    x-ms-certificate-url, its intermediate from the leaf's AIA URL, the (test) root trusted
+    (Partner Center webhook docs and Microsoft's sample verifier, reference
+    dataverse-push-and-webhook-trust §2)."""
+    assert stack.settings["WEBHOOK_SIGNATURE_MODE"] == "verify"
+
     steps = await play(stack)
 
     assert [(s.title, s.ok) for s in steps if not s.ok] == []
     incoming = steps[0]
     assert incoming.latency_s is not None and incoming.latency_s < 5  # webhook path
     assert all(s.latency_s is not None and s.latency_s < 15 for s in steps)  # ≤ poll + slack
+    async with httpx.AsyncClient(base_url=stack.partner_center_url) as control:
+        stats = (await control.get("/_emulator/stats")).json()
+    assert stats["requests"].get("GET /_emulator/pki/{name}", 0) >= 1  # the AIA fetch
+
+
+def signed(stack: SandboxStack, body: bytes) -> dict[str, str]:
+    """The headers the Partner Center emulator would sign ``body`` with."""
+    emulator = stack.partner_center_app.state.emulator
+    headers: dict[str, str] = emulator.dispatcher.headers(body, emulator.certificate_url, True)
+    return headers
 
 
 async def test_forged_or_malformed_webhooks_get_4xx_and_enqueue_nothing(
     stack: SandboxStack,
 ) -> None:
+    """SPEC 8; Microsoft's sample verifier: unsigned or forged → 401, no certificate URL → 400
+    (reference dataverse-push-and-webhook-trust §2). Malformed bodies are signed properly, so
+    what refuses them is the event check (400/413)."""
     url = stack.function_url("partner_center_webhook")
     no_key = url.split("?")[0]
     event = {
@@ -64,17 +83,27 @@ async def test_forged_or_malformed_webhooks_get_4xx_and_enqueue_nothing(
         "ResourceName": "referral",
         "ResourceUri": f"https://api.partnercenter.microsoft.com/v1/referrals/{uuid.uuid4()}",
     }
+    good = json.dumps(event).encode()
+    forged = json.dumps({**event, "EventName": "referral-updated"}).encode()
+    no_url = {k: v for k, v in signed(stack, good).items() if k != "x-ms-certificate-url"}
+    malformed = [
+        b"{not json",
+        json.dumps({**event, "ResourceName": "customer"}).encode(),
+        json.dumps({**event, "ResourceUri": "https://evil.example/x"}).encode(),
+    ]
     async with httpx.AsyncClient() as http:
         answers = [
-            (await http.post(no_key, json=event)).status_code,  # no function key
-            (await http.post(url, content=b"{not json")).status_code,
-            (await http.post(url, json={**event, "ResourceName": "customer"})).status_code,
-            (await http.post(url, json={**event, "ResourceUri": "https://evil.example/x"})).status_code,
+            (await http.post(no_key, content=good, headers=signed(stack, good))).status_code,
+            (await http.post(url, json=event)).status_code,  # unsigned
+            (await http.post(url, content=forged, headers=signed(stack, good))).status_code,
+            (await http.post(url, content=good, headers=no_url)).status_code,
+            *[(await http.post(url, content=b, headers=signed(stack, b))).status_code
+              for b in malformed],
             (await http.post(url, content=b"{" + b" " * 70_000 + b"}")).status_code,
         ]  # fmt: skip
     await asyncio.sleep(0.5)
 
-    assert answers == [401, 400, 400, 400, 413]
+    assert answers == [401, 401, 401, 400, 400, 400, 400, 413]
     assert await queue_depth(stack, SYNC_JOBS_QUEUE) == 0
 
 
