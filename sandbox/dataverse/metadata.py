@@ -87,7 +87,7 @@ def metadata_id(*names: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, "/".join(names)))
 
 
-def attribute_json(table: Table, column: Column) -> dict[str, Any]:
+def attribute_json(schema: Schema, table: Table, column: Column) -> dict[str, Any]:
     kind = column.kind
     body: dict[str, Any] = {
         "@odata.type": f"#Microsoft.Dynamics.CRM.{_TYPE_NAMES[kind]}",
@@ -108,7 +108,11 @@ def attribute_json(table: Table, column: Column) -> dict[str, Any]:
     if kind in (Kind.DATEONLY, Kind.DATETIME):
         body["Format"] = "DateOnly" if kind is Kind.DATEONLY else "DateAndTime"
     if kind is Kind.LOOKUP:
-        body["Targets"] = sorted(set(column.targets.values()))
+        # LookupAttributeMetadata.Targets lists the logical names of the tables the lookup can
+        # point at, e.g. ["account", "contact"] for customerid (learn.microsoft.com:
+        # .../reference/lookupattributemetadata, "Targets"), not their entity sets.
+        targets = (schema.table(entity_set) for entity_set in column.targets.values())
+        body["Targets"] = sorted({t.logical_name for t in targets if t is not None})
     # No OptionSet here: it is a navigation property of the choice types, read with a cast and
     # $expand (module docstring), as in Dataverse.
     return body
@@ -167,7 +171,12 @@ def _select(body: dict[str, Any], text: str | None) -> dict[str, Any]:
 
 
 def cast_attribute_json(
-    table: Table, column: Column, cast: str, select: str | None, expand: str | None
+    schema: Schema,
+    table: Table,
+    column: Column,
+    cast: str,
+    select: str | None,
+    expand: str | None,
 ) -> dict[str, Any]:
     """``Attributes(LogicalName='x')/Microsoft.Dynamics.CRM.<cast>`` with ``$select`` and
     ``$expand`` of ``OptionSet`` / ``GlobalOptionSet`` (nested ``$select`` only)."""
@@ -184,7 +193,7 @@ def cast_attribute_json(
         raise DataverseFault(
             404, "0x80040217", f"The attribute {column.name} is a {actual}, not a {cast}."
         )
-    body = _select(attribute_json(table, column), select)
+    body = _select(attribute_json(schema, table, column), select)
     for item in split_top_level(expand or ""):
         match = _EXPAND_ITEM.match(item)
         name = match.group("name") if match else item
@@ -232,7 +241,7 @@ def relationship_json(schema: Schema, relation: OneToMany) -> dict[str, Any]:
     }
 
 
-def entity_json(table: Table, *, attributes: bool) -> dict[str, Any]:
+def entity_json(schema: Schema, table: Table, *, attributes: bool) -> dict[str, Any]:
     body: dict[str, Any] = {
         "MetadataId": metadata_id(table.logical_name),
         "LogicalName": table.logical_name,
@@ -245,7 +254,7 @@ def entity_json(table: Table, *, attributes: bool) -> dict[str, Any]:
         "IsOptimisticConcurrencyEnabled": True,
     }
     if attributes:
-        body["Attributes"] = [attribute_json(table, c) for c in table.columns.values()]
+        body["Attributes"] = [attribute_json(schema, table, c) for c in table.columns.values()]
     return body
 
 
@@ -352,13 +361,19 @@ class MetadataApi:
                     params = request.query_params
                     return json_response(
                         cast_attribute_json(
-                            table, column, cast, params.get("$select"), params.get("$expand")
+                            self.emulator.store.schema,
+                            table,
+                            column,
+                            cast,
+                            params.get("$select"),
+                            params.get("$expand"),
                         )
                     )
-                return json_response(attribute_json(table, column))
+                return json_response(attribute_json(self.emulator.store.schema, table, column))
             if request.method == "GET":
+                schema = self.emulator.store.schema
                 return json_response(
-                    {"value": [attribute_json(table, c) for c in table.columns.values()]}
+                    {"value": [attribute_json(schema, table, c) for c in table.columns.values()]}
                 )
             if (
                 request.method == "POST"
@@ -371,7 +386,9 @@ class MetadataApi:
             name = match.group("name")
             expand = "Attributes" in (request.query_params.get("$expand") or "")
             if request.method == "GET" and name:
-                return json_response(entity_json(self._table(name), attributes=expand))
+                return json_response(
+                    entity_json(self.emulator.store.schema, self._table(name), attributes=expand)
+                )
             if request.method == "GET":
                 return json_response({"value": self._list(request, expand)})
             if request.method == "POST" and not name:
@@ -393,7 +410,8 @@ class MetadataApi:
                 field, "entity_set"
             )
             tables = [t for t in tables if getattr(t, attr) == value.lower()]
-        return [entity_json(t, attributes=expand) for t in tables]
+        schema = self.emulator.store.schema
+        return [entity_json(schema, t, attributes=expand) for t in tables]
 
     async def create_column(self, request: Request, table: Table) -> Response:
         column = _column_from(await read_body(request, table.entity_set), table.entity_set)

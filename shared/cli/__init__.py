@@ -20,7 +20,7 @@ from pathlib import Path
 from azure.core.exceptions import AzureError
 
 from shared import __version__
-from shared.cli import backfill, config, history, poison, schema, status, sync, webhook
+from shared.cli import backfill, config, history, mapping, poison, schema, status, sync, webhook
 from shared.cli._context import Context, EngineUnavailable
 from shared.cli._output import Output
 from shared.cli._parser import Handler, new_parser
@@ -30,20 +30,21 @@ from shared.settings import Settings, load_settings
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-_GROUPS = (config, status, webhook, sync, backfill, poison, history, schema)
+_GROUPS = (config, status, webhook, sync, backfill, poison, history, schema, mapping)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser(
         "cosell",
         description="Operate Co-sell Sync: check configuration and health, register the "
-        "Partner Center webhook, sync or backfill deals, replay failed jobs, read history and "
-        "create the Dataverse schema.",
+        "Partner Center webhook, sync or backfill deals, replay failed jobs, read history, "
+        "create the Dataverse schema and check the declarative mapping against it.",
         examples=(
             "cosell config check",
             "cosell status --json",
             "cosell sync referral 6f1f8a5e-3d4c-4b2a-9e8f-000000000001 --dry-run",
             "cosell --settings-file local.settings.json schema check",
+            "cosell mapping check --json",
         ),
         top_level=True,
     )

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from shared import crm_schema as crm
 from shared.cli._context import Context
 from shared.cli._parser import add_command, add_group
+from shared.crm_mapping import CrmMapping
 from shared.dataverse import (
     AlreadyExists,
     ColumnDefinition,
@@ -44,7 +45,9 @@ class Wanted:
     """One thing the sync needs: a table, a column of a table, or a lookup."""
 
     table: str  # logical name
-    kind: Literal["table", "column", "lookup"]
+    # "extra": a column the declarative mapping names (SPEC 13), the customer's own: checked,
+    # never created
+    kind: Literal["table", "column", "lookup", "extra"]
     name: str  # logical name of the column (the table's for kind "table")
     attribute_type: str | None = None
     definition: TableDefinition | ColumnDefinition | LookupDefinition | None = None
@@ -238,7 +241,8 @@ def _compare_column(item: Wanted, column: ColumnMetadata) -> Finding:
         return Finding(item, "differs", f"is {found}, the sync needs {item.attribute_type}")
     if item.kind == "lookup":
         targets = set(column.targets or [])
-        # Dataverse lists target logical names; the sandbox emulator lists entity sets.
+        # Dataverse lists target logical names (so does the emulator); an entity set name is
+        # accepted too, as earlier emulator versions listed those.
         if targets and not targets & {"opportunity", "opportunities"}:
             return Finding(item, "differs", f"targets {sorted(targets)}, not opportunity")
     return Finding(item, "ok")
@@ -289,7 +293,8 @@ def add_parser(commands: Any) -> None:
     add_command(
         group,
         "check",
-        help="compare Dataverse's metadata with the columns and tables of SPEC 4.1",
+        help="compare Dataverse's metadata with the columns and tables of SPEC 4.1 (and the "
+        "extra columns of CRM_MAPPING)",
         examples=("cosell schema check", "cosell schema check --json"),
         notes="Names carry CRM_COLUMN_PREFIX. Exit status 1 when anything is missing or differs.",
         handler=check,
@@ -323,9 +328,31 @@ def _print_findings(ctx: Context, comparison: Comparison, *, title: str) -> None
     )
 
 
+async def compare_extra(dataverse: DataverseClient, mapping: CrmMapping) -> list[Finding]:
+    """The ``extra`` columns of the declarative mapping (SPEC 13): they are the customer's own,
+    so ``apply`` creates none of them, but the sync cannot run without them. Only whether each
+    exists; ``cosell mapping check`` compares types and choice values."""
+    if not mapping.extra:
+        return []
+    opportunity = await dataverse.find_table("opportunity")
+    findings = []
+    for index, extra in enumerate(mapping.extra):
+        column = opportunity.column(extra.crm) if opportunity is not None else None
+        wanted = Wanted("opportunity", "extra", extra.crm)
+        if column is None:
+            detail = f"column not found (the mapping's $.extra[{index}], {extra.referral})"
+            findings.append(Finding(wanted, "missing", detail))
+        else:
+            detail = f"{column.attribute_type or '?'}, mapped from {extra.referral}"
+            findings.append(Finding(wanted, "ok", detail))
+    return findings
+
+
 async def check(ctx: Context) -> int:
     prefix = ctx.settings.crm_column_prefix
-    comparison = await compare(await ctx.dataverse(), prefix)
+    dataverse = await ctx.dataverse()
+    comparison = await compare(dataverse, prefix)
+    comparison.findings += await compare_extra(dataverse, ctx.settings.mapping)
     ok = not comparison.missing and not comparison.differs
     if ctx.out.json_mode:
         ctx.out.json({"prefix": prefix, "ok": ok, "items": [f.row() for f in comparison.findings]})
@@ -336,13 +363,26 @@ async def check(ctx: Context) -> int:
         if finding.options is not None and finding.detail:
             mark = "!" if finding.status == "differs" else "note:"
             ctx.out.line(f"  {mark} {finding.wanted.table}.{finding.wanted.name} {finding.detail}")
+        if finding.wanted.kind == "extra" and finding.status == "missing":
+            ctx.out.line(
+                f"  ! {finding.wanted.table}.{finding.wanted.name}: {finding.detail}; it is your "
+                "own column, so `cosell schema apply` does not create it: add it in the maker "
+                "portal or correct the mapping"
+            )
     ctx.out.line()
     if ok:
         ctx.out.line("schema check: everything the sync needs is there")
     else:
+        ours = [f for f in comparison.missing if f.wanted.kind != "extra"]
+        theirs = [f.wanted.name for f in comparison.missing if f.wanted.kind == "extra"]
         ctx.out.line(
             f"schema check: {len(comparison.missing)} missing, {len(comparison.differs)} differ"
-            + ("; run `cosell schema apply`" if comparison.missing else "")
+            + ("; run `cosell schema apply`" if ours else "")
+            + (
+                f"; create the mapping's extra column(s) {', '.join(theirs)} yourself"
+                if theirs
+                else ""
+            )
         )
     return 0 if ok else 1
 
