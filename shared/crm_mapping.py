@@ -316,3 +316,6 @@ def json_path(loc: tuple[int | str, ...]) -> str:
         else:
             path += f".{part}"
     return path
+
+
+NO_MAPPING = CrmMapping()  # the behaviour of SPEC 4.1-4.6 (frozen: one instance serves all)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from shared.sync import extra_fields
 from shared.sync.audit import append_audit
 from shared.sync.crm_limits import LEAD_COMPANY_NAME, OPPORTUNITY_TEXT, contact_row, fit
 from shared.sync.deal import Deal
@@ -43,6 +44,10 @@ def marked_name(name: str | None, status: LinkStatus, *, show_mark: bool) -> str
     if name is None or not show_mark:
         return name
     return (ERROR_MARK if status == "error" else SYNCED_MARK) + name
+
+
+# Optional fields a new opportunity leaves out when the mapping switches them off.
+OFF_ON_CREATION = ("notes", "deal_value", "close_date", "help_needed", "visible_to_microsoft")
 
 
 def opportunity_write(
@@ -83,7 +88,8 @@ def opportunity_write(
             steps.append(WriteContact(opportunity.contact_id, contact, create=False))
         else:
             contact_id = record_id("contact", opportunity.id)
-            steps.append(WriteContact(contact_id, contact, create=True))
+            made = {**columns.mapping.defaults.contact, **contact}
+            steps.append(WriteContact(contact_id, made, create=True))
             update["parentcontactid@odata.bind"] = f"/contacts({contact_id})"
 
     close = None
@@ -133,21 +139,27 @@ def creation_steps(
     status: LinkStatus = "error" if without else "synced"
     # A new opportunity must be created: what does not fit is cut to fit (text) or left out.
     name = fit(deal.name, OPPORTUNITY_TEXT["name"]) if "name" in without else deal.name
-    shown = {
+    shown: dict[str, Any] = {
         "name": marked_name(name, status, show_mark=show_mark),
         "notes": fit(deal.notes, OPPORTUNITY_TEXT["notes"]) if "notes" in without else deal.notes,
         "deal_value": None if "deal_value" in without else deal.deal_value,
     }
+    # A field the mapping switched ``off`` is not written, not even on creation (SPEC 13).
+    shown |= {f: None for f in OFF_ON_CREATION if columns.mapping.direction_of(f) == "off"}
     body = new_opportunity(
         deal.model_copy(update=shown),
         columns=columns,
         account_id=account.account_id,
         sync_status=status,
     )
+    mapping = columns.mapping
+    # The mapping's defaults fill what the product does not set (SPEC 13): required fields.
+    body = {**mapping.defaults.opportunity, **body}
+    body |= extra_fields.creation_columns(mapping, deal.extra, without=without)
     if audit:
         body[columns.audit] = append_audit(None, list(audit))
-    if deal.contact is not None:
-        contact = contact_row(contact_columns(deal.contact))
+    if deal.contact is not None and mapping.direction_of("contact") != "off":
+        contact = {**mapping.defaults.contact, **contact_row(contact_columns(deal.contact))}
         body["parentcontactid"] = {**contact, "contactid": record_id("contact", referral_id)}
     body[columns.solutions_relationship] = [
         {
@@ -202,7 +214,8 @@ def lead_columns(deal: Deal, *, columns: Columns) -> dict[str, Any]:
         columns.referralid: deal.referral_id,
         columns.referrallink: deal.referral_link,
     }
-    return contact_row(body)  # the lead's person columns have a contact's limits
+    # The lead's person columns have a contact's limits; the mapping's defaults fill the rest.
+    return {**columns.mapping.defaults.lead, **contact_row(body)}
 
 
 def adoption_columns(

@@ -12,7 +12,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class DealStatus(StrEnum):
@@ -96,6 +96,8 @@ class Deal(_Value):
     microsoft_crm_id: str | None = None
     external_reference_id: str | None = None
     program: str | None = None
+    # The mapping's extra fields (SPEC 13), by Dataverse column: the referral's value (JSON).
+    extra: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("currency")
     @classmethod

@@ -50,6 +50,7 @@ def sync_policy(settings: Settings) -> SyncPolicy:
             prefix=settings.crm_column_prefix,
             deal_value=settings.crm_deal_value_field,
             country=settings.crm_country_field,
+            mapping=settings.mapping,
         ),
         conflict_policy=settings.conflict_policy,
         referral_link_template=settings.referral_link_template,

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, time
 from functools import cached_property
 from typing import Any
 
+from shared.crm_mapping import NO_MAPPING, CrmMapping
 from shared.crm_schema import (
     DEFAULT_PREFIX,
     HELP_NEEDED_OPTIONS,
@@ -34,6 +35,7 @@ from shared.partner_center import (
     ReferralSubstatus,
     ReferralType,
 )
+from shared.sync import extra_fields
 from shared.sync.deal import Contact, Customer, Deal, DealStatus
 from shared.sync.merge import Change
 from shared.sync.status import from_crm, from_partner_center, to_crm, to_partner_center
@@ -69,6 +71,7 @@ class Columns:
     prefix: str = DEFAULT_PREFIX
     deal_value: str = "estimatedvalue"
     country: str = "address1_country"
+    mapping: CrmMapping = NO_MAPPING  # SPEC 13
 
     @cached_property
     def schema(self) -> CrmSchema:
@@ -158,6 +161,7 @@ class Columns:
             "_transactioncurrencyid_value",
             "_originatingleadid_value",  # a qualified lead's opportunity: its lead's referral
             *(column.logical_name for column in self.schema.opportunity_columns),
+            *(extra.crm for extra in self.mapping.extra),
         ]
 
     @property
@@ -330,6 +334,7 @@ def opportunity_to_deal(
         microsoft_crm_id=opportunity.get(columns.microsoftcrmid),
         external_reference_id=opportunity.get("opportunityid"),
         program=opportunity.get(columns.referralprogram),
+        extra=extra_fields.from_opportunity(opportunity, columns.mapping),
     )
 
 
@@ -422,16 +427,26 @@ def referral_value(field: str, deal: Deal, referral: Referral) -> Any:
 
 
 def referral_patch(
-    changes: Mapping[str, Change], deal: Deal, referral: Referral
+    changes: Mapping[str, Change],
+    deal: Deal,
+    referral: Referral,
+    *,
+    mapping: CrmMapping | None = None,
 ) -> list[PatchOperation]:
     """JSON Patch of exactly the changed paths, each the field's own leaf path: replaced where
     the referral has the member, added where it lacks it (reference §1.1, Partner Center takes
-    only replace/add)."""
+    only replace/add). ``mapping``'s extra fields go to their own paths (SPEC 13)."""
     document = referral.to_wire()
     operations: list[PatchOperation] = []
     for field in changes:
         if field == "status":
             operations.extend(_status_operations(deal, referral))
+            continue
+        if field.startswith(extra_fields.PREFIX):
+            path = extra_fields.patch_path(mapping or CrmMapping(), field)
+            if path is not None:
+                value = deal.extra.get(field.removeprefix(extra_fields.PREFIX))
+                operations.append(_set(document, path, value))
             continue
         path = REFERRAL_PATHS.get(field)
         if path is not None:
@@ -498,9 +513,12 @@ def _member(contact: Contact | None) -> dict[str, Any]:
     return {k: v for k, v in member.items() if v is not None}
 
 
-def new_referral(deal: Deal, *, opportunity_id: str) -> dict[str, Any]:
+def new_referral(
+    deal: Deal, *, opportunity_id: str, mapping: CrmMapping | None = None
+) -> dict[str, Any]:
     """The body of a referral created from an opportunity (SPEC 4.5): Shared with the help code
-    when help is needed, Independent otherwise; ``externalReferenceId`` = the opportunity id."""
+    when help is needed, Independent otherwise; ``externalReferenceId`` = the opportunity id.
+    ``mapping``'s extra fields that flow to Partner Center go along (SPEC 13)."""
     customer = deal.customer or Customer()
     help_needed = bool(deal.help_needed)
     body: dict[str, Any] = {
@@ -549,7 +567,21 @@ def new_referral(deal: Deal, *, opportunity_id: str) -> dict[str, Any]:
         }
     if deal.status is DealStatus.WON:
         body["status"], body["substatus"] = ReferralStatus.CLOSED, ReferralSubstatus.WON
+    for extra in (mapping or CrmMapping()).extra:
+        value = deal.extra.get(extra.crm)
+        if extra.to_partner_center and value is not None and not extra_fields.unmapped(value):
+            _put(body, extra.referral.split("."), value)
     return body
+
+
+def _put(document: dict[str, Any], parts: list[str], value: Any) -> None:
+    node = document
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
 
 
 # -- Deal → Dataverse ------------------------------------------------------------------------
@@ -584,11 +616,15 @@ def opportunity_update(
             update[columns.microsoftcrmid] = deal.microsoft_crm_id
         elif field == "program":
             update[columns.referralprogram] = deal.program
-    return update
+    mapped = [name for name in changes if name.startswith(extra_fields.PREFIX)]
+    return update | extra_fields.crm_columns(columns.mapping, deal.extra, mapped)
 
 
 def new_account(customer: Customer, *, columns: Columns) -> dict[str, Any]:
+    """A new account's columns: the mapping's ``defaults.account`` (SPEC 13), then the
+    customer's (which win where both set a column)."""
     return {
+        **columns.mapping.defaults.account,
         "name": customer.name,
         "address1_line1": customer.address_line1,
         "address1_line2": customer.address_line2,

@@ -35,6 +35,7 @@ class Flow(StrEnum):
     PC_TO_CRM = "pc_to_crm"
     CRM_TO_PC = "crm_to_pc"
     ON_CREATE = "on_create"
+    OFF = "off"  # never written after creation (SPEC 13 ``direction``)
 
 
 # SPEC 4.1, "Direction after creation". One row per Deal field; close_reason is detail only.
@@ -172,11 +173,31 @@ def settle_in_flight(base: SyncBase, pc: Deal, crm: Deal) -> SyncBase:
         (flight.to_crm, crm, flight.crm_had),
     ):
         for name in names:
-            sent, now = getattr(flight.deal, name), getattr(side, name)
+            sent, now = value_of(flight.deal, name), value_of(side, name)
             edited_since = name in had and to_json_value(now) != had[name]
             if now == sent or edited_since:
                 settled[name] = sent
-    return base.model_copy(update={"deal": base.deal.model_copy(update=settled), "in_flight": None})
+    deal = with_values(base.deal, settled)
+    return base.model_copy(update={"deal": deal, "in_flight": None})
+
+
+EXTRA = "extra."  # the Deal field name of a mapped extra column: "extra.<column>"
+
+
+def value_of(deal: Deal, name: str) -> Any:
+    """A Deal field's value by merge name (a built-in field, or ``extra.<column>``)."""
+    if name.startswith(EXTRA):
+        return deal.extra.get(name.removeprefix(EXTRA))
+    return getattr(deal, name)
+
+
+def with_values(deal: Deal, values: Mapping[str, Any]) -> Deal:
+    """``deal`` with the fields named in ``values`` (merge names) set."""
+    extra = {n.removeprefix(EXTRA): v for n, v in values.items() if n.startswith(EXTRA)}
+    update = {n: v for n, v in values.items() if not n.startswith(EXTRA)}
+    if extra:
+        update["extra"] = {**deal.extra, **extra}
+    return deal.model_copy(update=update)
 
 
 def merge(
@@ -189,11 +210,17 @@ def merge(
     crm_modified_on: datetime | None = None,
     pc_status: str | None = None,
     crm_cannot_hold: Mapping[str, str] | None = None,
+    pc_cannot_take: Mapping[str, str] | None = None,
+    ownership: Mapping[str, Flow] | None = None,
 ) -> FieldPlan:
     """Decide every field. ``pc_status`` is the referral's raw status (New/Active/Closed);
     ``crm_cannot_hold`` names the fields whose Partner Center value Dataverse cannot take, with
-    the reason (e.g. a currency the org does not have): they are not written either way."""
+    the reason (e.g. a currency the org does not have): they are not written either way;
+    ``pc_cannot_take`` the fields whose CRM value Partner Center cannot be sent (blocked, with
+    the reason). ``ownership``: each field's flow (default ``OWNERSHIP``; the mapping narrows
+    it and adds its extra fields, SPEC 13)."""
     cannot_hold = crm_cannot_hold or {}
+    cannot_take = pc_cannot_take or {}
     old_stand_ins = base.stand_ins if base else {}
     stand_ins: dict[str, Any] = {}
     refused_by_crm: list[str] = []
@@ -207,9 +234,13 @@ def merge(
     pc_closed = pc_status == ReferralStatus.CLOSED
     crm_newer = _crm_is_newer(pc_updated_at, crm_modified_on)
 
-    for name, flow in OWNERSHIP.items():
-        p, actual = getattr(pc, name), getattr(crm, name)
-        b = getattr(base.deal, name) if base else None
+    for name, flow in (ownership or OWNERSHIP).items():
+        p, actual = value_of(pc, name), value_of(crm, name)
+        b = value_of(base.deal, name) if base else None
+        # A field the mapping added since the base was saved has no base of its own.
+        has_base = base is not None and (
+            not name.startswith(EXTRA) or name.removeprefix(EXTRA) in base.deal.extra
+        )
         # The CRM value PC refused earlier: already reported, so it counts as unchanged.
         still_blocked = name in old_blocked and to_json_value(actual) == old_blocked[name]
         # Our stand-in for a value Dataverse could not hold: not a seller's edit either.
@@ -217,7 +248,7 @@ def merge(
         is_stand_in = stand_in is not _NONE and stand_in in (ANY_STAND_IN, to_json_value(actual))
         c = b if (still_blocked or is_stand_in) else actual
 
-        value, conflict = _decide(name, flow, p, c, b, base is not None, policy, crm_newer)
+        value, conflict = _decide(name, flow, p, c, b, has_base, policy, crm_newer)
         if name in cannot_hold and base is None:
             # No base to tell a seller's choice from what Dataverse put in place of a value it
             # cannot hold (a creation interrupted before its link): CRM's is the stand-in.
@@ -236,10 +267,12 @@ def merge(
         if still_blocked and not send_crm:
             blocked[name] = old_blocked[name]  # the seller's edit stays; so does the block
         if send_pc:
-            reason = _refused_by_partner_center(name, value, pc_closed, pc_status)
+            reason = cannot_take.get(name) or _refused_by_partner_center(
+                name, value, pc_closed, pc_status
+            )
             if reason:
                 # PC keeps its value and the base follows PC; CRM keeps the user's edit.
-                blocked[name] = to_json_value(getattr(crm, name))
+                blocked[name] = to_json_value(actual)
                 if old_blocked.get(name) != blocked[name]:
                     newly_blocked.append(reason)
                 value, send_pc, send_crm = p, False, False
@@ -250,6 +283,9 @@ def merge(
             to_crm[name] = Change(name, actual, value)
 
     merged["close_reason"] = pc.close_reason if pc.status is merged["status"] else crm.close_reason
+    merged["extra"] = {
+        n.removeprefix(EXTRA): merged.pop(n) for n in list(merged) if n.startswith(EXTRA)
+    }
     return FieldPlan(
         merged=Deal.model_validate(merged),
         to_pc=to_pc,
@@ -279,6 +315,8 @@ def _decide(
     """(merged value, was it a conflict?) for one field."""
     if flow is Flow.ON_CREATE:
         return (c if c is not None else p), False
+    if flow is Flow.OFF:
+        return (b if has_base else p), False  # written by nobody: the base stays as it was
     if flow is Flow.PC_TO_CRM:
         # An empty PC value never clears CRM (e.g. the Microsoft CRM id comes and stays).
         return (p if _present(p) else c), False

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from shared.jobs import SyncJob
 from shared.partner_center import (
@@ -31,7 +32,7 @@ from shared.partner_center import (
     ReferralSubstatus,
     ReferralType,
 )
-from shared.sync import crm_limits
+from shared.sync import crm_limits, extra_fields
 from shared.sync.audit import audit_lines
 from shared.sync.crm_writes import (
     adoption_columns,
@@ -46,6 +47,7 @@ from shared.sync.merge import (
     Change,
     ConflictPolicy,
     FieldPlan,
+    Flow,
     SyncBase,
     merge,
     settle_in_flight,
@@ -104,9 +106,18 @@ class SyncPolicy:
     show_sync_mark: bool = True
 
     def pc_deal(self, referral: Referral, related: tuple[Referral, ...] = ()) -> Deal:
-        return referral_to_deal(
+        deal = referral_to_deal(
             referral, link_template=self.referral_link_template, related=related
         )
+        if not self.columns.mapping.extra:
+            return deal
+        extra = extra_fields.from_referral(referral.to_wire(), self.columns.mapping)
+        return deal.model_copy(update={"extra": extra})
+
+    @cached_property
+    def ownership(self) -> dict[str, Flow]:
+        """Each Deal field's flow, with the mapping's directions and extra fields (SPEC 13)."""
+        return extra_fields.ownership(self.columns.mapping)
 
 
 def plan(snapshot: Snapshot, policy: SyncPolicy) -> Plan:
@@ -306,7 +317,7 @@ def _create_opportunity(
     assert referral.id is not None and s.account is not None
     deal = policy.pc_deal(referral)
     assert deal.customer is not None
-    refused = _crm_cannot_hold(s, deal)
+    refused = _crm_cannot_hold(s, deal, policy)
     problems = tuple(refused.values())
     audit = audit_lines(None, problems=list(problems), now=s.now)
     opportunity_id = record_id("opportunity", referral.id)
@@ -474,7 +485,8 @@ def _new_opportunity(s: Snapshot, opportunity: CrmOpportunity, policy: SyncPolic
                 )
         if held_by_other or index is None or not index.creating_referral:
             steps.append(RecordCreateIntent(opportunity.id, s.run_id))
-        steps.append(CreateReferral(new_referral(deal, opportunity_id=opportunity.id)))
+        body = new_referral(deal, opportunity_id=opportunity.id, mapping=policy.columns.mapping)
+        steps.append(CreateReferral(body))
     steps.append(LinkNewReferral(deal))
     fields = FieldPlan(merged=deal, to_pc=_shown(deal))
     referral_id = s.referral.id if s.referral else None
@@ -577,7 +589,11 @@ def reconcile(
         pc_updated_at=referral.updated_date_time,
         crm_modified_on=opportunity.modified_on,
         pc_status=str(referral.status) if referral.status is not None else None,
-        crm_cannot_hold=_crm_cannot_hold(s, pc),
+        crm_cannot_hold=_crm_cannot_hold(s, pc, policy),
+        pc_cannot_take=extra_fields.partner_center_refuses(
+            policy.columns.mapping, opportunity.deal.extra
+        ),
+        ownership=policy.ownership,
     )
     problems = validate_for_partner_center(_with_crm_customer(fields.merged, opportunity.deal))
     if fields.to_pc and problems:
@@ -596,7 +612,11 @@ def reconcile(
     steps = list(first)
     if base is not None and not fields.empty:
         steps.append(SaveInFlight(base.model_copy(update={"in_flight": fields.in_flight()})))
-    operations = referral_patch(fields.to_pc, fields.merged, referral) if fields.to_pc else []
+    operations = (
+        referral_patch(fields.to_pc, fields.merged, referral, mapping=policy.columns.mapping)
+        if fields.to_pc
+        else []
+    )
     if operations:
         steps.append(PatchReferral(tuple(operations)))
     # A change that only went to Partner Center does not write the opportunity just for its
@@ -668,10 +688,11 @@ def _lease_left(since: datetime | None, now: datetime) -> float:
     return max(0.0, (since + CREATE_LEASE - now).total_seconds())
 
 
-def _crm_cannot_hold(s: Snapshot, pc: Deal) -> dict[str, str]:
+def _crm_cannot_hold(s: Snapshot, pc: Deal, policy: SyncPolicy) -> dict[str, str]:
     """Partner Center values Dataverse cannot take here, with the reason a seller can act on:
-    over a column's limit, or a currency the organization does not have."""
-    found = crm_limits.refusals(pc)
+    over a column's limit, a currency the organization does not have, or a value a mapped
+    choice column has no choice for."""
+    found = crm_limits.refusals(pc) | extra_fields.cannot_hold(policy.columns.mapping, pc.extra)
     if pc.currency is None or pc.currency not in s.missing_currencies:
         return found
     return found | {

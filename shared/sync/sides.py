@@ -221,12 +221,17 @@ class CrmSide:
         return None if row is None else opportunity_of(row, self.columns)
 
     async def find_account(self, customer: Customer) -> AccountMatch:
-        """The account matching name + postal code (SPEC 4.5); else a new one whose id is
-        derived from both, so two referrals for one new customer make one account."""
-        conditions = [eq("name", customer.name or "")]
-        if customer.postal_code:
-            conditions.append(eq("address1_postalcode", customer.postal_code))
-        account_id = record_id("account", f"{customer.name}|{customer.postal_code or ''}")
+        """The account matching the mapping's ``account_match`` columns (name + postal code by
+        default, SPEC 4.5); else a new one whose id is derived from those values, so two
+        referrals for one new customer make one account."""
+        wanted = new_account(customer, columns=self.columns)
+        match = self.columns.mapping.account_match
+        values = [wanted.get(column) for column in match]
+        # The first column always counts (a customer has a name); the others when known.
+        conditions = [eq(match[0], values[0] or "")]
+        conditions += [eq(c, v) for c, v in zip(match[1:], values[1:], strict=True) if v]
+        # Name + postal code give the ids earlier versions derived ("<name>|<postal code>").
+        account_id = record_id("account", "|".join(str(v or "") for v in values))
         # The account made for this customer earlier may have been renamed since: its derived
         # id still says whose it is. Without this, creating it again would collide forever.
         found = await self.dataverse.first(
@@ -238,7 +243,7 @@ class CrmSide:
             return AccountMatch(
                 str(found["accountid"]), account_customer(found, columns=self.columns)
             )
-        body = {k: v for k, v in new_account(customer, columns=self.columns).items() if v}
+        body = {k: v for k, v in wanted.items() if v}
         if "name" in body:
             body["name"] = fit(body["name"], ACCOUNT_NAME)  # a new account must be created
         return AccountMatch(account_id, customer, body)

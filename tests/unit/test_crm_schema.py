@@ -101,7 +101,7 @@ def test_every_mapping_column_and_select_uses_the_prefix() -> None:
     custom_selects = [c for c in columns.opportunity_select if "_" in c and "acme_" in c]
     assert len(custom_selects) == len(crm_schema("acme_").opportunity_columns)
     assert not [c for c in columns.opportunity_select if "cosell" in c]
-    assert {f.name for f in fields(Columns)} == {"prefix", "deal_value", "country"}
+    assert {f.name for f in fields(Columns)} == {"prefix", "deal_value", "country", "mapping"}
 
 
 def test_a_misspelt_column_is_an_attribute_error() -> None:
