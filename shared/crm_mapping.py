@@ -28,26 +28,35 @@ Table = Literal["opportunity", "lead", "account", "contact"]
 # Fields SPEC 4.1 syncs only CRM → Partner Center.
 ONE_WAY_FIELDS = ("help_needed", "solutions")
 
-# The JSON Patch paths the certified "Partner Center Referrals" connector lets a partner patch
-# (microsoft/PowerPlatformConnectors, certified-connectors/PartnerCenterReferrals/
-# apiDefinition.swagger.json; reference dataverse-push-and-webhook-trust.md §3), less the list
-# ones (``/-``) an extra field cannot be: an extra mapping towards Partner Center must use one.
-PATCHABLE_PATHS = frozenset(
+# The JSON Patch paths a partner may patch, per Microsoft's certified "Partner Center Referrals"
+# connector (microsoft/PowerPlatformConnectors, certified-connectors/PartnerCenterReferrals/
+# apiDefinition.swagger.json, ``UpdateReferralDetails``; reference dataverse-push-and-webhook-
+# trust.md §3). ``/registrations/...`` is left out: the sync does not register deals.
+CONNECTOR_PATCH_PATHS: frozenset[str] = frozenset(
     {
         "/campaignId",
         "/consent/consentToShareReferralWithMicrosoftSellers",
+        "/customerProfile/team",
+        "/customerProfile/team/-",
         "/details/closingDateTime",
         "/details/currency",
         "/details/dealValue",
         "/details/notes",
+        "/details/requirements/solutions",
+        "/details/requirements/solutions/-",
         "/externalReferenceId",
         "/referralProgram",
         "/salesStage",
         "/status",
         "/substatus",
         "/statusReason",
+        "/team",
+        "/team/-",
     }
 )
+# Those an extra field may write: one value each, not the lists (teams, solutions).
+_LISTS = ("/customerProfile/team", "/details/requirements/solutions", "/team")
+PATCHABLE_PATHS = frozenset(path for path in CONNECTOR_PATCH_PATHS if not path.startswith(_LISTS))
 DEFAULT_ACCOUNT_MATCH = ("name", "address1_postalcode")
 
 _LOGICAL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,49}$")

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, time
 from functools import cached_property
 from typing import Any
 
-from shared.crm_mapping import NO_MAPPING, CrmMapping
+from shared.crm_mapping import CONNECTOR_PATCH_PATHS, NO_MAPPING, CrmMapping
 from shared.crm_schema import (
     DEFAULT_PREFIX,
     HELP_NEEDED_OPTIONS,
@@ -372,32 +372,9 @@ REFERRAL_PATHS: dict[str, str] = {
 }
 
 
-# The paths a partner may patch, per Microsoft's certified "Partner Center Referrals" connector
-# (microsoft/PowerPlatformConnectors, certified-connectors/PartnerCenterReferrals/
-# apiDefinition.swagger.json, ``UpdateReferralDetails``; reference dataverse-push-and-webhook-
-# trust.md §3). ``/registrations/...`` is left out: the sync does not register deals.
-LISTED_PATCH_PATHS: frozenset[str] = frozenset(
-    {
-        "/campaignId",
-        "/consent/consentToShareReferralWithMicrosoftSellers",
-        "/customerProfile/team",
-        "/customerProfile/team/-",
-        "/details/closingDateTime",
-        "/details/currency",
-        "/details/dealValue",
-        "/details/notes",
-        "/details/requirements/solutions",
-        "/details/requirements/solutions/-",
-        "/externalReferenceId",
-        "/referralProgram",
-        "/salesStage",
-        "/status",
-        "/substatus",
-        "/statusReason",
-        "/team",
-        "/team/-",
-    }
-)
+# The paths a partner may patch, per Microsoft's certified connector (``shared.crm_mapping``,
+# which also checks the mapping's extra fields against it).
+LISTED_PATCH_PATHS = CONNECTOR_PATCH_PATHS
 # The status of a Deal is these paths together; one of them refused refuses them all.
 STATUS_PATHS = ("/status", "/substatus", "/statusReason")
 
