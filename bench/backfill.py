@@ -28,11 +28,13 @@ from typing import Any
 import uvicorn
 
 from bench.common import TOKEN, control_client
+from bench.mapping import add_columns, mapping_setting, with_extra_fields
 from sandbox import dataverse, partner_center
 from sandbox.azurite import Azurite
 from sandbox.host import quiet_server, serve_in_background
 from sandbox.partner_center.samples import cosell_referral_from_microsoft
 from sandbox.stack import sample_settings
+from shared.dataverse import DataverseClient
 
 CEILING_PER_S = 20.0  # SPEC 11: 6,000 requests per 300 s per user
 LIMIT_REQUESTS = 600
@@ -136,10 +138,14 @@ async def _run(
             }  # fmt: skip
             async with limit:
                 (
-                    await microsoft.post("/_emulator/microsoft/referrals", json=body)
+                    await microsoft.post(
+                        "/_emulator/microsoft/referrals", json=with_extra_fields(body)
+                    )
                 ).raise_for_status()
 
         await asyncio.gather(*(send(n) for n in range(referrals)))
+        async with DataverseClient(dv_url, token=TOKEN) as customer_columns:
+            await add_columns(customer_columns)  # the mapping's, before the limits apply
         limits = {"requests": LIMIT_REQUESTS, "window_s": LIMIT_WINDOW_S, "concurrent": 52}
         (await control.put("/_emulator/limits", json=limits)).raise_for_status()
         faults = {"error_rate": 0.0, "latency_ms": latency_ms}
@@ -153,6 +159,7 @@ async def _run(
             PARTNER_CENTER_API_URL=f"{pc_url}/v1.0/engagements",
             PARTNER_CENTER_WEBHOOK_API_URL=f"{pc_url}/webhooks/v1",
             DATAVERSE_URL=dv_url,
+            CRM_MAPPING=mapping_setting(),  # defaults ride in the same deep insert
         )
         with tempfile.TemporaryDirectory() as folder:
             out = Path(folder) / "child.json"

@@ -29,6 +29,7 @@ from azure.storage.queue import TextBase64DecodePolicy
 from azure.storage.queue.aio import QueueClient
 
 from bench.common import job, total_requests
+from bench.mapping import MAPPED_COLUMNS, add_columns, mapping_setting, with_extra_fields
 from sandbox.dataverse import create_app as create_dataverse
 from sandbox.partner_center import create_app as create_partner_center
 from sandbox.partner_center.samples import cosell_referral_from_microsoft
@@ -85,6 +86,7 @@ async def open_world(connection_string: str) -> AsyncIterator[World]:
             "DATAVERSE_URL": DV_URL,
             "PARTNER_CENTER_API_URL": f"{PC_URL}/v1.0/engagements",
             "PARTNER_CENTER_WEBHOOK_API_URL": f"{PC_URL}/webhooks/v1",
+            "CRM_MAPPING": mapping_setting(),
         }
     )
     runtime = Runtime.from_settings(
@@ -105,6 +107,7 @@ async def open_world(connection_string: str) -> AsyncIterator[World]:
         try:
             await runtime.ensure_storage()
             await queue.clear_messages()
+            await add_columns(runtime.dataverse())
             yield World(pc_http, dv_http, runtime, queue)
         finally:
             await queue.clear_messages()  # the fuzz run counts this queue next
@@ -123,7 +126,8 @@ async def measure(connection_string: str, rounds: int = 20) -> Calls:
     calls = Calls()
     async with open_world(connection_string) as world:
         answer = await world.pc_http.post(
-            "/_emulator/microsoft/referrals", json=cosell_referral_from_microsoft()
+            "/_emulator/microsoft/referrals",
+            json=with_extra_fields(cosell_referral_from_microsoft()),
         )
         referral_id = str(answer.json()["id"])
         referral = await world.pc.get_referral(referral_id)
@@ -133,9 +137,13 @@ async def measure(connection_string: str, rounds: int = 20) -> Calls:
         )
         calls.creation.append(await world.requests() - before)
         row = await world.crm.first(
-            "opportunities", filter=eq("cosell_referralid", referral_id), select=["opportunityid"]
+            "opportunities",
+            filter=eq("cosell_referralid", referral_id),
+            select=["opportunityid", *MAPPED_COLUMNS],
         )
         assert row is not None, "the engine did not create the opportunity"
+        # The figures are with the mapping in effect: its columns were filled on creation.
+        assert all(row.get(c) is not None for c in MAPPED_COLUMNS), row
         opportunity_id = str(row["opportunityid"])
         for number in range(rounds):
             await _partner_center_edit(world, calls, referral_id, opportunity_id, 1000 + number)

@@ -84,6 +84,8 @@ async def run_all(
         f"echo: max {max(counted.echo)}",
         field_max <= 3 and max(counted.duplicate) == 0 and max(counted.echo) == 0,
         "the engine alone (`SyncEngine.sync`) with both emulators in process "
+        "and the mapping of `bench/mapping.py` in effect (three extra mapped fields, one a "
+        "choice through a value map, and defaults on every created row) "
         "(`httpx.ASGITransport`) and its state on Azurite: a call count does not depend on "
         "sockets. Counted by the emulators' `/_emulator/stats` (control API left out) across "
         "one sync. Half the edits are made in Partner Center (job `webhook:referral-updated`), "
@@ -107,8 +109,10 @@ async def run_all(
         filled.requests_per_referral <= 2.0 + 10 / max(1, filled.referrals),
         "Dataverse requests admitted by the emulator (429 answers left out) during "
         "`cosell backfill --direction pc-to-crm --inline` of new referrals, each with its own "
-        "customer, divided by the referrals. Beyond 2 × referrals: one-off lookups (currency), "
-        "allowed as 10 requests in total.",
+        "customer, divided by the referrals, with the mapping of `bench/mapping.py` (three "
+        "extra fields and defaults on the new opportunity, account and contact: they ride in "
+        "the same deep insert). Beyond 2 × referrals: one-off lookups (currency), allowed as "
+        "10 requests in total.",
     ))  # fmt: skip
     scaled = backfill_referrals != 10_000
     rows.append(Row(
