@@ -166,6 +166,9 @@ class Columns:
 
     @property
     def account_select(self) -> list[str]:
+        """The account columns the sync reads; a lookup country (SPEC 13) is read as its
+        ``_<lookup>_value`` GUID, which the read stage turns into the looked-up row's code."""
+        lookup = self.mapping.country.lookup if self.mapping.country else None
         return [
             "accountid",
             "name",
@@ -174,7 +177,7 @@ class Columns:
             "address1_city",
             "address1_stateorprovince",
             "address1_postalcode",
-            self.country,
+            f"_{lookup.column}_value" if lookup else self.country,
             "versionnumber",  # the poll tells our own write from a seller's fix by it
         ]
 
@@ -338,8 +341,16 @@ def opportunity_to_deal(
     )
 
 
+# With a lookup country (SPEC 13) the account row holds only the lookup's GUID; the read stage
+# (``sides.CrmSide``) puts the looked-up row's code beside it under this key, an instance
+# annotation of ours (OData's ``@namespace.term`` form, so it cannot clash with a column).
+LOOKUP_COUNTRY_CODE = "@cosell.countrycode"
+
+
 def account_customer(account: Mapping[str, Any], *, columns: Columns) -> Customer:
-    """The customer an account row describes (country from ``CRM_COUNTRY_FIELD``)."""
+    """The customer an account row describes: its country from ``CRM_COUNTRY_FIELD``, or with a
+    lookup country the code the read stage found for the lookup (``LOOKUP_COUNTRY_CODE``)."""
+    lookup = columns.mapping.country is not None
     return Customer(
         name=account.get("name"),
         address_line1=account.get("address1_line1"),
@@ -347,7 +358,7 @@ def account_customer(account: Mapping[str, Any], *, columns: Columns) -> Custome
         city=account.get("address1_city"),
         state=account.get("address1_stateorprovince"),
         postal_code=account.get("address1_postalcode"),
-        country=account.get(columns.country),
+        country=account.get(LOOKUP_COUNTRY_CODE if lookup else columns.country),
     )
 
 
@@ -599,7 +610,9 @@ def opportunity_update(
 
 def new_account(customer: Customer, *, columns: Columns) -> dict[str, Any]:
     """A new account's columns: the mapping's ``defaults.account`` (SPEC 13), then the
-    customer's (which win where both set a column)."""
+    customer's (which win where both set a column). A lookup country is not among them: its
+    bind needs the id of the country row, which the read stage looks up (``sides.CrmSide``)."""
+    country = {} if columns.mapping.country else {columns.country: customer.country}
     return {
         **columns.mapping.defaults.account,
         "name": customer.name,
@@ -608,7 +621,7 @@ def new_account(customer: Customer, *, columns: Columns) -> dict[str, Any]:
         "address1_city": customer.city,
         "address1_stateorprovince": customer.state,
         "address1_postalcode": customer.postal_code,
-        columns.country: customer.country,
+        **country,
     }
 
 

@@ -690,9 +690,11 @@ def _lease_left(since: datetime | None, now: datetime) -> float:
 
 def _crm_cannot_hold(s: Snapshot, pc: Deal, policy: SyncPolicy) -> dict[str, str]:
     """Partner Center values Dataverse cannot take here, with the reason a seller can act on:
-    over a column's limit, a currency the organization does not have, or a value a mapped
-    choice column has no choice for."""
+    over a column's limit, a currency the organization does not have, a value a mapped
+    choice column has no choice for, or what the new account cannot hold (a lookup country
+    without a row for the code, ``AccountMatch.refused``)."""
     found = crm_limits.refusals(pc) | extra_fields.cannot_hold(policy.columns.mapping, pc.extra)
+    found |= s.account.refused if s.account is not None else {}
     if pc.currency is None or pc.currency not in s.missing_currencies:
         return found
     return found | {

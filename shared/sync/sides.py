@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.crm_mapping import CountryLookup
 from shared.dataverse import (
     VERSION_COLUMNS,
     AlreadyExists,
@@ -36,6 +37,7 @@ from shared.sync.crm_limits import ACCOUNT_NAME, fit
 from shared.sync.deal import Customer
 from shared.sync.mapping import (
     CONTACT_SELECT,
+    LOOKUP_COUNTRY_CODE,
     Columns,
     account_customer,
     new_account,
@@ -53,6 +55,10 @@ from shared.sync.snapshot import (
 )
 
 MISSING_CURRENCY_TTL_S = 600.0
+# A lookup country's table (SPEC 13) is read once and kept this long by each worker: a country
+# an admin adds is seen within it. A code a referral has and the table lacks re-reads it sooner.
+COUNTRY_TABLE_TTL_S = 600.0
+COUNTRY_RECHECK_S = 60.0
 # The longest a referral POST may take with its retries; ``plan.CREATE_LEASE`` is longer.
 CREATE_REFERRAL_DEADLINE_S = 90.0
 
@@ -166,6 +172,23 @@ class PartnerCenterSide:
         return PatchOutcome(None, refused)
 
 
+@dataclass(frozen=True)
+class CountryTable:
+    """A lookup country's table (SPEC 13) as one worker read it: each row's ISO code by row id,
+    each code's row, and the account's navigation property that binds the lookup."""
+
+    navigation: str
+    code_by_id: Mapping[str, str]  # row id (lower case) → the code column's value
+    id_by_code: Mapping[str, str]  # code as a Customer holds it (trimmed, upper case) → row id
+    read_at: float  # time.monotonic()
+
+    def code_of(self, row_id: str) -> str | None:
+        return self.code_by_id.get(row_id.lower())
+
+    def id_of(self, code: str) -> str | None:
+        return self.id_by_code.get(code.strip().upper())
+
+
 class CrmSide:
     """Opportunity, account, contact and lead reads and writes in Dataverse.
 
@@ -178,6 +201,11 @@ class CrmSide:
         self.columns = columns
         self.nested_binds = True  # see _insert
         self._missing_currencies: dict[str, float] = {}  # ISO code → when found missing
+        mapped = columns.mapping.country
+        self._country_lookup: CountryLookup | None = mapped.lookup if mapped else None
+        self._countries: CountryTable | None = None
+        self._country_metadata: tuple[str, str] | None = None  # (primary key, navigation)
+        self._countries_lock = asyncio.Lock()  # concurrent syncs share one read of the table
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -202,7 +230,7 @@ class CrmSide:
             )
         except NotFound:
             return None
-        return opportunity_of(row, self.columns)
+        return opportunity_of(await self._with_account_country(row), self.columns)
 
     async def find_for_referral(
         self, referral_id: str, external_reference_id: str | None
@@ -218,7 +246,9 @@ class CrmSide:
             filter=any_of(*conditions) if len(conditions) > 1 else conditions[0],
             expand=self._expand(),
         )
-        return None if row is None else opportunity_of(row, self.columns)
+        if row is None:
+            return None
+        return opportunity_of(await self._with_account_country(row), self.columns)
 
     async def find_account(self, customer: Customer) -> AccountMatch:
         """The account matching the mapping's ``account_match`` columns (name + postal code by
@@ -240,13 +270,135 @@ class CrmSide:
             filter=any_of(all_of(*conditions), eq("accountid", uuid.UUID(account_id))),
         )
         if found is not None:
+            found = await self._with_country_code(found)
             return AccountMatch(
                 str(found["accountid"]), account_customer(found, columns=self.columns)
             )
         body = {k: v for k, v in wanted.items() if v}
         if "name" in body:
             body["name"] = fit(body["name"], ACCOUNT_NAME)  # a new account must be created
-        return AccountMatch(account_id, customer, body)
+        if self._country_lookup is None or not customer.country:
+            return AccountMatch(account_id, customer, body)
+        bind, refused = await self._country_bind(self._country_lookup, customer.country)
+        if refused:
+            customer = customer.model_copy(update={"country": None})  # what the account holds
+        return AccountMatch(account_id, customer, body | bind, refused=refused)
+
+    # -- the lookup country (SPEC 13) -------------------------------------------------------
+
+    async def _with_account_country(self, row: dict[str, Any]) -> dict[str, Any]:
+        """An opportunity row with its expanded account's lookup country translated."""
+        account = row.get("parentaccountid")
+        if self._country_lookup is None or not isinstance(account, dict):
+            return row
+        return {**row, "parentaccountid": await self._with_country_code(account)}
+
+    async def _with_country_code(self, account: dict[str, Any]) -> dict[str, Any]:
+        """``account`` with the ISO code of the row its country lookup points at, under
+        ``LOOKUP_COUNTRY_CODE`` (None when the lookup is empty); unchanged for a text country.
+        The plan then validates it like the text column (SPEC 4.6)."""
+        lookup = self._country_lookup
+        if lookup is None:
+            return account
+        row_id = account.get(f"_{lookup.column}_value")
+        code = None
+        if row_id:
+            table = await self._country_table()
+            code = table.code_of(str(row_id))
+            if code is None:
+                # The account points at a row added since the table was read: read it again.
+                code = (await self._country_table(stale=table)).code_of(str(row_id))
+        return {**account, LOOKUP_COUNTRY_CODE: code}
+
+    async def _country_bind(
+        self, lookup: CountryLookup, code: str
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """The new account's bind to the country row whose code is ``code``; or, when the
+        table has none, no bind and the reason (the account is then made without a country:
+        an approximate row would be a wrong country)."""
+        table = await self._country_table()
+        row_id = table.id_of(code)
+        if row_id is None and time.monotonic() - table.read_at >= COUNTRY_RECHECK_S:
+            table = await self._country_table(stale=table)  # an admin may have added it
+            row_id = table.id_of(code)
+        if row_id is not None:
+            return {f"{table.navigation}@odata.bind": f"/{lookup.table}({row_id})"}, {}
+        return {}, {
+            "customer": (
+                f"Partner Center's country {code} has no row in the country table "
+                f"{lookup.table} ({lookup.code_column} = {code}): the account was created "
+                "without a country. Add the row, then set the account's country."
+            )
+        }
+
+    async def _country_table(self, *, stale: CountryTable | None = None) -> CountryTable:
+        """The lookup country's table, read once per ``COUNTRY_TABLE_TTL_S`` (it is small:
+        one request for every row's id and code). ``stale``: the table a caller found behind;
+        read again unless a concurrent caller already did."""
+        lookup = self._country_lookup
+        assert lookup is not None
+        async with self._countries_lock:
+            cached = self._countries
+            if (
+                cached is not None
+                and cached is not stale
+                and time.monotonic() - cached.read_at < COUNTRY_TABLE_TTL_S
+            ):
+                return cached
+            key, navigation = await self._country_table_metadata(lookup)
+            code_by_id: dict[str, str] = {}
+            id_by_code: dict[str, str] = {}
+            rows = self.dataverse.list_rows(
+                lookup.table, select=[key, lookup.code_column], orderby=[key]
+            )
+            async for row in rows:
+                row_id, code = str(row[key]).lower(), row.get(lookup.code_column)
+                if isinstance(code, str) and code.strip():
+                    code_by_id[row_id] = code
+                    # Two rows with one code both stand for it: the first (by id) is taken.
+                    id_by_code.setdefault(code.strip().upper(), row_id)
+            self._countries = CountryTable(navigation, code_by_id, id_by_code, time.monotonic())
+            return self._countries
+
+    async def _country_table_metadata(self, lookup: CountryLookup) -> tuple[str, str]:
+        """The country table's primary key, and the account's single-valued navigation
+        property of the lookup: what ``@odata.bind`` must name. Dataverse names it after the
+        lookup's SchemaName (mixed case, ``cr1a2_CountryId``) unless its maker chose another,
+        and refuses the logical name then; so both are read from metadata, not assumed from
+        conventions (reference 4.5): the table by its entity set (``EntityDefinitions``), then
+        its relationship to account (``OneToManyRelationships``). Kept for the worker's life."""
+        if self._country_metadata is not None:
+            return self._country_metadata
+        # No $top: metadata queries take only $select, $filter and $expand.
+        tables = self.dataverse.list_rows(
+            "EntityDefinitions",
+            select=["LogicalName", "PrimaryIdAttribute"],
+            filter=eq("EntitySetName", lookup.table),
+        )
+        table = await anext(tables, None)
+        if table is None:
+            raise NotFound(
+                f"the country table {lookup.table} of CRM_MAPPING's $.country.lookup does not "
+                "exist; run `cosell mapping check`"
+            )
+        relationships = await self.dataverse.list_one_to_many(str(table["LogicalName"]))
+        navigation = next(
+            (
+                r.referencing_navigation_property_name
+                for r in relationships
+                if r.referencing_entity == "account"
+                and r.referencing_attribute == lookup.column
+                and r.referencing_navigation_property_name
+            ),
+            None,
+        )
+        if navigation is None:
+            raise NotFound(
+                f"account has no lookup {lookup.column} to {lookup.table} (CRM_MAPPING's "
+                "$.country.lookup); run `cosell mapping check`"
+            )
+        self._country_metadata = (str(table["PrimaryIdAttribute"]), navigation)
+        return self._country_metadata
 
     async def has_currency(self, iso_code: str) -> bool:
         """Whether the org has this currency. A missing one is remembered for a while (an

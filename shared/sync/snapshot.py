@@ -149,11 +149,17 @@ def _expanded_version(value: Any) -> int | None:
 @dataclass(frozen=True)
 class AccountMatch:
     """The account a new opportunity gets: the one matching name + postal code, or a new one
-    (``new_account`` is its body) with an id derived from both (SPEC 4.5)."""
+    (``new_account`` is its body) with an id derived from both (SPEC 4.5).
+
+    ``refused``: Deal fields the new account cannot hold as Partner Center has them, with the
+    reason a seller or admin can act on — a lookup country whose table has no row for the
+    referral's code (SPEC 13). The account is made without it (``customer`` says what it holds)
+    and the new opportunity is in error, never given a wrong value."""
 
     account_id: str
     customer: Customer
     new_account: Mapping[str, Any] | None = None
+    refused: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
