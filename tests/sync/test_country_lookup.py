@@ -208,3 +208,20 @@ async def test_the_country_table_is_read_once_per_worker(world: World) -> None:
     routes = (await world.dv_http.get("/_emulator/stats")).json()["requests"]
     reads = {r: n for r, n in routes.items() if r.startswith("GET") and "cr1a2_countries" in r}
     assert sum(reads.values()) == 1, reads
+
+
+async def test_the_country_bind_rides_in_the_change_set_fallback_too(world: World) -> None:
+    """SPEC 13 ``country`` on the ``$batch`` path (``CrmSide._insert``: the account and the
+    opportunity as one change set where Dataverse refuses the account nested in the deep
+    insert): the new account's lookup is bound there just the same (an ``@odata.bind`` to an
+    existing row in a change set's POST; learn.microsoft.com/power-apps/developer/
+    data-platform/webapi/execute-batch-operations-using-web-api)."""
+    world.engine.crm.nested_binds = False
+
+    created = await world.sync_referral(await world.incoming())
+
+    assert created.outcome == "created" and created.opportunity_id is not None, created.problems
+    account = await account_of(world, created.opportunity_id)
+    assert account["_cr1a2_countryid_value"] == GERMANY_ID
+    routes = (await world.dv_http.get("/_emulator/stats")).json()["requests"]
+    assert any(route.endswith("$batch") for route in routes), routes
