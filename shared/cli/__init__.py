@@ -20,7 +20,18 @@ from pathlib import Path
 from azure.core.exceptions import AzureError
 
 from shared import __version__
-from shared.cli import backfill, config, history, mapping, poison, schema, status, sync, webhook
+from shared.cli import (
+    backfill,
+    config,
+    history,
+    mapping,
+    poison,
+    schema,
+    selftest,
+    status,
+    sync,
+    webhook,
+)
 from shared.cli._context import Context, EngineUnavailable
 from shared.cli._output import Output
 from shared.cli._parser import Handler, new_parser
@@ -30,7 +41,7 @@ from shared.settings import Settings, load_settings
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-_GROUPS = (config, status, webhook, sync, backfill, poison, history, schema, mapping)
+_GROUPS = (config, status, webhook, sync, backfill, poison, history, schema, mapping, selftest)
 
 
 def build_parser() -> argparse.ArgumentParser:
