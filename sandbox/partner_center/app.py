@@ -84,7 +84,7 @@ def create_app(
     webhook_retry_base_s: float = 0.5,
     webhook_sleep: Sleep = asyncio.sleep,
     test_events_per_minute: int = 2,
-    create_status: int = 201,
+    create_status: int = 200,
     seed: int | None = None,
     strict_patch_paths: bool = False,
 ) -> Starlette:
@@ -96,6 +96,14 @@ def create_app(
     ``signing``: the test CA and signing certificate (generated when not given).
     ``webhook_transport``: how deliveries reach the receiver (default: the network).
     ``strict_patch_paths``: refuse JSON Patch paths the connector's contract does not list.
+    ``create_status``: the status of ``POST /referrals``. UNCERTAIN (reference §1.1, §8.5): the
+    connector's machine-readable contract (microsoft/PowerPlatformConnectors,
+    certified-connectors/PartnerCenterReferrals/apiDefinition.swagger.json, ``CreateReferral``)
+    documents only 200 with the referral; the docs' create-a-referral page names no code, and
+    learn.microsoft.com/partner-center/developer/referrals-api-response-codes lists
+    "201: Resource created" only among the 2xx codes any Referrals call may answer. The one
+    statement about this operation wins, so 200 by default; 201 lets tests prove the client
+    takes either.
     """
     rng = random.Random(seed)
     dispatcher = WebhookDispatcher(

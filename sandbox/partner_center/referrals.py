@@ -38,7 +38,8 @@ def entity(state: EmulatorState, referral: dict[str, Any], status: int = 200) ->
 async def create_referral(request: Request) -> Response:
     state = emulator(request)
     referral = state.store.create(await read_json(request))
-    # 200 (swagger) or 201 (codes page): UNCERTAIN (§1.1), configurable via create_app.
+    # 200 (the connector's swagger, the default) or 201 (the generic codes page): UNCERTAIN
+    # (§1.1); create_app(create_status=...) says why and switches it.
     response = entity(state, referral, state.create_status)
     response.headers["Location"] = f"{state.api_url}/referrals/{referral['id']}"
     return response

@@ -72,8 +72,43 @@ READ_ONLY = frozenset(
         "trackingInfo",
         "registrationStatus",
         "mpnId",
+        # `readOnly` in the connector's Referral contract (apiDefinition.swagger.json).
+        "quality",
+        "isSpam",
+        "tags",
     }
 )
+# What Microsoft may set on a referral it sends the partner (control API), though the partner
+# cannot: its own CRM id, its grading of the lead and the state of a deal registration.
+SET_BY_MICROSOFT = frozenset({"trackingInfo", "quality", "isSpam", "tags", "registrationStatus"})
+
+# The properties the connector's Referral contract adds to the reference's doc tables
+# (microsoft/PowerPlatformConnectors, certified-connectors/PartnerCenterReferrals/
+# apiDefinition.swagger.json, definition Microsoft.Partner.Service.PartnerReferrals.Contracts.
+# V3.Referral; reference dataverse-push-and-webhook-trust.md §3), with the value a new referral
+# shows when its body does not set one. `quality`, `tags` and `registrationStatus` are the values
+# seen in real payloads (reference §2.1 [REAL]); the rest are plausible, UNCERTAIN: the service's
+# values are undocumented (`referralSource`/`callToAction` are for marketplace leads, §2.1).
+# `mpnId` and `lastModifiedVia` are filled by the store; `closedDateTime` when the referral closes;
+# `registrations` stays null until a deal registration adds the first one (§2.5).
+CONTRACT_DEFAULTS: dict[str, Any] = {
+    "referralProgram": None,
+    "registrationStatus": "None",
+    "quality": "Unknown",
+    "isSpam": False,
+    "tags": [],
+    "mpnId": None,
+    "salesStage": None,
+    "callToAction": None,
+    "referralSource": None,
+    "lastModifiedVia": None,
+    "lastRunId": None,
+    "favorite": False,
+    "campaignId": None,
+    "trackingInfo": {"microsoftMsxId": None},
+    "closedDateTime": None,
+    "registrations": None,
+}
 
 # The JSON Patch paths a partner may patch, as the certified "Partner Center Referrals"
 # connector lists them (microsoft/PowerPlatformConnectors, certified-connectors/
@@ -266,7 +301,9 @@ def normalise_enums(referral: dict[str, Any]) -> None:
 
 
 __all__ = [
+    "CONTRACT_DEFAULTS",
     "PARTNER_PATCH_PATHS",
+    "SET_BY_MICROSOFT",
     "ApiError",
     "check_patch_paths",
     "check_transition",

@@ -46,3 +46,65 @@ def cosell_referral_from_microsoft(**fields: Any) -> dict[str, Any]:
     }
     body.update(fields)
     return body
+
+
+def contract_properties(**fields: Any) -> dict[str, Any]:
+    """Every property the connector's Referral contract adds to the reference's doc tables, with
+    a non-empty value of the contract's type (microsoft/PowerPlatformConnectors,
+    certified-connectors/PartnerCenterReferrals/apiDefinition.swagger.json; reference
+    dataverse-push-and-webhook-trust.md §3), for a referral Microsoft sends. The values are
+    plausible, not documented (UNCERTAIN); ``registrations`` follows the contract's
+    Registration shape (reference §2.5). ``fields`` override them."""
+    body: dict[str, Any] = {
+        "referralProgram": "MicrosoftCoSell",
+        "registrationStatus": "ReviewPending",
+        "quality": "High",
+        "isSpam": False,
+        # The contract's `tags` items are typed string yet declare a `tag` property: the
+        # object form is the stricter test of a client's tolerance.
+        "tags": [{"tag": "AzureMigration"}, {"tag": "FY27"}],
+        "mpnId": "6100001",
+        "salesStage": "Develop",
+        "callToAction": "ContactMe",
+        "referralSource": "MicrosoftSeller",
+        "lastModifiedVia": "Microsoft",
+        "lastRunId": "0f4c3a52-0000-4000-8000-00000000a11d",
+        "favorite": True,
+        "campaignId": "CAMPAIGN-2027-01",
+        "trackingInfo": {"microsoftMsxId": "7-ABCDEFGH1"},
+        "closedDateTime": None,
+        "registrations": [
+            {
+                "id": "0f4c3a52-0000-4000-8000-00000000b0b0",
+                "type": "AzureIPCoSell",
+                "registrationDateTime": "2027-01-15T10:00:00Z",
+                "status": "ReviewPending",
+                "statusReason": None,
+                "contract": {
+                    "value": 120000.0,
+                    "currency": "EUR",
+                    "startDateTime": "2027-02-01T00:00:00Z",
+                    "endDateTime": "2028-01-31T00:00:00Z",
+                    "signDateTime": "2027-01-20T00:00:00Z",
+                    "term": "Finite",
+                },
+                "solutionDetails": [
+                    {
+                        "id": "SOL-12345-ABC",
+                        "name": "Contoso Migration Factory",
+                        "value": 120000.0,
+                        "isDeployedOnAzure": True,
+                        "primaryDeploymentOn": "Customer",
+                        "pricingModel": "PayAsYouGo",
+                        "marketplaceTransactionDetails": {
+                            "isMarketplaceTransacted": False,
+                            "marketplaceTransactionDateTime": None,
+                        },
+                    }
+                ],
+                "statusHistory": {"reviewPendingDateTime": "2027-01-15T10:00:00Z"},
+            }
+        ],
+    }
+    body.update(fields)
+    return body

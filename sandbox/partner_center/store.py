@@ -13,7 +13,15 @@ from typing import Any, Literal
 
 from .errors import ApiError, invalid
 from .jsonpatch import apply_patch, split_pointer
-from .rules import READ_ONLY, check_transition, is_guid, normalise_enums, validate_referral
+from .rules import (
+    CONTRACT_DEFAULTS,
+    READ_ONLY,
+    SET_BY_MICROSOFT,
+    check_transition,
+    is_guid,
+    normalise_enums,
+    validate_referral,
+)
 
 Side = Literal["partner", "microsoft"]
 ChangeKind = Literal["created", "updated"]
@@ -21,6 +29,10 @@ ChangeKind = Literal["created", "updated"]
 MICROSOFT = {"organizationId": "msft", "organizationName": "Microsoft"}
 # Unanswered incoming referrals expire after 14 days (§2.3).
 EXPIRY = timedelta(days=14)
+# `lastModifiedVia` ("Referral Last Modified By" in the connector's contract): who wrote last.
+# The service's values are undocumented (UNCERTAIN); the emulator tells its two writers apart.
+VIA_PARTNER_API = "API"
+VIA_MICROSOFT = "Microsoft"
 
 
 @dataclass
@@ -48,11 +60,13 @@ class ReferralStore:
         *,
         organization_id: str = "00000000-0000-4000-8000-0000000c0a50",
         organization_name: str = "Contoso Partner (emulator)",
+        mpn_id: str = "6100001",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         seed: int | None = None,
     ) -> None:
         self.organization_id = organization_id
         self.organization_name = organization_name
+        self.mpn_id = mpn_id  # the partner's MPN id, in `mpnId` of the referrals it owns
         self._clock = clock
         self._random = random.Random(seed)
         self._referrals: dict[str, dict[str, Any]] = {}
@@ -89,8 +103,8 @@ class ReferralStore:
         a referral Microsoft sends the partner (New/Pending, invitedBy msft)."""
         if not isinstance(body, dict):
             raise invalid("The request body must be a referral object.")
-        # Microsoft may send a referral that already carries its own CRM id.
-        read_only = READ_ONLY - {"trackingInfo"} if incoming else READ_ONLY
+        # Microsoft may send a referral that already carries its own CRM id and grading.
+        read_only = READ_ONLY - SET_BY_MICROSOFT if incoming else READ_ONLY
         referral = {k: copy.deepcopy(v) for k, v in body.items() if k not in read_only}
         normalise_enums(referral)
         validate_referral(referral)
@@ -128,6 +142,11 @@ class ReferralStore:
             referral.update(self._owner())
             referral.update(direction="Outgoing", status="Active", substatus="Accepted")
             referral["acceptedDateTime"] = now  # outgoing: accepted at creation (§2.1)
+        if side == "partner":
+            referral["mpnId"] = self.mpn_id
+        by_partner = side == "partner" and not incoming
+        referral["lastModifiedVia"] = VIA_PARTNER_API if by_partner else VIA_MICROSOFT
+        _complete(referral)
         referral["eTag"] = self._etag()
         self._referrals[referral_id] = referral
         self._sides[referral_id] = side
@@ -151,7 +170,7 @@ class ReferralStore:
                         raise invalid(f"The property '{head}' cannot be updated.", head)
         updated = copy.deepcopy(current)
         apply_patch(updated, operations)
-        return self._commit(current, updated)
+        return self._commit(current, updated, via=VIA_MICROSOFT if microsoft else VIA_PARTNER_API)
 
     def replace(self, referral_id: str, body: Any, *, if_match: str | None) -> dict[str, Any]:
         """PUT: the whole referral (obsolete but served, §1.1). ``If-Match`` is required."""
@@ -165,7 +184,7 @@ class ReferralStore:
         for key in READ_ONLY - {"links", "eTag"}:
             if key in current:
                 updated[key] = copy.deepcopy(current[key])
-        return self._commit(current, updated)
+        return self._commit(current, updated, via=VIA_PARTNER_API)
 
     def seed(self, body: dict[str, Any]) -> dict[str, Any]:
         """Create without events (test fixtures and benchmarks)."""
@@ -177,7 +196,9 @@ class ReferralStore:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _commit(self, current: dict[str, Any], updated: dict[str, Any]) -> dict[str, Any]:
+    def _commit(
+        self, current: dict[str, Any], updated: dict[str, Any], *, via: str
+    ) -> dict[str, Any]:
         normalise_enums(updated)
         validate_referral(updated)
         check_transition(current, updated)
@@ -187,6 +208,8 @@ class ReferralStore:
         if updated.get("status") == "Closed" and current.get("status") != "Closed":
             updated["closedDateTime"] = now
         updated["updatedDateTime"] = now
+        updated["lastModifiedVia"] = via
+        _complete(updated)  # a PUT body may leave contract properties out: they show as null
         updated["eTag"] = self._etag()
         current.clear()
         current.update(updated)
@@ -241,6 +264,13 @@ class ReferralStore:
     def _etag(self) -> str:
         # Same look as the real ones: a quoted GUID-like string, passed verbatim (§2.1).
         return f'"{next(self._counter):08x}-0000-0000-0000-{self._random.getrandbits(48):012x}"'
+
+
+def _complete(referral: dict[str, Any]) -> None:
+    """Every contract property present, as the service's serializer writes them (null when
+    unset), so clients meet the whole shape (``rules.CONTRACT_DEFAULTS``)."""
+    for name, default in CONTRACT_DEFAULTS.items():
+        referral.setdefault(name, copy.deepcopy(default))
 
 
 def _iso(moment: datetime) -> str:

@@ -14,7 +14,7 @@ REFERRALS = "/v1.0/engagements/referrals"
 
 async def _create(http: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
     response = await http.post(REFERRALS, json=body)
-    assert response.status_code == 201, response.text
+    assert response.status_code == 200, response.text
     created: dict[str, Any] = response.json()
     return created
 

@@ -17,6 +17,8 @@ import httpx
 import pytest
 
 from sandbox.partner_center import SigningAuthority, create_app
+from sandbox.partner_center.errors import ApiError
+from sandbox.partner_center.jsonpatch import apply_patch
 from sandbox.partner_center.rules import PARTNER_PATCH_PATHS
 
 from .conftest import AUTH, BASE
@@ -145,11 +147,13 @@ async def test_create_app_can_start_in_strict_mode(signing: SigningAuthority) ->
 async def test_a_deal_registration_adds_the_first_registration(
     http: httpx.AsyncClient, strict: bool
 ) -> None:
-    """The connector's ``DealRegistration``: ``add`` to ``/registrations/-`` on a referral that
-    has none yet. RFC 6902 would refuse it (the array does not exist); the contract makes it
-    the way to register, so the emulator takes an absent array as empty (UNCERTAIN)."""
+    """The connector's ``DealRegistration`` (apiDefinition.swagger.json,
+    ``CreateDealRegistrationByReferralId``; reference dataverse-push-and-webhook-trust.md §3):
+    ``add`` to ``/registrations/-`` on a referral that has none yet, in both modes. RFC 6902
+    would refuse it (the array does not exist); the contract makes it the way to register, so
+    the emulator takes an absent (null) array as empty (UNCERTAIN)."""
     created = await _create(http)
-    assert "registrations" not in created
+    assert created["registrations"] is None  # the contract property, not yet an array
     await _strict(http, strict)
     registration = {"type": "AzureIPCoSell", "solutionDetails": [{"id": "SOL-1", "value": 10}]}
 
@@ -165,3 +169,16 @@ async def test_a_deal_registration_adds_the_first_registration(
     )
     # `contract` is absent: a leaf under a missing object is still refused, as RFC 6902 says.
     assert again.status_code == 400
+
+
+@pytest.mark.parametrize("document", [{}, {"registrations": None}])
+def test_a_deal_registration_creates_the_absent_array(document: dict[str, Any]) -> None:
+    """``CreateDealRegistrationByReferralId`` of the connector's swagger (reference
+    dataverse-push-and-webhook-trust.md §3) on a referral whose ``registrations`` is missing
+    or null: the first ``add`` to ``/registrations/-`` creates the array; one to another
+    absent array's parent path is still refused, as RFC 6902 says."""
+    apply_patch(document, [{"op": "add", "path": "/registrations/-", "value": {"id": "r1"}}])
+
+    assert document["registrations"] == [{"id": "r1"}]
+    with pytest.raises(ApiError):
+        apply_patch(document, [{"op": "add", "path": "/tags/0/tag", "value": "x"}])
