@@ -31,7 +31,7 @@ parentheses, ``;``-separated: ``$select``, ``$expand``, and on collections ``$fi
 single-valued navigation properties, arrays under collection-valued ones; one request, and if
 any row fails no row is created.
 
-Not emulated: change tracking (``odata.track-changes``), ``$batch``, alternate keys, ``$count``,
+Not emulated: change tracking (``odata.track-changes``), alternate keys, ``$count``,
 ``<nav>@odata.nextLink`` paging of expanded collections (up to 5000 rows come inline), binding
 existing rows into a collection on create (``<collection>@odata.bind``), filters through
 collection-valued properties (``any``/``all``), and the execution-time service-protection limit.
