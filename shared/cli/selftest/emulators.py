@@ -53,17 +53,18 @@ class Emulators:
         return httpx.ASGITransport(app=app)
 
     async def __aenter__(self) -> Emulators:
-        for service, base in (
+        bases: tuple[tuple[Service, str], ...] = (
             ("partner center", PARTNER_CENTER_BASE),
             ("dataverse", DATAVERSE_BASE),
-        ):
+        )
+        for service, base in bases:
             client = httpx.AsyncClient(
-                transport=self.transport(service),  # type: ignore[arg-type]
+                transport=self.transport(service),
                 base_url=base,
                 headers={"Authorization": SANDBOX_AUTHORIZATION},
                 timeout=30.0,
             )
-            self.clients[service] = await self._stack.enter_async_context(client)  # type: ignore[index]
+            self.clients[service] = await self._stack.enter_async_context(client)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
