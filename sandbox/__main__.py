@@ -3,6 +3,9 @@
 Ports come from ``SANDBOX_HOST_PORT`` (7071), ``SANDBOX_PC_PORT`` (7101),
 ``SANDBOX_DATAVERSE_PORT`` (7102), ``SANDBOX_QUEUE_PORT`` (10001) and ``SANDBOX_TABLE_PORT``
 (10002), 0 meaning any free port; the function key from ``SANDBOX_FUNCTION_KEY`` (``sandbox``).
+App settings set in the environment (``CRM_MAPPING``, ``SYNC_COSELL_ONLY``...) go to the app, over
+the sandbox's values; a wrong one stops start-up before anything runs, with the app's message
+naming it (for the mapping, its JSON path) on standard error and exit status 1.
 Standard output gets a few lines with the URLs and then exactly one line ``ready``; logs go to
 standard error.
 """
@@ -18,6 +21,7 @@ import signal
 import sys
 
 from sandbox.stack import SandboxStack
+from shared.errors import SettingsError
 
 
 def _say(line: str) -> None:
@@ -32,6 +36,7 @@ async def up() -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     stack = SandboxStack.from_environ(os.environ)
+    stack.check_settings()
     async with stack:
         assert stack.host is not None
         key = stack.function_key
@@ -62,7 +67,9 @@ async def run_demo() -> int:
     # Any free ports unless SANDBOX_* say otherwise: the demo must run on a busy machine too.
     ports = ("HOST", "PC", "DATAVERSE", "QUEUE", "TABLE")
     environ = {**{f"SANDBOX_{name}_PORT": "0" for name in ports}, **os.environ}
-    return await demo(SandboxStack.from_environ(environ))
+    stack = SandboxStack.from_environ(environ)
+    stack.check_settings()
+    return await demo(stack)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         if arguments.command == "demo":
             return asyncio.run(run_demo())
         return asyncio.run(up())
+    except SettingsError as exc:
+        # What the app would refuse at its first invocation (and its health endpoint report):
+        # every wrong setting on its own line, the mapping's by JSON path.
+        print(f"sandbox: could not start: {exc}", file=sys.stderr)
+        return 1
     except (OSError, RuntimeError, ValueError) as exc:
         # A busy port, Azurite missing, a wrong SANDBOX_* value: say it in one line.
         print(f"sandbox: could not start: {exc}", file=sys.stderr)

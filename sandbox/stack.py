@@ -8,6 +8,12 @@ local host on ``function_app.py``, waits until everything answers and registers 
 with the Partner Center emulator when the app declares ``partner_center_webhook``. Leaving the
 block stops everything and puts the environment back. ``python -m sandbox up`` runs it until
 Ctrl-C; end-to-end tests and the demo use it directly (every port 0 = pick a free one).
+
+``SandboxStack.from_environ`` (what ``python -m sandbox up`` and the demo use) also takes the app
+settings found in that environment, e.g. ``CRM_MAPPING`` or ``SYNC_COSELL_ONLY``, over the
+sandbox's values, except those that wire the app to the sandbox's own storage and emulators.
+``check_settings`` validates the app settings before anything starts, as the app would at its
+first invocation, so a wrong one stops start-up with the app's message.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -32,9 +38,12 @@ from sandbox.azurite import Azurite
 from sandbox.host import FunctionHost, quiet_server, serve_in_background
 from sandbox.partner_center.webhooks import SUPPORTED_EVENTS
 from shared.crm_schema import DEFAULT_PREFIX
-
-if TYPE_CHECKING:
-    from shared.settings import Settings
+from shared.settings import (
+    STORAGE_IDENTITY_SETTINGS,
+    Settings,
+    load_settings,
+    setting_names,
+)
 
 logger = logging.getLogger("sandbox.stack")
 
@@ -53,6 +62,30 @@ PORT_VARIABLES = {
     "queue_port": ("SANDBOX_QUEUE_PORT", 10001),
     "table_port": ("SANDBOX_TABLE_PORT", 10002),
 }
+
+# App settings the sandbox points at its own Azurite and emulators: the environment cannot send
+# them elsewhere (the sandbox never talks to a real Microsoft service).
+SANDBOX_WIRED_SETTINGS = frozenset(
+    {
+        "AzureWebJobsStorage",
+        *STORAGE_IDENTITY_SETTINGS,
+        "PARTNER_CENTER_API_URL",
+        "PARTNER_CENTER_WEBHOOK_API_URL",
+        "DATAVERSE_URL",
+        "WEBHOOK_SIGNATURE_MODE",
+        "WEBHOOK_CERT_HOST_ALLOWLIST",
+        "WEBHOOK_TRUSTED_ROOTS",
+    }
+)
+
+
+def environ_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """The app settings set (non-empty) in ``environ`` that the sandbox lets it choose."""
+    return {
+        name: environ[name]
+        for name in setting_names()
+        if name not in SANDBOX_WIRED_SETTINGS and environ.get(name)
+    }
 
 
 def sample_settings(path: Path = SAMPLE_SETTINGS) -> dict[str, str]:
@@ -156,6 +189,7 @@ class SandboxStack:
         """Ports from ``SANDBOX_*_PORT`` and the key from ``SANDBOX_FUNCTION_KEY`` (SPEC 9)."""
         environ = os.environ if environ is None else environ
         ports = {name: _port(environ, *variable) for name, variable in PORT_VARIABLES.items()}
+        options["settings"] = {**environ_settings(environ), **options.get("settings", {})}
         return cls(
             host_port=ports["host_port"],
             partner_center_port=ports["partner_center_port"],
@@ -206,6 +240,12 @@ class SandboxStack:
         return self.host.function_url(name)
 
     # -- lifecycle
+
+    def check_settings(self) -> None:
+        """Validate the app settings this stack would set (the emulators' real ports do not
+        matter to validity) and raise ``SettingsError`` naming each wrong one, as the app's
+        first invocation and its health endpoint would."""
+        load_settings({**sample_settings(), **self.overrides})
 
     async def start(self) -> SandboxStack:
         try:
@@ -311,8 +351,6 @@ class SandboxStack:
     def app_settings(self) -> Settings:
         """The app's typed settings for this stack (start it first), e.g. to build clients of
         the emulators with ``shared.wiring``."""
-        from shared.settings import load_settings
-
         assert self.settings, "start the stack first"
         return load_settings(self.settings)
 
