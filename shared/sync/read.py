@@ -212,7 +212,10 @@ def link_state(link: SyncLink | None) -> LinkState | None:
         opportunity_id=link.opportunity_id,
         base=SyncBase.model_validate(link.base) if link.base else None,
         referral_etag=link.referral_etag,
-        referral_updated_at=link.referral_updated_at,
+        # A creation cut off (e.g. lost the race for its account) covers no version: finish it.
+        referral_updated_at=None
+        if crm_target and link.opportunity_id
+        else link.referral_updated_at,
         opportunity_etag=link.opportunity_etag,
         opportunity_modified_on=link.opportunity_modified_on,
         opportunity_confirmed_at=link.opportunity_confirmed_at,
