@@ -52,6 +52,27 @@ async def test_two_referrals_for_one_new_customer_share_one_account(world: World
     assert await world.count("opportunities") == 2
 
 
+async def test_webhook_jobs_for_one_new_customer_each_get_their_opportunity(
+    world: World,
+) -> None:
+    """Concurrent creations race for the customer's derived account id; the losers restart.
+    A loser's write-ahead link already held the referral's ``updatedDateTime``, so its
+    restart took the webhook job as covered and stopped: that referral never got an
+    opportunity (found by the e2e mapping story's 50 concurrent creations)."""
+    referrals = [await world.incoming(name=f"Contoso - deal {n}") for n in range(10)]
+    jobs = []
+    for referral_id in referrals:
+        referral = await world.referral(referral_id)
+        assert referral.updated_date_time is not None
+        jobs.append(SyncJob(kind="referral", id=referral_id, reason="webhook:referral-created",
+                            observed_at=referral.updated_date_time))  # type: ignore[arg-type]  # fmt: skip
+
+    await asyncio.gather(*(world.engine.sync(job) for job in jobs))
+
+    assert await world.count("accounts") == 1
+    assert await world.count("opportunities") == len(referrals)
+
+
 async def test_crash_after_referral_post_before_link_then_retry_makes_one_referral(
     world: World, storage_connection_string: str, unique_name: str
 ) -> None:
