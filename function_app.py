@@ -1,14 +1,16 @@
 """Co-sell Sync: the Azure Functions app. Each function parses its trigger and hands off to shared/.
 
-| Function                 | Trigger                                   | Hands off to              |
-|--------------------------|-------------------------------------------|---------------------------|
-| partner_center_webhook   | HTTP POST /api/webhooks/partner-center    | shared.triggers.webhook   |
-| poll_dataverse           | timer %DATAVERSE_POLL_SCHEDULE%           | shared.triggers.poll      |
-| reconcile_partner_center | timer %PARTNER_CENTER_RECONCILE_SCHEDULE% | shared.triggers.reconcile |
-| sync_job                 | queue sync-jobs (AzureWebJobsStorage)     | shared.triggers.worker    |
-| health                   | HTTP GET /api/health                      | shared.health             |
+| Function                 | Trigger                                   | Hands off to                      |
+|--------------------------|-------------------------------------------|-----------------------------------|
+| partner_center_webhook   | HTTP POST /api/webhooks/partner-center    | shared.triggers.webhook           |
+| dataverse_webhook        | HTTP POST /api/webhooks/dataverse         | shared.triggers.dataverse_webhook |
+| poll_dataverse           | timer %DATAVERSE_POLL_SCHEDULE%           | shared.triggers.poll              |
+| reconcile_partner_center | timer %PARTNER_CENTER_RECONCILE_SCHEDULE% | shared.triggers.reconcile         |
+| sync_job                 | queue sync-jobs (AzureWebJobsStorage)     | shared.triggers.worker            |
+| health                   | HTTP GET /api/health                      | shared.health                     |
 
-Both HTTP functions need the function key (auth level FUNCTION).
+Every HTTP function needs the function key (auth level FUNCTION); Dataverse's ``WebhookKey``
+authentication sends it as ``?code=``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import azure.functions as func
 from shared.health import check_health
 from shared.jobs import SYNC_JOBS_QUEUE
 from shared.logs import keep_personal_data_out_of_logs
+from shared.triggers.dataverse_webhook import handle_dataverse_push
 from shared.triggers.poll import poll_dataverse as poll_changed_opportunities
 from shared.triggers.reconcile import reconcile_partner_center as reconcile_referrals
 from shared.triggers.webhook import handle_webhook
@@ -30,6 +33,14 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 @app.route(route="webhooks/partner-center", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 async def partner_center_webhook(req: func.HttpRequest) -> func.HttpResponse:
     answer = await handle_webhook(req.get_body(), req.headers)
+    return func.HttpResponse(
+        answer.to_json(), status_code=answer.status, mimetype="application/json"
+    )
+
+
+@app.route(route="webhooks/dataverse", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def dataverse_webhook(req: func.HttpRequest) -> func.HttpResponse:
+    answer = await handle_dataverse_push(req.get_body(), req.headers)
     return func.HttpResponse(
         answer.to_json(), status_code=answer.status, mimetype="application/json"
     )

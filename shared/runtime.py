@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+from uuid import UUID
 
 import httpx
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
@@ -40,6 +41,7 @@ from azure.storage.queue.aio import QueueClient
 
 from shared import wiring
 from shared.dataverse import DataverseClient
+from shared.errors import CosellError
 from shared.jobs import POISON_QUEUE, SYNC_JOBS_QUEUE, JobQueue
 from shared.partner_center import (
     ISSUER_LOCATIONS,
@@ -129,6 +131,7 @@ class Runtime:
     _pc: PartnerCenterClient | None = field(default=None, init=False, repr=False)
     _secret_writer: KeyVaultSecretWriter | None = field(default=None, init=False, repr=False)
     _dataverse: DataverseClient | None = field(default=None, init=False, repr=False)
+    _application_user: UUID | None = field(default=None, init=False, repr=False)
     _cursors: CursorStore | None = field(default=None, init=False, repr=False)
     _links: LinkStore | None = field(default=None, init=False, repr=False)
     _history: HistoryStore | None = field(default=None, init=False, repr=False)
@@ -215,6 +218,17 @@ class Runtime:
                 self.settings, transport=self.transports.dataverse
             )
         return self._dataverse
+
+    async def application_user_id(self) -> UUID | None:
+        """The Dataverse user the app writes as (``WhoAmI``, asked once per process: a push
+        initiated by it is our own write). None while Dataverse cannot be asked."""
+        if self._application_user is None:
+            try:
+                self._application_user = (await self.dataverse().who_am_i()).user_id
+            except (CosellError, httpx.HTTPError, ValueError) as exc:
+                logger.warning("WhoAmI failed (%s): pushes are checked by the link only",
+                               type(exc).__name__)  # fmt: skip
+        return self._application_user
 
     def engine(self) -> SyncEngine:
         """The sync engine over this runtime's clients and stores."""

@@ -77,9 +77,18 @@ from shared.dataverse._odata import (
     ne,
     startswith,
 )
+from shared.dataverse._remote_context import (
+    MAX_CONTEXT_BYTES,
+    PushedEntity,
+    PushedReference,
+    RemoteContextError,
+    RemoteExecutionContext,
+    parse_remote_context,
+)
 from shared.dataverse._throttle import AdaptiveThrottle
 
 __all__ = [
+    "MAX_CONTEXT_BYTES",
     "VERSION_COLUMNS",
     "AccessDenied",
     "AdaptiveThrottle",
@@ -104,7 +113,11 @@ __all__ = [
     "OptionMetadata",
     "OptionSetMetadata",
     "PreconditionFailed",
+    "PushedEntity",
+    "PushedReference",
     "RelationshipMetadata",
+    "RemoteContextError",
+    "RemoteExecutionContext",
     "Row",
     "ServiceError",
     "StaticTokenProvider",
@@ -128,5 +141,6 @@ __all__ = [
     "lookup",
     "lt",
     "ne",
+    "parse_remote_context",
     "startswith",
 ]

@@ -12,6 +12,7 @@ to the second, so a seller's edit in the same second as our write has the same `
 the echo check compares ``versionnumber`` (it grows with every write) with the one the link, or
 without a link the opportunity's index row, recorded; only where no version was recorded (links
 of older versions) does a ``modifiedon`` *strictly* older than the recorded one count as an echo.
+That check is ``shared.triggers.echo``'s, shared with ``dataverse_webhook``.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from shared.crm_schema import crm_schema
 from shared.dataverse import VERSION_COLUMNS, Expand, all_of, eq, ge, ne
 from shared.jobs import SyncJob
 from shared.runtime import Runtime, get_runtime
-from shared.state import LinkStore
 from shared.sync.snapshot import version_in
 from shared.triggers import cursor_run
+from shared.triggers.echo import Seen, is_echo
 
 logger = logging.getLogger(__name__)
 
@@ -60,24 +61,11 @@ class PollReport:
     cursor_saved: bool = False
 
 
-@dataclass(frozen=True)
-class _Seen:
-    """One changed row as read: its ``modifiedon`` and ``versionnumber`` (None if absent)."""
-
-    at: datetime
-    version: int | None = None
-
-    def newer_than(self, other: _Seen) -> bool:
-        if self.version is not None and other.version is not None:
-            return self.version > other.version
-        return self.at > other.at
-
-
 @dataclass
 class _Changes:
     """Changed records of one query: id → its newest row, and where reading stopped."""
 
-    by_id: dict[str, _Seen] = field(default_factory=dict)
+    by_id: dict[str, Seen] = field(default_factory=dict)
     rows: int = 0
     last: datetime | None = None
     capped: bool = False
@@ -183,7 +171,7 @@ async def poll_dataverse(
     fresh = {i: c for i, c in changed.items() if previous.get(i) != c.mark}
     report.already_queued = len(changed) - len(fresh)
     covered = await cursor_run.gather_bounded(
-        fresh.items(), lambda item: _is_echo(runtime.links(), item[0], item[1])
+        fresh.items(), lambda item: is_echo(runtime.links(), item[0], item[1].rows)
     )
     jobs = [
         SyncJob(kind="opportunity", id=UUID(i), reason="poll", observed_at=c.at)
@@ -241,7 +229,7 @@ async def _read(
             changes.last = at
             record_id = row.get(id_column)
             key = _guid(record_id)
-            seen = _Seen(at, version_in(changed))
+            seen = Seen(at, version_in(changed))
             known = changes.by_id.get(key) if key is not None else None
             if key is not None and (known is None or seen.newer_than(known)):
                 changes.by_id[key] = seen
@@ -278,7 +266,7 @@ class _Change:
     """What changed for one record, by kind of row: "opportunity", "solutions" (its newest
     solution row), "account", "contact" (the rows it uses), or "lead"."""
 
-    rows: dict[str, _Seen]
+    rows: dict[str, Seen]
 
     @property
     def at(self) -> datetime:
@@ -292,28 +280,6 @@ class _Change:
             for kind, seen in sorted(self.rows.items())
         ]
         return "|".join([cursor_run.iso(self.at), *versions])
-
-
-async def _is_echo(links: LinkStore, opportunity_id: str, change: _Change) -> bool:
-    """True when the link (or, before a referral exists, the index row) already records these
-    rows' versions: the change is the engine's own write or already synced."""
-    link = await links.get_link_by_opportunity(opportunity_id)
-    if link is not None:
-        at, versions = link.opportunity_modified_on, link.row_versions
-    else:
-        index = await links.get_opportunity_index(opportunity_id)
-        if index is None:
-            return False
-        at, versions = index.opportunity_modified_on, index.row_versions
-    return all(_covered(seen, versions.get(kind), at) for kind, seen in change.rows.items())
-
-
-def _covered(seen: _Seen, version: int | None, at: datetime | None) -> bool:
-    if seen.version is not None and version is not None:
-        return seen.version <= version
-    # No version to compare: only an older second is surely covered (same second: a seller's
-    # edit may have followed our write, so the worker reads it).
-    return at is not None and seen.at < at
 
 
 def _next_watermark(watermark: datetime, *reads: _Changes) -> datetime:
