@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sandbox.dataverse import odata
+from sandbox.dataverse import bulk, odata
 from sandbox.dataverse.errors import DataverseFault, payload_error, query_error
 from sandbox.dataverse.schema import Kind, Table
 from sandbox.dataverse.store import Record, Row, Store
@@ -105,6 +105,8 @@ class DataApi:
             body = await read_body(request, "opportunities")
             self.emulator.store.close_opportunity(path == "WinOpportunity", body)
             return no_content()
+        if (match := bulk.BOUND_ACTION.match(path)) and method == "POST":
+            return await bulk.handle(self, request, match)
         if match := COLLECTION.match(path):
             entity_set = match.group("set")
             if method == "GET":

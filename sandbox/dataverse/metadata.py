@@ -29,6 +29,7 @@ from starlette.responses import Response
 
 from sandbox.dataverse.api import json_response, no_content, read_body
 from sandbox.dataverse.errors import DataverseFault, duplicate_record, query_error
+from sandbox.dataverse.metadata_query import filter_definitions, select_properties
 from sandbox.dataverse.odata import split_top_level
 from sandbox.dataverse.schema import (
     ACTIVE_STATES,
@@ -44,11 +45,15 @@ if TYPE_CHECKING:
     from sandbox.dataverse.app import Emulator
 
 _NAMESPACE = uuid.UUID("0c5e3f0e-6a4b-4f65-9a51-8d0f3f6a7b21")
-ENTITY = re.compile(r"^EntityDefinitions(?:\(LogicalName='(?P<name>[a-z0-9_]+)'\))?$")
+_GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+# A table by its primary key (MetadataId) or its alternate key (LogicalName), metadata_query.py
+_TABLE_KEY = rf"\((?:LogicalName='(?P<name>[a-z0-9_]+)'|(?P<table_id>{_GUID}))\)"
+ENTITY = re.compile(rf"^EntityDefinitions(?:{_TABLE_KEY})?$")
+# .../Attributes, one attribute (by either key), and a cast of either to a derived type
 ATTRIBUTES = re.compile(
-    r"^EntityDefinitions\(LogicalName='(?P<name>[a-z0-9_]+)'\)/Attributes"
-    r"(?:\(LogicalName='(?P<attribute>[a-z0-9_]+)'\)"
-    r"(?:/Microsoft\.Dynamics\.CRM\.(?P<cast>[A-Za-z]+AttributeMetadata))?)?$"
+    rf"^EntityDefinitions{_TABLE_KEY}/Attributes"
+    rf"(?:\((?:LogicalName='(?P<attribute>[a-z0-9_]+)'|(?P<attribute_id>{_GUID}))\))?"
+    r"(?:/Microsoft\.Dynamics\.CRM\.(?P<cast>[A-Za-z]+AttributeMetadata))?$"
 )
 _EXPAND_ITEM = re.compile(r"^(?P<name>[A-Za-z]+)(?:\((?P<options>.*)\))?$")
 LANGUAGE_CODE = 1033  # the emulator's one language (English, US)
@@ -56,10 +61,7 @@ LANGUAGE_CODE = 1033  # the emulator's one language (English, US)
 # + 4 digits; the default prefix 10000 gives 100000000 (reference 4.6; UNCERTAIN for others).
 FIRST_CUSTOM_OPTION = 100_000_000
 _OPTION_SET_TYPES = {Kind.PICKLIST: "Picklist", Kind.STATE: "State", Kind.STATUS: "Status"}
-RELATIONSHIPS = re.compile(
-    r"^EntityDefinitions\(LogicalName='(?P<name>[a-z0-9_]+)'\)/OneToManyRelationships$"
-)
-_FILTER = re.compile(r"^(LogicalName|EntitySetName|SchemaName) eq '([^']*)'$")
+RELATIONSHIPS = re.compile(rf"^EntityDefinitions{_TABLE_KEY}/OneToManyRelationships$")
 _CUSTOM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{1,7}_[A-Za-z0-9_]+$")
 
 _TYPES = {
@@ -69,6 +71,7 @@ _TYPES = {
     "BigIntAttributeMetadata": Kind.BIGINT,
     "MoneyAttributeMetadata": Kind.MONEY,
     "DecimalAttributeMetadata": Kind.DECIMAL,
+    "DoubleAttributeMetadata": Kind.DOUBLE,
     "BooleanAttributeMetadata": Kind.BOOLEAN,
     "PicklistAttributeMetadata": Kind.PICKLIST,
     "DateTimeAttributeMetadata": Kind.DATETIME,
@@ -80,6 +83,18 @@ _TYPE_NAMES = {
     Kind.LOOKUP: "LookupAttributeMetadata",
     Kind.DATEONLY: "DateTimeAttributeMetadata",
     **{kind: name for name, kind in _TYPES.items()},
+}
+
+
+# A cast of the Attributes collection keeps the attributes of these kinds (empty: all of them).
+_CAST_KINDS: dict[str, frozenset[Kind]] = {
+    "AttributeMetadata": frozenset(),
+    "EnumAttributeMetadata": frozenset(_OPTION_SET_TYPES),
+    "StateAttributeMetadata": frozenset({Kind.STATE}),
+    "StatusAttributeMetadata": frozenset({Kind.STATUS}),
+    "LookupAttributeMetadata": frozenset({Kind.LOOKUP}),
+    "DateTimeAttributeMetadata": frozenset({Kind.DATETIME, Kind.DATEONLY}),
+    **{name: frozenset({kind}) for name, kind in _TYPES.items() if kind is not Kind.DATETIME},
 }
 
 
@@ -160,16 +175,6 @@ def option_set_json(table: Table, column: Column) -> dict[str, Any]:
     }
 
 
-def _select(body: dict[str, Any], text: str | None) -> dict[str, Any]:
-    """``$select`` on a metadata entity: the named properties and ``MetadataId``, which Dataverse
-    always returns. Names the emulator does not model are left out rather than refused, since
-    Dataverse has many more metadata properties than the emulator fills in."""
-    if text is None:
-        return body
-    names = set(split_top_level(text)) | {"MetadataId"}
-    return {k: v for k, v in body.items() if k in names or k.startswith("@odata.")}
-
-
 def cast_attribute_json(
     schema: Schema,
     table: Table,
@@ -193,7 +198,7 @@ def cast_attribute_json(
         raise DataverseFault(
             404, "0x80040217", f"The attribute {column.name} is a {actual}, not a {cast}."
         )
-    body = _select(attribute_json(schema, table, column), select)
+    body = select_properties(attribute_json(schema, table, column), select)
     for item in split_top_level(expand or ""):
         match = _EXPAND_ITEM.match(item)
         name = match.group("name") if match else item
@@ -217,7 +222,9 @@ def cast_attribute_json(
         # Every option set of the emulator is local: GlobalOptionSet is null (a choice made from
         # a global choice would have it, and OptionSet too).
         body[name] = (
-            _select(option_set_json(table, column), nested) if name == "OptionSet" else None
+            select_properties(option_set_json(table, column), nested)
+            if name == "OptionSet"
+            else None
         )
     return body
 
@@ -250,6 +257,8 @@ def entity_json(schema: Schema, table: Table, *, attributes: bool) -> dict[str, 
         "PrimaryIdAttribute": table.primary_key,
         "PrimaryNameAttribute": table.primary_name,
         "IsCustomEntity": table.custom,
+        # Private tables are internal to the platform; every table the emulator has is public.
+        "IsPrivate": False,
         "ChangeTrackingEnabled": True,
         "IsOptimisticConcurrencyEnabled": True,
     }
@@ -330,38 +339,67 @@ class MetadataApi:
     def base_url(self, request: Request) -> str:
         return str(request.base_url).rstrip("/") + "/api/data/v9.2/"
 
-    def _table(self, logical_name: str) -> Table:
-        table = self.emulator.store.schema.by_logical_name(logical_name)
+    def _table(self, match: re.Match[str]) -> Table:
+        """The table a path names by ``LogicalName='x'`` or by its ``MetadataId``."""
+        schema = self.emulator.store.schema
+        name, table_id = match.group("name"), match.group("table_id")
+        table = (
+            schema.by_logical_name(name)
+            if name
+            else next(
+                (t for t in schema.tables.values() if metadata_id(t.logical_name) == table_id),
+                None,
+            )
+        )
         if table is None:
             raise DataverseFault(
                 404,
                 "0x80040217",
-                f"Could not find an entity with the name {logical_name}.",
+                f"Could not find an entity with the name {name}."
+                if name
+                else f"Could not find an entity with MetadataId {table_id}.",
             )
         return table
 
+    def _column(self, table: Table, match: re.Match[str]) -> Column:
+        name, column_id = match.group("attribute"), match.group("attribute_id")
+        column = (
+            table.columns.get(name)
+            if name
+            else next(
+                (
+                    c
+                    for c in table.columns.values()
+                    if metadata_id(table.logical_name, c.name) == column_id
+                ),
+                None,
+            )
+        )
+        if column is None:
+            raise DataverseFault(
+                404, "0x80040217", f"Could not find attribute {name or column_id}."
+            )
+        return column
+
     async def handle(self, request: Request, path: str) -> Response | None:
+        params = request.query_params
+        schema = self.emulator.store.schema
         if path == "RelationshipDefinitions" and request.method == "POST":
             return await self.create_lookup(request)
         if (match := RELATIONSHIPS.match(path)) and request.method == "GET":
-            table = self._table(match.group("name"))
-            schema = self.emulator.store.schema
+            table = self._table(match)
             relations = sorted(schema.one_to_many(table).values(), key=lambda r: r.name)
             return json_response({"value": [relationship_json(schema, r) for r in relations]})
         if match := ATTRIBUTES.match(path):
-            table = self._table(match.group("name"))
-            if request.method == "GET" and match.group("attribute"):
-                column = table.columns.get(match.group("attribute") or "")
-                if column is None:
-                    raise DataverseFault(
-                        404, "0x80040217", f"Could not find attribute {match.group('attribute')}."
-                    )
-                cast = match.group("cast")
+            table = self._table(match)
+            one = bool(match.group("attribute") or match.group("attribute_id"))
+            cast = match.group("cast")
+            if request.method == "GET" and one:
+                column = self._column(table, match)
                 if cast:
-                    params = request.query_params
                     return json_response(
                         cast_attribute_json(
-                            self.emulator.store.schema,
+                            schema,
                             table,
                             column,
                             cast,
@@ -369,49 +407,59 @@ class MetadataApi:
                             params.get("$expand"),
                         )
                     )
-                return json_response(attribute_json(self.emulator.store.schema, table, column))
+                return json_response(attribute_json(schema, table, column))
             if request.method == "GET":
-                schema = self.emulator.store.schema
-                return json_response(
-                    {"value": [attribute_json(schema, table, c) for c in table.columns.values()]}
-                )
-            if (
-                request.method == "POST"
-                and not match.group("attribute")
-                and not match.group("cast")
-            ):
+                return json_response({"value": self._attributes(table, cast, params)})
+            if request.method == "POST" and not one and not cast:
                 return await self.create_column(request, table)
             return None
         if match := ENTITY.match(path):
-            name = match.group("name")
-            expand = "Attributes" in (request.query_params.get("$expand") or "")
-            if request.method == "GET" and name:
-                return json_response(
-                    entity_json(self.emulator.store.schema, self._table(name), attributes=expand)
-                )
+            keyed = bool(match.group("name") or match.group("table_id"))
+            expand = "Attributes" in (params.get("$expand") or "")
+            if request.method == "GET" and keyed:
+                body = entity_json(schema, self._table(match), attributes=expand)
+                return json_response(select_properties(body, params.get("$select")))
             if request.method == "GET":
                 return json_response({"value": self._list(request, expand)})
-            if request.method == "POST" and not name:
+            if request.method == "POST" and not keyed:
                 return await self.create_table(request)
         return None
 
-    def _list(self, request: Request, expand: bool) -> list[dict[str, Any]]:
-        tables = list(self.emulator.store.schema.tables.values())
-        text = request.query_params.get("$filter")
-        if text:
-            match = _FILTER.match(text.strip())
-            if match is None:
-                raise query_error(
-                    "The emulator filters EntityDefinitions only by "
-                    "LogicalName/EntitySetName/SchemaName eq '...'."
-                )
-            field, value = match.groups()
-            attr = {"LogicalName": "logical_name", "SchemaName": "logical_name"}.get(
-                field, "entity_set"
-            )
-            tables = [t for t in tables if getattr(t, attr) == value.lower()]
+    def _attributes(self, table: Table, cast: str | None, params: Any) -> list[dict[str, Any]]:
+        """``.../Attributes`` and its cast to a derived type, which keeps only the attributes of
+        that type: Microsoft's Python SDK reads every choice column of a table before each write
+        with ``Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata?$select=LogicalName
+        &$expand=OptionSet($select=Options)`` (shared/reference
+        dataverse-push-and-webhook-trust.md §4)."""
         schema = self.emulator.store.schema
-        return [entity_json(schema, t, attributes=expand) for t in tables]
+        select, expand = params.get("$select"), params.get("$expand")
+        if cast is None:
+            items = [attribute_json(schema, table, c) for c in table.columns.values()]
+            items = filter_definitions(items, params.get("$filter"), "AttributeMetadata")
+            return [select_properties(item, select) for item in items]
+        kinds = _CAST_KINDS.get(cast)
+        if kinds is None:
+            raise DataverseFault(
+                404, "0x80060888", f"The type 'Microsoft.Dynamics.CRM.{cast}' is not emulated."
+            )
+        columns = [c for c in table.columns.values() if not kinds or c.kind in kinds]
+        # Filter on the full definitions, then render each through the cast ($select, $expand).
+        full = [attribute_json(schema, table, c) for c in columns]
+        kept = {
+            item["LogicalName"] for item in filter_definitions(full, params.get("$filter"), cast)
+        }
+        return [
+            cast_attribute_json(schema, table, c, cast, select, expand)
+            for c in columns
+            if c.name in kept
+        ]
+
+    def _list(self, request: Request, expand: bool) -> list[dict[str, Any]]:
+        schema = self.emulator.store.schema
+        params = request.query_params
+        items = [entity_json(schema, t, attributes=expand) for t in schema.tables.values()]
+        items = filter_definitions(items, params.get("$filter"), "EntityMetadata")
+        return [select_properties(item, params.get("$select")) for item in items]
 
     async def create_column(self, request: Request, table: Table) -> Response:
         column = _column_from(await read_body(request, table.entity_set), table.entity_set)

@@ -290,6 +290,21 @@ def parse_filter(text: str, schema: Schema, table: Table) -> Node:
     return node
 
 
+def parse_expression(text: str) -> Node:
+    """A ``$filter`` tree not checked against a table (metadata collections check their own)."""
+    return _Parser(text).parse()
+
+
+def properties(node: Node) -> list[str]:
+    """The property paths a filter reads, in order."""
+    if isinstance(node, Logical):
+        return [*properties(node.left), *properties(node.right)]
+    if isinstance(node, Not):
+        return properties(node.operand)
+    sides = node.args if isinstance(node, Call) else (node.left, node.right)
+    return [side.path for side in sides if isinstance(side, Prop)]
+
+
 Getter = Callable[[Row, str], Any]
 
 

@@ -33,6 +33,7 @@ class Kind(StrEnum):
     BIGINT = "BigInt"
     MONEY = "Money"
     DECIMAL = "Decimal"
+    DOUBLE = "Double"  # floating point, e.g. account.address1_latitude
     BOOLEAN = "Boolean"
     PICKLIST = "Picklist"
     STATE = "State"
@@ -50,6 +51,7 @@ EDM_TYPE = {
     Kind.BIGINT: "Edm.Int64",
     Kind.MONEY: "Edm.Decimal",
     Kind.DECIMAL: "Edm.Decimal",
+    Kind.DOUBLE: "Edm.Double",
     Kind.BOOLEAN: "Edm.Boolean",
     Kind.PICKLIST: "Edm.Int32",
     Kind.STATE: "Edm.Int32",
@@ -59,7 +61,7 @@ EDM_TYPE = {
     Kind.LOOKUP: "Edm.Guid",
 }
 
-NUMERIC = frozenset({Kind.INTEGER, Kind.BIGINT, Kind.MONEY, Kind.DECIMAL})
+NUMERIC = frozenset({Kind.INTEGER, Kind.BIGINT, Kind.MONEY, Kind.DECIMAL, Kind.DOUBLE})
 CHOICE = frozenset({Kind.PICKLIST, Kind.STATE, Kind.STATUS})
 
 
@@ -301,6 +303,13 @@ def _account() -> Table:
         _lookup("parentaccountid", parentaccountid="accounts"),
         _lookup("primarycontactid", primarycontactid="contacts"),
         _lookup("transactioncurrencyid", transactioncurrencyid="transactioncurrencies"),
+        # Columns of Microsoft's Web API examples (learn.microsoft.com, power-apps/developer/
+        # data-platform/webapi/create-entity-web-api, "Basic create"; standard option labels).
+        Column("creditonhold", Kind.BOOLEAN),
+        _money("creditlimit"),
+        _choice("accountcategorycode", {1: "Preferred Customer", 2: "Standard"}),
+        Column("address1_latitude", Kind.DOUBLE, minimum=-90, maximum=90),
+        Column("address1_longitude", Kind.DOUBLE, minimum=-180, maximum=180),
     ):
         t.add(column)
     _address(t)
@@ -318,6 +327,10 @@ def _contact() -> Table:
         _string("telephone1", 50),
         _string("mobilephone", 50),
         _string("jobtitle", 100),
+        _memo("description", 2000),
+        # The Web API basic operations sample updates a contact's annualincome and jobtitle.
+        _money("annualincome"),
+        Column("birthdate", Kind.DATEONLY),
         _lookup(
             "parentcustomerid",
             parentcustomerid_account="accounts",
@@ -422,8 +435,11 @@ def _systemuser() -> Table:
 @cache
 def _base(prefix: str | None) -> dict[str, Table]:
     """Built once per prefix; each emulator deep-copies one (the metadata API mutates its copy)."""
+    from sandbox.dataverse import standard as standard_tables  # it builds on this module
+
     standard = [_opportunity(prefix), _account(), _contact(), _lead(prefix)]
-    standard += [_currency(), _systemuser()]
+    standard += [_currency(), _systemuser(), standard_tables.task_table()]
+    standard_tables.name_relationships(standard)
     custom = _custom_tables(prefix) if prefix is not None else []
     return {t.entity_set: t for t in standard + custom}
 

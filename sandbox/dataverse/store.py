@@ -629,7 +629,11 @@ def _states(table: Table) -> dict[int, tuple[int, ...]]:
         return OPPORTUNITY_STATES
     if table.entity_set == "leads":
         return LEAD_STATES
-    return {0: (1,), 1: (2,)}
+    # Other tables: each status reason under its state, the first being the default.
+    states: dict[int, tuple[int, ...]] = {}
+    for status, state in table.status_states.items():
+        states[state] = (*states.get(state, ()), status)
+    return states or {0: (1,), 1: (2,)}
 
 
 def _state_of(status: int) -> int:

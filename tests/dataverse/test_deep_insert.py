@@ -309,20 +309,20 @@ async def test_return_representation_answers_the_parent_and_can_expand_the_new_c
 async def test_deep_insert_nests_at_any_depth_and_rolls_back_at_any_depth(
     http: httpx.AsyncClient, emulator: Emulator
 ) -> None:
-    # An account with its contacts (the rule-named collection contact_parentcustomerid_account)
+    # An account with its contacts (the standard relationship contact_customer_accounts)
     # inside the opportunity; the second contact is invalid, so nothing stays.
     bad: dict[str, Any] = {
         "name": "Deal",
         "parentaccountid": {
             "name": "Contoso",
-            "contact_parentcustomerid_account": [{"lastname": "One"}, {"lastname": 7}],
+            "contact_customer_accounts": [{"lastname": "One"}, {"lastname": 7}],
         },
     }
     assert (await http.post("opportunities", json=bad)).status_code == 400
     assert counts(emulator) == NOTHING
 
     good = {**bad, "parentaccountid": {**bad["parentaccountid"]}}
-    good["parentaccountid"]["contact_parentcustomerid_account"] = [
+    good["parentaccountid"]["contact_customer_accounts"] = [
         {"lastname": "One"},
         {"lastname": "Two"},
     ]

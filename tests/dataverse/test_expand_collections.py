@@ -247,18 +247,21 @@ async def test_nested_expand_inside_a_collection_reaches_back_to_the_parent(
     assert solution["cosell_opportunityid"]["name"] == "Fabrikam CRM"
 
 
-async def test_every_lookup_gives_its_target_a_collection_named_by_the_documented_rule(
+async def test_a_standard_lookup_gives_its_target_the_collection_named_by_its_relationship(
     client: DataverseClient, deals: dict[str, list[str]]
 ) -> None:
-    # <referencing logical name>_<navigation property> (sandbox.dataverse.schema.collection_name)
+    """opportunity.parentaccountid gives account the collection ``opportunity_parent_account``,
+    the standard relationship's SchemaName (shared/reference dataverse-push-and-webhook-trust.md
+    §4; learn.microsoft.com power-apps/developer/data-platform/webapi/web-api-navigation-
+    properties), not a name made up from the lookup."""
     account = await client.get(
         "accounts",
         ACCOUNT,
         select=["name"],
-        expand=[Expand("opportunity_parentaccountid", ["name"], orderby=["name asc"])],
+        expand=[Expand("opportunity_parent_account", ["name"], orderby=["name asc"])],
     )
 
-    assert [o["name"] for o in account["opportunity_parentaccountid"]] == [
+    assert [o["name"] for o in account["opportunity_parent_account"]] == [
         "Contoso ERP",
         "Fabrikam CRM",
         "None",
@@ -336,8 +339,8 @@ async def test_metadata_lists_the_solutions_relationship_under_the_engine_name(
     assert solutions.referenced_navigation_property_name == OPPORTUNITY_SOLUTIONS
     assert solutions.referencing_attribute == "cosell_opportunityid"
     assert solutions.referencing_navigation_property_name == "cosell_opportunityid"
-    # Standard lookups appear under the emulator's rule name.
-    assert "lead_qualifyingopportunityid" in {
+    # Standard lookups appear under their standard relationship names.
+    assert {"lead_qualifying_opportunity", "Opportunity_Tasks"} <= {
         r.referenced_navigation_property_name for r in relationships
     }
 
