@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sandbox.dataverse import bulk, odata
+from sandbox.dataverse import bulk, odata, query_options
 from sandbox.dataverse.errors import DataverseFault, payload_error, query_error
 from sandbox.dataverse.schema import Kind, Table
 from sandbox.dataverse.store import Record, Row, Store
@@ -143,6 +143,7 @@ class DataApi:
         store = self.emulator.store
         table = store.table(entity_set)
         params = request.query_params
+        query_options.check(params.keys(), query_options.COLLECTION)
         schema = store.schema
         select = odata.parse_select(params.get("$select"), table)
         where = (
@@ -173,6 +174,9 @@ class DataApi:
         annotate = _wants_lookup_annotations(prefs)
         related = RelatedRows(store)
         body["value"] = [self.render(table, r, select, expand, annotate, related) for r in page]
+        if params.get("$count") == "true":
+            # Capped at 5000 (reference 2.5).
+            body["@odata.count"] = min(len(rows), MAX_PAGE_SIZE)
         if more:
             last = keyed[len(page) - 1][1]
             body["@odata.nextLink"] = str(
@@ -184,11 +188,21 @@ class DataApi:
         store = self.emulator.store
         table = store.table(entity_set)
         params = request.query_params
+        query_options.check(params.keys(), query_options.ROW)
         select = odata.parse_select(params.get("$select"), table)
         expand = odata.parse_expand(params.get("$expand"), store.schema, table)
         record = store.get(entity_set, row_id)
         if_none_match = request.headers.get("if-none-match")
-        if if_none_match not in (None, "null") and if_none_match == record.etag and not expand:
+        # Never 304 with $expand or when annotations are asked for: the answer is more than the
+        # row, and its ETag does not cover it (reference 3.7; learn.microsoft.com, power-apps/
+        # developer/data-platform/webapi/perform-conditional-operations-using-web-api).
+        annotated = "odata.include-annotations" in preferences(request)
+        if (
+            if_none_match not in (None, "null")
+            and if_none_match == record.etag
+            and not expand
+            and not annotated
+        ):
             return Response(status_code=304, headers={"ETag": record.etag})
         body = {
             "@odata.context": f"{self.base_url(request)}$metadata#{entity_set}/$entity",
@@ -272,7 +286,11 @@ class DataApi:
                 "@odata.context": f"{self.base_url(request)}$metadata#{table.entity_set}/$entity",
                 **self.render(table, record, select, expand),
             }
-            return json_response(body, 201 if created else 200, {"ETag": record.etag})
+            # The service says which preference it honoured (reference 1.2; learn.microsoft.com,
+            # power-apps/developer/data-platform/webapi/create-entity-web-api, "Create with
+            # data returned").
+            applied = {"ETag": record.etag, "Preference-Applied": "return=representation"}
+            return json_response(body, 201 if created else 200, applied)
         entity_id = (
             f"{self.base_url(request)}{table.entity_set}({record.values[table.primary_key]})"
         )
@@ -281,12 +299,14 @@ class DataApi:
     async def create(self, request: Request, entity_set: str) -> Response:
         store = self.emulator.store
         table = store.table(entity_set)
+        query_options.check(request.query_params.keys(), query_options.ROW)  # before writing
         record = store.create(entity_set, await read_body(request, entity_set))
         return self._written(request, table, record, True)
 
     async def update(self, request: Request, entity_set: str, row_id: str) -> Response:
         store = self.emulator.store
         table = store.table(entity_set)
+        query_options.check(request.query_params.keys(), query_options.ROW)  # before writing
         if_none_match = request.headers.get("if-none-match")
         record, created = store.update(
             entity_set,

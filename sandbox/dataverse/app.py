@@ -17,13 +17,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from sandbox.dataverse import batch, control
+from sandbox.dataverse import batch, control, push
 from sandbox.dataverse.api import API_PREFIX, DataApi, json_response
 from sandbox.dataverse.errors import DataverseFault
 from sandbox.dataverse.limits import Faults, Limits, ServiceProtection
 from sandbox.dataverse.metadata import MetadataApi
 from sandbox.dataverse.schema import Schema
-from sandbox.dataverse.store import Caller, Store
+from sandbox.dataverse.store import Caller
 from shared.crm_schema import DEFAULT_PREFIX
 
 _TEMPLATE_PARTS = (
@@ -57,7 +57,10 @@ class Emulator:
         self.custom_schema = custom_schema
         self.column_prefix = column_prefix
         self._wall_clock = wall_clock
-        self.store = Store(self._schema(), caller=Caller(), wall_clock=wall_clock)
+        self.push = push.Dispatcher(self)  # Dataverse's webhook push (sandbox/dataverse/push.py)
+        self.store: push.PushStore = push.PushStore(
+            self._schema(), dispatcher=self.push, caller=Caller(), wall_clock=wall_clock
+        )
         self.protection = ServiceProtection(limits, clock=clock)
         self.faults = Faults()
         self.rng = random.Random(seed)
@@ -71,7 +74,13 @@ class Emulator:
     def reset(self) -> None:
         """Empty all data and drop what the metadata API created, back to the schema the emulator
         started with (bare or not); currencies stay (SPEC 9); faults and limits stay."""
-        self.store = Store(self._schema(), caller=self.store.caller, wall_clock=self._wall_clock)
+        self.store = push.PushStore(
+            self._schema(),
+            dispatcher=self.push,
+            caller=self.store.caller,
+            wall_clock=self._wall_clock,
+        )
+        self.push.reset()
         self.requests.clear()
         self.batched.clear()
         self.statuses.clear()
@@ -92,8 +101,9 @@ class Emulator:
             "in_flight": self.protection.in_flight,
             "peak_concurrent": self.protection.peak_in_flight,
             "faults_injected": self.faults_injected,
-            "webhook_deliveries": 0,  # Dataverse sends none; the key keeps both emulators alike
+            "webhook_deliveries": self.push.stats.delivered,  # pushes to service endpoints
             "rows": {name: len(rows) for name, rows in sorted(self.store.tables.items())},
+            "solutions": self.store.schema.solution_components,  # MSCRM.SolutionUniqueName
         }
 
     async def serve(self, request: Request) -> Response:
@@ -181,9 +191,10 @@ def create_app(
                 serve,
                 methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
             ),
-            Mount("/_emulator", routes=control.routes),
+            Mount("/_emulator", routes=[*control.routes, *push.routes]),
         ]
     )
+    app.add_middleware(push.ActingUser)
     app.state.emulator = emulator
     return app
 

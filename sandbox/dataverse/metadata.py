@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from sandbox.dataverse import solutions
 from sandbox.dataverse.api import json_response, no_content, read_body
 from sandbox.dataverse.errors import DataverseFault, duplicate_record, query_error
 from sandbox.dataverse.metadata_query import filter_definitions, select_properties
@@ -467,6 +468,7 @@ class MetadataApi:
             raise duplicate_record()
         table.add(column)
         self.emulator.store.backfill_column(table, column)
+        solutions.record(request, self.emulator.store.schema, "Attribute", table, column.name)
         return no_content(
             {
                 "OData-EntityId": f"{self.base_url(request)}EntityDefinitions(LogicalName="
@@ -502,6 +504,7 @@ class MetadataApi:
         for column in columns:
             table.add(column)
         schema.tables[entity_set] = table
+        solutions.record(request, schema, "Entity", table)
         self.emulator.store.ensure_table(entity_set)
         return no_content(
             {"OData-EntityId": f"{self.base_url(request)}EntityDefinitions({metadata_id(logical)})"}
@@ -541,6 +544,7 @@ class MetadataApi:
         column.collections[nav] = collection
         column.relationships[nav] = relationship
         referencing.add(column)
+        solutions.record(request, schema, "Relationship", referencing, relationship)
         self.emulator.store.backfill_column(referencing, column)
         return no_content(
             {

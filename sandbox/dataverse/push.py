@@ -797,3 +797,31 @@ async def _control(request: Request) -> Response:
 
 
 routes = [Route("/push", _control, methods=["GET", "PUT", "DELETE"])]
+
+
+# -- the sandbox's seller -----------------------------------------------------------------------
+
+# A person's user in the sandbox (the app writes as WhoAmI's user): its writes are pushed as
+# initiated by someone else, as a seller's are against a real environment.
+SELLER_USER_ID = "4a5b6c7d-0000-4000-8000-00000000a002"
+
+
+class _ActingAs(httpx.AsyncBaseTransport):
+    def __init__(self, user_id: str, inner: httpx.AsyncBaseTransport) -> None:
+        self._user_id = user_id
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.headers["MSCRMCallerID"] = self._user_id
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def seller_transport(
+    inner: httpx.AsyncBaseTransport | None = None, *, user_id: str = SELLER_USER_ID
+) -> httpx.AsyncBaseTransport:
+    """A transport whose requests impersonate the sandbox's seller (``MSCRMCallerID``): give it
+    to ``shared.wiring.dataverse_client`` to edit the CRM as a person would."""
+    return _ActingAs(user_id, inner or httpx.AsyncHTTPTransport())

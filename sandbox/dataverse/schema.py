@@ -459,6 +459,8 @@ class Schema:
         self.column_prefix = column_prefix
         base = _base(column_prefix if custom_schema else None)
         self.tables: dict[str, Table] = copy.deepcopy(base)
+        # Solution unique name -> the components the metadata API added to it (solutions.py).
+        self.solution_components: dict[str, list[dict[str, str]]] = {}
 
     def table(self, entity_set: str) -> Table | None:
         return self.tables.get(entity_set)
