@@ -1,16 +1,22 @@
 """The Dataverse Web API emulator (SPEC 9): ``create_app()`` returns the ASGI app.
 
 API under ``/api/data/v9.2/`` (bearer token required): entity sets ``opportunities``,
-``accounts``, ``contacts``, ``leads``, ``transactioncurrencies`` (seeded), ``cosell_solutions``,
-``cosell_solutiondetails`` — collection GET (``$select``, ``$filter``, ``$orderby``, ``$top``,
-``$expand``, ``Prefer: odata.maxpagesize`` paging) and POST (with deep insert, all or nothing);
-row GET/PATCH/DELETE
-(``If-Match``, ``If-None-Match``, ``Prefer: return=representation``); ``DELETE .../<nav>/$ref``;
-``WhoAmI``; ``WinOpportunity`` / ``LoseOpportunity``; ``EntityDefinitions`` (GET, POST,
-``(LogicalName='x')``, ``/Attributes`` GET/POST, ``/Attributes(LogicalName='y')`` GET and its cast
-``/Microsoft.Dynamics.CRM.PicklistAttributeMetadata`` (or ``State``/``Status``) with
-``$expand=OptionSet($select=Options)`` for a choice's values and labels,
-``/OneToManyRelationships`` GET) and ``RelationshipDefinitions`` (POST).
+``accounts``, ``contacts``, ``leads``, ``tasks``, ``transactioncurrencies`` (seeded),
+``cosell_solutions``, ``cosell_solutiondetails`` — collection GET (``$select``, ``$filter``,
+``$orderby``, ``$top``, ``$expand``, ``$count``, ``Prefer: odata.maxpagesize`` paging; any other
+system query option is a 400, ``query_options.py``) and POST (with deep insert, all or nothing);
+row GET/PATCH/DELETE (``If-Match``, ``If-None-Match``, ``Prefer: return=representation``
+answered with ``Preference-Applied``); ``DELETE .../<nav>/$ref``; ``$batch`` with change sets
+(``batch.py``); the bound bulk actions ``<set>/Microsoft.Dynamics.CRM.CreateMultiple`` and
+``UpdateMultiple`` (``bulk.py``); ``WhoAmI``; ``WinOpportunity`` / ``LoseOpportunity``;
+``EntityDefinitions`` (GET with ``$filter``/``$select`` on their properties, POST; a table by
+``(<MetadataId>)`` or ``(LogicalName='x')``; ``/Attributes`` GET/POST, one attribute by either
+key, casts of the collection or of one attribute to a derived type such as
+``/Microsoft.Dynamics.CRM.PicklistAttributeMetadata`` with ``$expand=OptionSet($select=Options)``
+for choices' values and labels, ``/OneToManyRelationships`` GET) and ``RelationshipDefinitions``
+(POST). Metadata writes with ``MSCRM.SolutionUniqueName`` are recorded per solution
+(``solutions.py``). Microsoft's ``PowerPlatform-Dataverse-Client`` runs against it unmodified
+(tests/dataverse/test_microsoft_sdk.py).
 
 The app's custom columns and tables are seeded from ``shared.crm_schema`` with
 ``create_app(column_prefix=...)`` (``cosell_`` by default, so ``cosell_solutions`` and
@@ -22,16 +28,18 @@ Control (no token): ``GET /_emulator/health``, ``POST /_emulator/reset`` (curren
 ``GET /_emulator/stats``, ``PUT|DELETE /_emulator/faults``, ``GET|PUT /_emulator/limits``.
 
 ``$expand`` (reference 2.4) takes single-valued navigation properties (lookups) and
-collection-valued ones: every lookup gives its target table one, named by the relationship
-(``cosell_opportunity_cosell_solutions`` on ``opportunity``, from
-``shared.crm_schema.opportunity_solutions``) or by the rule
-``<referencing table>_<navigation property>`` (``schema.collection_name``). Nested options in
+collection-valued ones: every lookup gives its target table one, named by its relationship's
+SchemaName — the standard ones as Dataverse names them (``opportunity_customer_accounts``,
+``contact_customer_accounts``, ``Opportunity_Tasks`` …, ``standard.py``), the app's from
+``shared.crm_schema`` (``cosell_opportunity_cosell_solutions``), and the rest (lookups to
+``systemuser``) by the rule ``<referencing table>_<navigation property>``
+(``schema.collection_name``). Nested options in
 parentheses, ``;``-separated: ``$select``, ``$expand``, and on collections ``$filter``,
 ``$orderby``, ``$top``. Deep insert (reference 4.1) nests related rows in a POST: objects under
 single-valued navigation properties, arrays under collection-valued ones; one request, and if
 any row fails no row is created.
 
-Not emulated: change tracking (``odata.track-changes``), alternate keys, ``$count``,
+Not emulated: change tracking (``odata.track-changes``), alternate keys (so ``UpsertMultiple``),
 ``<nav>@odata.nextLink`` paging of expanded collections (up to 5000 rows come inline), binding
 existing rows into a collection on create (``<collection>@odata.bind``), filters through
 collection-valued properties (``any``/``all``), and the execution-time service-protection limit.

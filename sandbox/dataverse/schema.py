@@ -146,13 +146,14 @@ class OneToMany:
 def collection_name(referencing: Table, column: Column, navigation: str) -> str:
     """The collection-valued navigation property a lookup gives its target table.
 
-    A name the relationship declares wins (the schema's own: ``cosell_opportunity_cosell_solutions``
-    from ``shared.crm_schema``; or ReferencedEntityNavigationPropertyName from the metadata API).
-    Otherwise the emulator's rule is
+    A name the relationship declares wins: the standard relationships' SchemaNames
+    (``standard.RELATIONSHIPS``, e.g. ``opportunity_parent_account``), the app's own
+    (``cosell_opportunity_cosell_solutions`` from ``shared.crm_schema``), or
+    ReferencedEntityNavigationPropertyName from the metadata API. Otherwise (the lookups to
+    ``systemuser``) the emulator's rule is
     ``<referencing logical name>_<single-valued navigation property>``, e.g.
-    ``opportunity_parentaccountid`` on ``account``. UNCERTAIN (reference 4.5): real Dataverse
-    names standard relationships differently (by their SchemaName, e.g.
-    ``opportunity_parent_account``); code that runs against Dataverse must use a declared name
+    ``account_createdby``. UNCERTAIN: Dataverse names those by their SchemaName too
+    (``lk_accountbase_createdby`` …); code that runs against Dataverse must use a declared name
     or read it from metadata.
     """
     return column.collections.get(navigation) or f"{referencing.logical_name}_{navigation}"
