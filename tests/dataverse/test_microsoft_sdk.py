@@ -351,3 +351,33 @@ def test_table_metadata_and_adding_a_column(sdk: DataverseClient, emulator: Emul
     assert table is not None and {"new_notes", "new_tier"} <= set(table.columns)
     account_id = sdk.records.create("account", {"name": "With notes", "new_notes": "hi"})
     assert emulator.store.get("accounts", account_id).values["new_notes"] == "hi"
+
+
+def test_microsofts_deep_insert_example_through_microsofts_client(
+    sdk: DataverseClient, emulator: Emulator
+) -> None:
+    """The deep-insert example of learn.microsoft.com power-apps/developer/data-platform/webapi/
+    create-entity-web-api ("Create related table rows in one operation") sent with
+    ``records.create``: the standard relationship ``opportunity_customer_accounts`` (the SDK
+    lowercases only the top-level keys, so the nested ``Opportunity_Tasks`` keeps its case)."""
+    account_id = sdk.records.create(
+        "account",
+        {
+            "name": "Sample Account",
+            "primarycontactid": {"firstname": "John", "lastname": "Smith"},
+            "opportunity_customer_accounts": [
+                {
+                    "name": "Opportunity associated to Sample Account",
+                    "Opportunity_Tasks": [{"subject": "Task associated to opportunity"}],
+                }
+            ],
+        },
+    )
+    [opportunity] = _rows(emulator, "opportunities")
+    [task] = _rows(emulator, "tasks")
+    assert opportunity["_customerid_value"] == account_id
+    assert task["_regardingobjectid_value"] == opportunity["opportunityid"]
+    account = sdk.records.retrieve(
+        "account", account_id, select=["name"], expand=["primarycontactid($select=fullname)"]
+    )
+    assert account is not None and account["primarycontactid"]["fullname"] == "John Smith"
