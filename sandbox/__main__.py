@@ -54,6 +54,9 @@ async def up() -> int:
             _say("Webhook              not registered (function_app has no partner_center_webhook)")
         else:
             _say("Webhook              registered with the Partner Center emulator")
+        if stack.push_url is not None:
+            poll = stack.settings.get("DATAVERSE_POLL_SCHEDULE", "")
+            _say(f"Dataverse push       registered (service endpoint and steps); poll {poll!r}")
         if not stop.is_set():  # Ctrl-C during start-up: stop without claiming to be ready
             _say("ready")
         await stop.wait()

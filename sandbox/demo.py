@@ -4,7 +4,8 @@ It starts the whole sandbox (Azurite, both emulators, the local Functions host r
 ``function_app.py``), then plays what Microsoft, the partner's sellers and Dynamics 365 do, and
 waits for the product to carry each change across. Each step's latency is measured from the
 action to the moment the other system shows the result; the table at the end lists them.
-Nothing is shortcut: webhooks, the 5-second poll timer and the queue do the work.
+Nothing is shortcut: webhooks, Dataverse's push (the seller edits as a person, through
+``MSCRMCallerID``), the poll timer as the safety net and the queue do the work.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from sandbox.dataverse import push
 from sandbox.partner_center.samples import cosell_referral_from_microsoft
 from sandbox.stack import SandboxStack
 from shared import wiring
@@ -82,7 +84,9 @@ async def play(stack: SandboxStack) -> list[Step]:
     async with (
         httpx.AsyncClient(base_url=stack.partner_center_url) as microsoft,
         wiring.partner_center_client(settings) as pc,
-        wiring.dataverse_client(settings) as crm,
+        # The seller edits Dynamics 365 as a person (not as the app's user), so each edit is
+        # pushed to dataverse_webhook as someone else's change (sandbox/dataverse/push.py).
+        wiring.dataverse_client(settings, transport=push.seller_transport()) as crm,
     ):
         story = Story(stack, pc, crm)
         await incoming_referral(story, microsoft)
@@ -257,6 +261,11 @@ async def demo(stack: SandboxStack) -> int:
         print(f"{len(failed)} step(s) did not complete.")
         return 1
     poll = stack.settings.get("DATAVERSE_POLL_SCHEDULE", "")
-    print(f"All {len(steps)} steps completed. Dynamics 365 → Partner Center steps wait for the "
-          f"poll timer ({poll!r}); Partner Center → Dynamics 365 steps go by webhook.")  # fmt: skip
+    crm_path = (
+        "go by Dataverse push (the poll timer, " + repr(poll) + ", is the safety net)"
+        if stack.push_url is not None
+        else f"wait for the poll timer ({poll!r})"
+    )
+    print(f"All {len(steps)} steps completed. Dynamics 365 → Partner Center steps {crm_path}; "
+          "Partner Center → Dynamics 365 steps go by webhook.")  # fmt: skip
     return 0

@@ -5,7 +5,8 @@ Dataverse emulators (each under uvicorn, in this process), sets the app settings
 ``local.settings.sample.json`` with the URLs pointing at the emulators' real ports (and webhook
 signatures verified against the Partner Center emulator's test root), starts the
 local host on ``function_app.py``, waits until everything answers and registers the webhook
-with the Partner Center emulator when the app declares ``partner_center_webhook``. Leaving the
+with the Partner Center emulator when the app declares ``partner_center_webhook``, and the
+Dataverse push (service endpoint and steps) when it declares ``dataverse_webhook``. Leaving the
 block stops everything and puts the environment back. ``python -m sandbox up`` runs it until
 Ctrl-C; end-to-end tests and the demo use it directly (every port 0 = pick a free one).
 
@@ -50,6 +51,7 @@ logger = logging.getLogger("sandbox.stack")
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_SETTINGS = ROOT / "local.settings.sample.json"
 WEBHOOK_FUNCTION = "partner_center_webhook"
+PUSH_FUNCTION = "dataverse_webhook"
 # Both emulators accept this bearer token; it is public test data, not a secret.
 EMULATOR_TOKEN = partner_center.DEFAULT_TOKEN
 SANDBOX_POLL_SCHEDULE = "*/5 * * * * *"  # SPEC 3: the sandbox polls Dataverse every 5 s
@@ -131,7 +133,8 @@ class SandboxStack:
 
     After ``start()`` / ``async with``: ``host_url``, ``partner_center_url``, ``dataverse_url``,
     ``connection_string``, ``queue_port``, ``table_port``, ``function_key``, ``settings`` (what
-    was set), ``webhook_url`` (None when the app has no webhook function), ``host``
+    was set), ``webhook_url`` (None when the app has no webhook function), ``push_url`` (the
+    Dataverse push's endpoint, None when the app has no ``dataverse_webhook``), ``host``
     (the FunctionHost), ``partner_center_app`` and ``dataverse_app`` (the emulators' ASGI apps,
     for ``emulator_of``-style inspection).
     """
@@ -180,6 +183,7 @@ class SandboxStack:
         self.host: FunctionHost | None = None
         self.settings: dict[str, str] = {}
         self.webhook_url: str | None = None
+        self.push_url: str | None = None
         self._servers: list[uvicorn.Server] = []
         self._saved_environ: dict[str, str | None] = {}
         self._azurite_started = False
@@ -273,6 +277,7 @@ class SandboxStack:
             await self.wait_until_answering()
             if self.register_webhook:
                 await self._register_webhook()
+                await self._register_dataverse_push()
         except BaseException:
             await self.stop()
             raise
@@ -412,6 +417,25 @@ class SandboxStack:
                 answer = await client.put(endpoint, json=registration, headers=headers)
             answer.raise_for_status()
         self.webhook_url = url
+
+    async def _register_dataverse_push(self) -> None:
+        """Dataverse's push to ``dataverse_webhook``, registered as ``cosell webhook register``
+        does (one WebhookKey service endpoint and its steps, shared.dataverse_push)."""
+        assert self.host is not None
+        if PUSH_FUNCTION not in self.host.functions:
+            logger.info("function_app has no %s yet: Dataverse push not registered", PUSH_FUNCTION)
+            return
+        from shared import wiring
+        from shared.dataverse_push import PushRegistrar, push_steps
+        from shared.sync.engine import sync_policy
+
+        url = self.host.function_url(PUSH_FUNCTION).split("?", 1)[0]
+        settings = self.app_settings()
+        async with wiring.dataverse_client(settings) as client:
+            await PushRegistrar(client).register(
+                url, self.function_key, push_steps(sync_policy(settings).columns), overwrite=True
+            )
+        self.push_url = url
 
 
 def _forget_cached_settings() -> None:

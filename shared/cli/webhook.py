@@ -1,8 +1,13 @@
-"""``cosell webhook register|show|test``: the tenant's Partner Center webhook (reference §4.1).
+"""``cosell webhook register|show|test|unregister [--only partner-center|dataverse]``: both
+pushes into the app (SPEC 10) — the tenant's Partner Center webhook (reference §4.1) and
+Dataverse's service endpoint and steps (reference: dataverse-push-and-webhook-trust §1.2,
+``shared.dataverse_push``). Without ``--only`` a command does both, Partner Center first.
 
 Partner Center keeps one registration per tenant and sends events only to its latest URL, so
 registering a different URL takes events away from another deployment: that needs
-``--overwrite``. Function keys in webhook URLs (``?code=``) are never printed.
+``--overwrite``; so does pointing our Dataverse endpoint at another URL. Function keys in webhook
+URLs (``?code=``) are never printed; Dataverse gets the key as the endpoint's WebhookKey
+``authvalue`` (sent as ``?code=``, never readable back).
 """
 
 from __future__ import annotations
@@ -11,14 +16,24 @@ import argparse
 import asyncio
 import os
 import time
+import uuid
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
 from shared.cli._context import Context
 from shared.cli._output import mask_url
 from shared.cli._parser import add_command, add_group
+from shared.dataverse_push import (
+    WEBHOOK_ROUTE as DATAVERSE_ROUTE,
+)
+from shared.dataverse_push import (
+    EndpointInUse,
+    PushRegistrar,
+    PushReport,
+    push_steps,
+)
 from shared.partner_center import (
     SignatureError,
     TestEventResult,
@@ -29,6 +44,7 @@ from shared.partner_center import (
 )
 from shared.runtime import certificate_http_client, fetch_certificate, webhook_verifier_for
 from shared.settings import is_loopback_url
+from shared.sync.engine import sync_policy
 
 WEBHOOK_ROUTE = "/api/webhooks/partner-center"
 # The four referral events (reference §4.2) and test-created, which `webhook test` needs.
@@ -43,23 +59,40 @@ EMULATOR_CERTIFICATE_PATH = "/_emulator/certificates/signing.cer"
 
 
 def add_parser(commands: Any) -> None:
-    group = add_group(commands, "webhook", help="register, show or test the Partner Center webhook")
+    group = add_group(
+        commands,
+        "webhook",
+        help="register, show, test or unregister the Partner Center webhook and Dataverse push",
+    )
     register = add_command(
         group,
         "register",
-        help="register the four referral events (and test-created) to the app's webhook URL",
+        help="register Partner Center's referral events and Dataverse's push to the app",
         examples=(
             "cosell webhook register --url "
             "'https://cosell-prod.azurewebsites.net/api/webhooks/partner-center?code=<key>'",
             "cosell webhook register --url https://.../api/webhooks/partner-center?code=<key> "
             "--overwrite",
-            "cosell webhook register            # sandbox: the local host's URL",
+            "cosell webhook register --only dataverse --dataverse-url "
+            "'https://cosell-prod.azurewebsites.net/api/webhooks/dataverse?code=<key>'",
+            "cosell webhook register            # sandbox: the local host's URLs",
         ),
         notes="Without --url the URL is derived only in the sandbox (the local Functions host, "
-        "SANDBOX_HOST_PORT and SANDBOX_FUNCTION_KEY). In Azure, get the function key with\n"
+        "SANDBOX_HOST_PORT and SANDBOX_FUNCTION_KEY). Without --dataverse-url the Dataverse "
+        "push goes to --url's host with the route /api/webhooks/dataverse and the same key "
+        "(a host key serves both functions). In Azure, get the function keys with\n"
         "  az functionapp function keys list -g <group> -n <app> "
-        "--function-name partner_center_webhook",
+        "--function-name partner_center_webhook   (or dataverse_webhook)\n"
+        "Dataverse gets one service endpoint (WebhookKey auth) and asynchronous post-operation "
+        "steps: opportunity Create/Update (filtered to the columns the mapping reads), "
+        "Win/Lose, and solution-row Create/Update/Delete. A second run changes nothing; a "
+        "changed mapping updates the filtering attributes.",
         handler=register_webhook,
+    )
+    _add_only(register)
+    register.add_argument(
+        "--dataverse-url",
+        help="dataverse_webhook's URL with its function key (?code=...); see the notes",
     )
     register.add_argument("--url", help="the webhook URL, with its function key (?code=...)")
     register.add_argument(
@@ -67,25 +100,47 @@ def add_parser(commands: Any) -> None:
         action="store_true",
         help="replace a registration that points to another URL (it stops getting events)",
     )
-    add_command(
+    show = add_command(
         group,
         "show",
-        help="show the current registration (URL with the key hidden, events)",
-        examples=("cosell webhook show", "cosell webhook show --json"),
-        notes="Exit status 1 when no webhook is registered.",
+        help="show the current registrations (URLs with the key hidden, events, steps)",
+        examples=("cosell webhook show", "cosell webhook show --only dataverse --json"),
+        notes="Exit status 1 when a push asked for is not registered. For Dataverse: the "
+        "endpoint, each step with its filtering attributes and image, and how many deliveries "
+        "failed (System Jobs with statuscode 31).",
         handler=show_webhook,
     )
+    _add_only(show)
+    unregister = add_command(
+        group,
+        "unregister",
+        help="remove our registrations (other endpoints and steps are left alone)",
+        examples=("cosell webhook unregister --only dataverse",),
+        notes="Dataverse: our service endpoint and its steps (found by name; other endpoints "
+        "and their steps stay). Partner Center documents no way to remove its registration: "
+        "it is left and the command says so.",
+        handler=unregister_webhook,
+    )
+    _add_only(unregister)
     test = add_command(
         group,
         "test",
-        help="ask Partner Center to send a test event and report its delivery",
+        help="send a test event to each push and report its delivery",
         examples=("cosell webhook test", "cosell webhook test --timeout 120"),
         notes="Partner Center allows 2 test events per minute. Also shows the chain of the "
         "signing certificate (subject, issuer, not after, SHA-256 per certificate) as the app "
         "verifies it: leaf, intermediates from their AIA URLs, trusted root. Exit status 0 "
         "when the event reached the webhook with a 2xx answer and, with "
-        "WEBHOOK_SIGNATURE_MODE=verify, the chain is trusted.",
+        "WEBHOOK_SIGNATURE_MODE=verify, the chain is trusted. Dataverse has no test event: "
+        "the command posts a harmless push (a solution row naming no opportunity: nothing is "
+        "enqueued) to dataverse_webhook with its key, as Dataverse would, and reports failed "
+        "deliveries of the registered steps.",
         handler=test_webhook,
+    )
+    _add_only(test)
+    test.add_argument(
+        "--dataverse-url",
+        help="dataverse_webhook's URL with its key (default in the sandbox: the local host's)",
     )
     test.add_argument(
         "--timeout",
@@ -101,12 +156,25 @@ def add_parser(commands: Any) -> None:
     test.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
 
 
-def derived_url(environ: dict[str, str] | None = None) -> str:
+def _add_only(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--only",
+        choices=("partner-center", "dataverse"),
+        help="only this push (default: both)",
+    )
+
+
+def _wants(ctx: Context, push: str) -> bool:
+    only = getattr(ctx.args, "only", None)
+    return only is None or only == push
+
+
+def derived_url(environ: dict[str, str] | None = None, *, route: str = WEBHOOK_ROUTE) -> str:
     """The sandbox host's webhook URL (outside the sandbox the function key is not known)."""
     env = os.environ if environ is None else environ
     port = env.get("SANDBOX_HOST_PORT", "7071")
     key = env.get("SANDBOX_FUNCTION_KEY", "sandbox")
-    return f"http://127.0.0.1:{port}{WEBHOOK_ROUTE}?code={key}"
+    return f"http://127.0.0.1:{port}{route}?code={key}"
 
 
 def _registration_document(registration: WebhookRegistration | None) -> dict[str, Any]:
@@ -136,6 +204,36 @@ def _show(ctx: Context, document: dict[str, Any], *, title: str) -> None:
 
 
 async def register_webhook(ctx: Context) -> int:
+    documents: dict[str, Any] = {}
+    code = await _register_partner_center(ctx, documents) if _wants(ctx, "partner-center") else 0
+    if code == 0 and _wants(ctx, "dataverse"):
+        code = await _register_dataverse(ctx, documents)
+    if ctx.out.json_mode and documents:
+        ctx.out.json(documents)
+    return code
+
+
+async def show_webhook(ctx: Context) -> int:
+    documents: dict[str, Any] = {}
+    code = await _show_partner_center(ctx, documents) if _wants(ctx, "partner-center") else 0
+    if _wants(ctx, "dataverse"):
+        code = max(code, await _show_dataverse(ctx, documents))
+    if ctx.out.json_mode and documents:
+        ctx.out.json(documents)
+    return code
+
+
+async def test_webhook(ctx: Context) -> int:
+    documents: dict[str, Any] = {}
+    code = await _test_partner_center(ctx, documents) if _wants(ctx, "partner-center") else 0
+    if _wants(ctx, "dataverse"):
+        code = max(code, await _test_dataverse(ctx, documents))
+    if ctx.out.json_mode and documents:
+        ctx.out.json(documents)
+    return code
+
+
+async def _register_partner_center(ctx: Context, documents: dict[str, Any]) -> int:
     args, out = ctx.args, ctx.out
     url = args.url or (derived_url() if ctx.settings.sandbox else None)
     if not url:
@@ -168,7 +266,7 @@ async def register_webhook(ctx: Context) -> int:
             saved, action = await pc.update_webhook(url, events=EVENTS), "updated"
     document = {"action": action, **_registration_document(saved)}
     if out.json_mode:
-        out.json(document)
+        documents.update(document)
     else:
         _show(ctx, document, title=f"Webhook {action}:")
         if action != "unchanged":
@@ -177,22 +275,20 @@ async def register_webhook(ctx: Context) -> int:
     return 0
 
 
-async def show_webhook(ctx: Context) -> int:
+async def _show_partner_center(ctx: Context, documents: dict[str, Any]) -> int:
     pc = await ctx.partner_center()
     document = _registration_document(await pc.get_webhook_registration())
+    if ctx.out.json_mode:
+        documents.update(document)
     if not document["registered"]:
-        if ctx.out.json_mode:
-            ctx.out.json(document)
         ctx.out.note("cosell: no webhook is registered; run `cosell webhook register`")
         return 1
-    if ctx.out.json_mode:
-        ctx.out.json(document)
-    else:
+    if not ctx.out.json_mode:
         _show(ctx, document, title="Webhook registration:")
     return 0
 
 
-async def test_webhook(ctx: Context) -> int:
+async def _test_partner_center(ctx: Context, documents: dict[str, Any]) -> int:
     args, out = ctx.args, ctx.out
     pc = await ctx.partner_center()
     registration = await pc.get_webhook_registration()
@@ -223,7 +319,7 @@ async def test_webhook(ctx: Context) -> int:
         "certificate": chain,
     }
     if out.json_mode:
-        out.json(document)
+        documents.update(document)
     else:
         out.pairs(
             [
@@ -317,3 +413,190 @@ def _check_url(url: str) -> str | None:
     if parts.scheme != "https" and not is_loopback_url(url):
         return "Partner Center delivers only to https URLs (http is accepted for localhost)"
     return None
+
+
+# -- Dataverse push ---------------------------------------------------------------------------
+
+
+def _split_key(url: str) -> tuple[str, str | None]:
+    """(the URL without ``code=``, the key): Dataverse sends the key itself (WebhookKey)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    key = next((v for k, v in query if k.lower() == "code"), None)
+    rest = urlencode([(k, v) for k, v in query if k.lower() != "code"])
+    return urlunsplit(parts._replace(query=rest)), key
+
+
+def _dataverse_url(ctx: Context) -> str | None:
+    """``--dataverse-url``, else ``--url`` on the Dataverse route, else the sandbox's."""
+    args = ctx.args
+    if getattr(args, "dataverse_url", None):
+        return str(args.dataverse_url)
+    if getattr(args, "url", None):
+        parts = urlsplit(str(args.url))
+        return urlunsplit(parts._replace(path=DATAVERSE_ROUTE))
+    return derived_url(route=DATAVERSE_ROUTE) if ctx.settings.sandbox else None
+
+
+async def _register_dataverse(ctx: Context, documents: dict[str, Any]) -> int:
+    out = ctx.out
+    url = _dataverse_url(ctx)
+    if not url:
+        out.error(
+            "--dataverse-url (or --url) is required outside the sandbox: dataverse_webhook's "
+            f"URL with its function key, e.g. https://<app>.azurewebsites.net{DATAVERSE_ROUTE}"
+            "?code=<key>"
+        )
+        return 1
+    base, key = _split_key(url)
+    if key is None and ctx.settings.sandbox:  # the local host's key (SPEC 9)
+        key = os.environ.get("SANDBOX_FUNCTION_KEY", "sandbox")
+    problem = _check_url(base) or (None if key else "needs the function key as ?code=<key>")
+    if problem:
+        out.error(f"Dataverse push URL {mask_url(url)}: {problem}")
+        return 1
+    assert key is not None
+    registrar = PushRegistrar(await ctx.dataverse())
+    try:
+        report = await registrar.register(
+            base, key, push_steps(sync_policy(ctx.settings).columns), overwrite=ctx.args.overwrite
+        )
+    except EndpointInUse as exc:
+        out.error(
+            f"our Dataverse service endpoint points to {mask_url(exc.url)}; replacing it takes "
+            "the push away from that deployment. Pass --overwrite to replace it."
+        )
+        return 1
+    _report_dataverse(ctx, documents, report, title="Dataverse push")
+    return 0
+
+
+async def _show_dataverse(ctx: Context, documents: dict[str, Any]) -> int:
+    report = await PushRegistrar(await ctx.dataverse()).show()
+    _report_dataverse(ctx, documents, report, title="Dataverse push")
+    if not report.registered:
+        ctx.out.note("cosell: the Dataverse push is not registered; run `cosell webhook register`")
+        return 1
+    return 0
+
+
+async def unregister_webhook(ctx: Context) -> int:
+    out = ctx.out
+    documents: dict[str, Any] = {}
+    code = 0
+    if _wants(ctx, "partner-center"):
+        code = await _unregister_partner_center(ctx, documents)
+    if _wants(ctx, "dataverse"):
+        report = await PushRegistrar(await ctx.dataverse()).unregister()
+        _report_dataverse(ctx, documents, report, title="Dataverse push")
+    if out.json_mode and documents:
+        out.json(documents)
+    return code
+
+
+async def _unregister_partner_center(ctx: Context, documents: dict[str, Any]) -> int:
+    """Partner Center's webhook API documents no DELETE of a registration (reference:
+    partner-center-referrals-api, open question 4): it is left as it is, and said so."""
+    pc = await ctx.partner_center()
+    current = await pc.get_webhook_registration()
+    registered = current is not None and bool(current.webhook_url)
+    documents["partner_center"] = {"registered": registered, "action": "left"}
+    if registered and not ctx.out.json_mode:
+        ctx.out.note(
+            "cosell: the Partner Center webhook stays registered: its API documents no way to "
+            "remove it (`cosell webhook register --overwrite --url ...` points it elsewhere)"
+        )
+    return 0
+
+
+async def _test_dataverse(ctx: Context, documents: dict[str, Any]) -> int:
+    """Post what Dataverse would for a solution row naming no opportunity (nothing is
+    enqueued) to dataverse_webhook with its key; report failed deliveries of our steps."""
+    out = ctx.out
+    report = await PushRegistrar(await ctx.dataverse()).show()
+    url = getattr(ctx.args, "dataverse_url", None)
+    if not url and report.url and ctx.settings.sandbox:
+        key = os.environ.get("SANDBOX_FUNCTION_KEY", "sandbox")
+        url = f"{report.url}?code={key}"
+    if not url:
+        if not report.registered and ctx.args.only is None:
+            out.note("cosell: the Dataverse push is not registered: not tested")
+            return 0
+        out.error("--dataverse-url is required: dataverse_webhook's URL with its key")
+        return 1
+    schema = sync_policy(ctx.settings).columns.schema
+    row_id = str(uuid.uuid4())
+    body = {
+        "MessageName": "Update",
+        "PrimaryEntityName": schema.solution.logical_name,
+        "PrimaryEntityId": row_id,
+        "InitiatingUserId": "00000000-0000-0000-0000-000000000000",
+        "InputParameters": [
+            {"key": "Target", "value": {"__type": "Entity:http://schemas.microsoft.com/xrm/2011/"
+             "Contracts", "Attributes": [], "Id": row_id,
+             "LogicalName": schema.solution.logical_name}},
+        ],
+    }  # fmt: skip
+    headers = {
+        "x-ms-dynamics-entity-name": schema.solution.logical_name,
+        "x-ms-dynamics-request-name": "Update",
+    }
+    started = time.perf_counter()
+    try:
+        async with httpx.AsyncClient(timeout=ctx.args.timeout) as http:
+            answer = await http.post(url, json=body, headers=headers)
+        status: int | None = answer.status_code
+        error = None if answer.is_success else f"answered {answer.status_code}"
+    except httpx.HTTPError as exc:
+        status, error = None, type(exc).__name__
+    document = {
+        "url": mask_url(url),
+        "status": status,
+        "delivered": error is None,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        "registered": report.registered,
+        "failed_deliveries": report.failed_jobs,
+    }
+    if out.json_mode:
+        documents["dataverse"] = document
+    else:
+        out.line()
+        out.pairs(
+            [(k.replace("_", " "), v) for k, v in document.items()], title="Dataverse push test:"
+        )
+    if error is not None:
+        out.note(f"cosell: dataverse_webhook did not accept the push ({error}); is the app "
+                 "running and the key in the URL right?")  # fmt: skip
+        return 1
+    return 0
+
+
+def _report_dataverse(
+    ctx: Context, documents: dict[str, Any], report: PushReport, *, title: str
+) -> None:
+    document = report.as_dict()
+    document["url"] = mask_url(document["url"])
+    if ctx.out.json_mode:
+        documents["dataverse"] = document
+        return
+    out = ctx.out
+    out.line()
+    out.pairs(
+        [
+            ("service endpoint", report.endpoint_action if report.registered else "not registered"),
+            ("url", document["url"]),
+            ("failed deliveries", report.failed_jobs),
+            ("other webhook endpoints", report.other_endpoints),
+        ],
+        title=f"{title}:",
+    )
+    if report.steps:
+        out.table(
+            [
+                (s.get("name"), s.get("action"), s.get("filtering_attributes") or "—",
+                 s.get("pre_image") or "—")
+                for s in report.steps
+            ],
+            ("step", "action", "filtering attributes", "pre image"),
+            title="Steps",
+        )  # fmt: skip

@@ -64,6 +64,7 @@ class Receiver:
     """Stands in for the app's webhook function: answers 200 and counts the events."""
 
     events: int = 0
+    pushes: int = 0  # posts to the Dataverse push's route
 
     def app(self) -> Starlette:
         async def hook(request: Request) -> Response:
@@ -71,7 +72,17 @@ class Receiver:
             self.events += 1
             return JSONResponse({}, status_code=200)
 
-        return Starlette(routes=[Route("/api/webhooks/partner-center", hook, methods=["POST"])])
+        async def push(request: Request) -> Response:
+            await request.body()
+            self.pushes += 1
+            return JSONResponse({}, status_code=202)
+
+        return Starlette(
+            routes=[
+                Route("/api/webhooks/partner-center", hook, methods=["POST"]),
+                Route("/api/webhooks/dataverse", push, methods=["POST"]),
+            ]
+        )
 
 
 @dataclass
