@@ -504,6 +504,12 @@ class Dispatcher:
         delivery.sent_at = self.clock()
         self.deliveries.append(delivery)
         error = ""
+        if self.transport is None and not _loopback(delivery.url):
+            # Without a transport given (tests give one), the sandbox stays on this machine.
+            delivery.statuses.append("not sent: the emulator posts to loopback URLs only")
+            self.stats.failed += 1
+            self._system_job(store, step, delivery, 31, "the endpoint is not a loopback URL")
+            return
         async with httpx.AsyncClient(transport=self.transport, timeout=self.timeout_s) as http:
             for attempt in (1, 2):
                 self.stats.attempts += 1
@@ -559,6 +565,11 @@ class Dispatcher:
             "pending": len(self._tasks),
             "deliveries": [asdict(d) for d in self.deliveries],
         }
+
+
+def _loopback(url: str) -> bool:
+    host = httpx.URL(url).host
+    return host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
 
 
 def _filtered_in(step: Row, changed: frozenset[str]) -> bool:
