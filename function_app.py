@@ -1,13 +1,13 @@
 """Co-sell Sync: the Azure Functions app. Each function parses its trigger and hands off to shared/.
 
-| Function                 | Trigger                                   | Hands off to                      |
-|--------------------------|-------------------------------------------|-----------------------------------|
-| partner_center_webhook   | HTTP POST /api/webhooks/partner-center    | shared.triggers.webhook           |
-| dataverse_webhook        | HTTP POST /api/webhooks/dataverse         | shared.triggers.dataverse_webhook |
-| poll_dataverse           | timer %DATAVERSE_POLL_SCHEDULE%           | shared.triggers.poll              |
-| reconcile_partner_center | timer %PARTNER_CENTER_RECONCILE_SCHEDULE% | shared.triggers.reconcile         |
-| sync_job                 | queue sync-jobs (AzureWebJobsStorage)     | shared.triggers.worker            |
-| health                   | HTTP GET /api/health                      | shared.health                     |
+| Function                 | Trigger                                   | Hands off to (shared.)    |
+|--------------------------|-------------------------------------------|---------------------------|
+| partner_center_webhook   | HTTP POST /api/webhooks/partner-center    | triggers.webhook          |
+| dataverse_webhook        | HTTP POST /api/webhooks/dataverse         | triggers.dataverse_webhook|
+| poll_dataverse           | timer %DATAVERSE_POLL_SCHEDULE%           | triggers.poll             |
+| reconcile_partner_center | timer %PARTNER_CENTER_RECONCILE_SCHEDULE% | triggers.reconcile        |
+| sync_job                 | queue sync-jobs (AzureWebJobsStorage)     | triggers.worker           |
+| health                   | HTTP GET /api/health                      | health                    |
 
 Every HTTP function needs the function key (auth level FUNCTION); Dataverse's ``WebhookKey``
 authentication sends it as ``?code=``.
