@@ -474,6 +474,7 @@ async def _chaos(
         if families.is_unknown_currency(number):
             body["details"] = {**body["details"], "currency": fam.UNKNOWN_CURRENCY}
         body = fam.with_oversize(families, number, body)
+        body = fam.with_case_twins(families, number, body)
         async with limit:
             answer = await pc_control.post("/_emulator/microsoft/referrals", json=body)
             answer.raise_for_status()

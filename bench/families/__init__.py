@@ -10,6 +10,7 @@ One module a family, each with its setup, its check and the description of both:
 * ``oversize``: oversize values (class 6).
 * ``reopened``: reopened deals (class 6).
 * ``leads``: lead races (class 3).
+* ``collisions``: solution ids that differ only by case (class 7).
 
 What they share: ``model`` (the sizes, each family's records, ``Families``, the constants more
 than one uses), ``pairs`` (which of Microsoft's pairs each family gets), ``plumbing`` (the
@@ -21,6 +22,7 @@ The sizes grow with the number of referrals (``FamilySizes.of``), so the reduced
 """
 
 from bench.families.checks import check_families, refused_by_design
+from bench.families.collisions import with_case_twins
 from bench.families.contacts import new_contact
 from bench.families.currencies import currency_codes
 from bench.families.leads import qualify_leads, send_leads
@@ -52,5 +54,6 @@ __all__ = [
     "reopen_deals",
     "seed_seller_opportunities",
     "send_leads",
+    "with_case_twins",
     "with_oversize",
 ]

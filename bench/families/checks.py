@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bench.families.collisions import check_collisions
 from bench.families.contacts import check_contacts
 from bench.families.leads import check_leads
 from bench.families.model import UNKNOWN_CURRENCY, Families, FamilyProblems, Observed
@@ -18,7 +19,8 @@ from shared.partner_center import PartnerCenterClient
 from shared.state import LinkStore
 
 # One a family, in this order (each adds to the same lists).
-CHECKS = (check_races, check_related, check_contacts, check_oversize, check_reopened, check_leads)
+CHECKS = (check_races, check_related, check_contacts, check_oversize, check_reopened, check_leads,
+          check_collisions)  # fmt: skip
 
 
 async def check_families(

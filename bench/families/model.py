@@ -31,6 +31,7 @@ class FamilySizes:
     oversize: int  # Microsoft's referrals with a value over a column's limit
     reopened: int  # linked pairs won, edited in Partner Center while closed, reopened
     leads: int  # marketplace leads qualified and flagged within one poll interval
+    case_twins: int  # Microsoft's referrals with two solution ids that differ only by case
     # How long a family waits for the product to get to one of its pairs: the queue's backlog
     # under kills and faults grows with the run (1,000 referrals: minutes, not seconds).
     patience_s: float = 60.0
@@ -45,6 +46,7 @@ class FamilySizes:
             oversize=min(referrals // 4, max(len(OVERSIZE_KINDS) * 2, referrals // 25)),
             reopened=min(referrals // 4, max(4, referrals // 40)),
             leads=max(3, referrals // 40),
+            case_twins=min(referrals // 4, max(2, referrals // 50)),
             patience_s=max(60.0, referrals * 0.6),
         )
 
@@ -114,6 +116,7 @@ class Families:
     oversize: dict[int, Oversize] = field(default_factory=dict)  # pair number → its value
     reopened: dict[int, Reopened] = field(default_factory=dict)
     leads: list[LeadRace] = field(default_factory=list)
+    case_twins: set[int] = field(default_factory=set)  # pair numbers
     microsoft: dict[int, str] = field(default_factory=dict)  # pair number → Microsoft's referral
     race_jobs: int = 0
     related_jobs: int = 0
@@ -183,6 +186,7 @@ class Families:
             "leads": len(self.leads),
             "leads_qualified": sum(bool(lead.opportunity_id) for lead in self.leads),
             "lead_race_jobs": sum(lead.jobs for lead in self.leads),
+            "case_twins": len(self.case_twins),
         }
 
     def summary(self) -> str:
@@ -205,7 +209,8 @@ class Families:
             f"{counts['oversize_edits']} by edit), {counts['reopened']} reopened deals "
             f"({counts['closed_edits']} edited in Partner Center while closed, "
             f"{counts['closed_errors_seen']} said so), {len(self.leads)} leads qualified and "
-            f"flagged at once ({counts['lead_race_jobs']} racing poll jobs)"
+            f"flagged at once ({counts['lead_race_jobs']} racing poll jobs), "
+            f"{len(self.case_twins)} with solution ids that differ only by case"
         )
 
 

@@ -25,13 +25,14 @@ def pick_microsoft_pairs(
         families.oversize[number] = Oversize(
             number, name, value, on_create, cut if on_create else original(number, name)
         )
+    families.case_twins = set(_spread(referrals, families.sizes.case_twins, 4, taken))
 
 
 def pick_reopened(families: Families, referrals: int, linked: set[int]) -> None:
     """The reopened deals, among Microsoft's pairs linked by now (only a linked opportunity
     can be won) and in no other family."""
     taken = {n for n in range(referrals) if n not in linked}
-    taken |= families.unknown_currency | set(families.oversize)
+    taken |= families.unknown_currency | set(families.oversize) | families.case_twins
     count = min(families.sizes.reopened, referrals - len(taken))
     for number in _spread(referrals, count, 6, taken):
         families.reopened[number] = Reopened(number)

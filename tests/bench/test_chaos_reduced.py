@@ -36,6 +36,7 @@ async def test_chaos_converges_with_no_lost_edit_and_no_duplicate() -> None:
     assert families["reopened"] > 0 and families["closed_edits"] > 0, summary
     assert families["leads_qualified"] == families["leads"] > 0, summary
     assert families["lead_race_jobs"] >= 3 * families["leads"], summary
+    assert families["case_twins"] > 0, summary  # class 7: ids that differ only by case
     assert report.converged, summary
     assert not report.missing, summary
     assert not report.duplicates, summary
