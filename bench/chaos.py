@@ -23,7 +23,8 @@
    and edits (from when most pairs are linked on; no round edits for those: their referral
    is Closed); marketplace leads the seller qualifies and flags for sync within one poll
    interval while poll jobs race (``SYNC_COSELL_ONLY=false`` for the whole run: nothing else
-   depends on it). The edits end when those families' work is done.
+   depends on it); referrals naming two solution ids that differ only by case (their derived
+   row ids must not collide). The edits end when those families' work is done.
 5. Faults off, webhooks delivered again; the queue drains (a job deferred on a creation's
    lease stays in the queue invisible, so only visible messages count, and the drain waits for
    every seller's referral); ``cosell backfill --inline`` runs until a round changes nothing
