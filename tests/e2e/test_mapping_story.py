@@ -22,8 +22,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import date
 from functools import partial
 from pathlib import Path
@@ -34,13 +33,13 @@ import pytest
 import pytest_asyncio
 from azure.storage.queue.aio import QueueClient
 
-from sandbox.partner_center.samples import cosell_referral_from_microsoft
 from sandbox.stack import PORT_VARIABLES, SandboxStack
 from shared import wiring
-from shared.dataverse import ColumnDefinition, DataverseClient, eq
+from shared.dataverse import ColumnDefinition, eq
 from shared.jobs import SYNC_JOBS_QUEUE
-from shared.partner_center import PartnerCenterClient, Referral
+from shared.partner_center import Referral
 from shared.settings import setting_names
+from tests.e2e.story import Sandbox, customer, eventually, unique
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -86,76 +85,6 @@ MARKETPLACE_LEAD: dict[str, Any] = {
     "qualification": "SalesQualified",
     "inviteContext": {"invitedBy": {"organizationId": "msft"}},
 }
-WITHIN_S = 30.0
-
-
-@dataclass
-class Sandbox:
-    """The running stack and the actors: Microsoft (the emulator's control API), the partner's
-    sellers in Partner Center and in Dynamics 365."""
-
-    stack: SandboxStack
-    microsoft: httpx.AsyncClient
-    pc: PartnerCenterClient
-    crm: DataverseClient
-
-    async def microsoft_sends(self, **fields: Any) -> str:
-        """Microsoft sends the partner a referral (a co-sell one unless ``fields`` say
-        otherwise); returns its id."""
-        body = cosell_referral_from_microsoft(**fields)
-        answer = await self.microsoft.post("/_emulator/microsoft/referrals", json=body)
-        assert answer.status_code == 201, answer.text
-        return str(answer.json()["id"])
-
-    async def partner_edits(self, referral_id: str, **values: Any) -> None:
-        """A partner user edits the referral in Partner Center (``values`` by patch path,
-        ``/`` written as ``__``); Partner Center then fires ``referral-updated``."""
-        current = await self.pc.get_referral(referral_id)
-        operations = [
-            {"op": "replace", "path": "/" + path.replace("__", "/"), "value": value}
-            for path, value in values.items()
-        ]
-        await self.pc.patch_referral(referral_id, operations, etag=current.e_tag)
-
-    async def referral(self, referral_id: str) -> Referral:
-        return await self.pc.get_referral(referral_id)
-
-    async def opportunity_for(self, referral_id: str) -> dict[str, Any] | None:
-        """The opportunity the product made for the referral, once its sync marked it ✔."""
-        row = await self.crm.first("opportunities", filter=eq("cosell_referralid", referral_id))
-        return row if row is not None and str(row["name"]).startswith("✔ ") else None
-
-    async def opportunity(self, opportunity_id: str) -> dict[str, Any]:
-        return await self.crm.get("opportunities", opportunity_id)
-
-
-async def eventually(
-    check: Callable[[], Awaitable[T | None]], what: str, *, within_s: float = WITHIN_S
-) -> T:
-    """Poll ``check`` (another process's work: the host's) until it returns a value."""
-    deadline = time.monotonic() + within_s
-    while True:
-        result = await check()
-        if result is not None and result is not False:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within_s:.0f} s: {what}")
-        await asyncio.sleep(0.2)
-
-
-def customer(name: str, postal_code: str = "10115", city: str = "Berlin") -> dict[str, Any]:
-    """A ``customerProfile`` of a customer of its own (``name`` unique per test)."""
-    return {
-        "name": name,
-        "address": {"addressLine1": "1 Example Way", "city": city, "postalCode": postal_code,
-                    "country": "DE"},
-        "team": [{"firstName": "Ana", "lastName": "Example",
-                  "email": f"ana.{uuid.uuid4().hex[:8]}@example.com"}],
-    }  # fmt: skip
-
-
-def unique(name: str) -> str:
-    return f"{name} {uuid.uuid4().hex[:8]}"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -27,57 +27,10 @@ from typing import Any
 
 import pytest
 
-from shared.dataverse import ColumnDefinition, TableDefinition
+from tests.country_table import BY_NAME_ID, GERMANY_ID, LOOKUP, NAVIGATION, add_country_table
 from tests.sync.conftest import World, open_world
 
-LOOKUP = {"column": "cr1a2_countryid", "table": "cr1a2_countries", "code_column": "cr1a2_isocode"}
 MAPPING = {"country": {"lookup": LOOKUP}}
-NAVIGATION = "cr1a2_CountryId"  # the lookup's SchemaName: Dataverse's default navigation name
-# The customer's countries: Germany by its ISO code, and a row whose "code" is a name.
-GERMANY_ID = "0c5d7a10-0000-4000-8000-0000000000de"
-BY_NAME_ID = "0c5d7a10-0000-4000-8000-00000000000a"
-COUNTRY_ROWS = {GERMANY_ID: ("Germany", "DE"), BY_NAME_ID: ("Germany (old)", "Germany")}
-
-
-async def add_country_table(world: World) -> None:
-    """The customer's country table with an ISO code column and rows, and the account's lookup
-    to it, created the way the maker portal does (the navigation property is not chosen)."""
-    await world.dataverse.create_table(
-        TableDefinition(
-            schema_name="cr1a2_Country",
-            display_name="Country",
-            display_collection_name="Countries",
-            entity_set_name="cr1a2_countries",
-            primary_name=ColumnDefinition(
-                schema_name="cr1a2_Name", display_name="Name", kind="string"
-            ),
-        )
-    )
-    await world.dataverse.create_column(
-        "cr1a2_country",
-        ColumnDefinition(schema_name="cr1a2_IsoCode", display_name="ISO code", kind="string"),
-    )
-    response = await world.dv_http.post(
-        "/api/data/v9.2/RelationshipDefinitions",
-        headers={"Authorization": "Bearer sandbox"},
-        json={
-            "@odata.type": "Microsoft.Dynamics.CRM.OneToManyRelationshipMetadata",
-            "SchemaName": "cr1a2_country_account_cr1a2_countryid",
-            "ReferencedEntity": "cr1a2_country",
-            "ReferencedAttribute": "cr1a2_countryid",
-            "ReferencingEntity": "account",
-            "Lookup": {
-                "@odata.type": "Microsoft.Dynamics.CRM.LookupAttributeMetadata",
-                "SchemaName": NAVIGATION,
-                "DisplayName": {"LocalizedLabels": [{"Label": "Country", "LanguageCode": 1033}]},
-            },
-        },
-    )
-    assert response.status_code == 204, response.text
-    for row_id, (name, code) in COUNTRY_ROWS.items():
-        await world.dataverse.create(
-            "cr1a2_countries", {"cr1a2_name": name, "cr1a2_isocode": code}, row_id=row_id
-        )
 
 
 @pytest.fixture
@@ -85,7 +38,7 @@ async def world(storage_connection_string: str, unique_name: str) -> AsyncIterat
     async with open_world(
         storage_connection_string, unique_name, CRM_MAPPING=json.dumps(MAPPING)
     ) as opened:
-        await add_country_table(opened)
+        await add_country_table(opened.dataverse, opened.dv_http)
         yield opened
 
 

@@ -1,0 +1,90 @@
+"""What the end-to-end stories share: the running sandbox with its actors, and waiting for the
+host (another process) to have done its work."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+
+from sandbox.partner_center.samples import cosell_referral_from_microsoft
+from sandbox.stack import SandboxStack
+from shared.dataverse import DataverseClient, eq
+from shared.partner_center import PartnerCenterClient, Referral
+
+T = TypeVar("T")
+WITHIN_S = 30.0
+
+
+@dataclass
+class Sandbox:
+    """The running stack and the actors: Microsoft (the emulator's control API), the partner's
+    sellers in Partner Center and in Dynamics 365."""
+
+    stack: SandboxStack
+    microsoft: httpx.AsyncClient
+    pc: PartnerCenterClient
+    crm: DataverseClient
+
+    async def microsoft_sends(self, **fields: Any) -> str:
+        """Microsoft sends the partner a referral (a co-sell one unless ``fields`` say
+        otherwise); returns its id."""
+        body = cosell_referral_from_microsoft(**fields)
+        answer = await self.microsoft.post("/_emulator/microsoft/referrals", json=body)
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["id"])
+
+    async def partner_edits(self, referral_id: str, **values: Any) -> None:
+        """A partner user edits the referral in Partner Center (``values`` by patch path,
+        ``/`` written as ``__``); Partner Center then fires ``referral-updated``."""
+        current = await self.pc.get_referral(referral_id)
+        operations = [
+            {"op": "replace", "path": "/" + path.replace("__", "/"), "value": value}
+            for path, value in values.items()
+        ]
+        await self.pc.patch_referral(referral_id, operations, etag=current.e_tag)
+
+    async def referral(self, referral_id: str) -> Referral:
+        return await self.pc.get_referral(referral_id)
+
+    async def opportunity_for(self, referral_id: str) -> dict[str, Any] | None:
+        """The opportunity the product made for the referral, once its sync marked it ✔."""
+        row = await self.crm.first("opportunities", filter=eq("cosell_referralid", referral_id))
+        return row if row is not None and str(row["name"]).startswith("✔ ") else None
+
+    async def opportunity(self, opportunity_id: str) -> dict[str, Any]:
+        return await self.crm.get("opportunities", opportunity_id)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], what: str, *, within_s: float = WITHIN_S
+) -> T:
+    """Poll ``check`` (another process's work: the host's) until it returns a value."""
+    deadline = time.monotonic() + within_s
+    while True:
+        result = await check()
+        if result is not None and result is not False:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within_s:.0f} s: {what}")
+        await asyncio.sleep(0.2)
+
+
+def customer(name: str, postal_code: str = "10115", city: str = "Berlin") -> dict[str, Any]:
+    """A ``customerProfile`` of a customer of its own (``name`` unique per test)."""
+    return {
+        "name": name,
+        "address": {"addressLine1": "1 Example Way", "city": city, "postalCode": postal_code,
+                    "country": "DE"},
+        "team": [{"firstName": "Ana", "lastName": "Example",
+                  "email": f"ana.{uuid.uuid4().hex[:8]}@example.com"}],
+    }  # fmt: skip
+
+
+def unique(name: str) -> str:
+    return f"{name} {uuid.uuid4().hex[:8]}"
