@@ -33,8 +33,9 @@ _LABELS = {
 
 
 def field_label(field: str) -> str:
-    """A Deal field's name in the words of the audit ("deal value")."""
-    return _LABELS.get(field, field)
+    """A Deal field's name in the words of the audit ("deal value"); a mapped extra field by
+    its column (``extra.cr1a2_region`` → ``cr1a2_region``)."""
+    return _LABELS.get(field, field.removeprefix("extra."))
 
 
 def show_value(value: Any) -> str:

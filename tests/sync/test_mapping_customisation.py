@@ -88,7 +88,12 @@ async def test_an_extra_choice_column_syncs_both_ways_through_its_value_map(worl
     result = await world.sync_referral(referral_id, reason="webhook:referral-updated")
 
     assert result.outcome == "synced"
-    assert (await world.opportunity(opportunity_id))["cr1a2_salesstage"] == STAGES["Close"]
+    row = await world.opportunity(opportunity_id)
+    assert row["cr1a2_salesstage"] == STAGES["Close"]
+    # Merged like a built-in field: the audit and the history name the change.
+    assert "from Partner Center: cr1a2_salesstage Propose → Close" in row["cosell_audit"]
+    [latest, *_] = await world.history.list_entries(referral_id)
+    assert any(c.field == "extra.cr1a2_salesstage" for c in latest.changes)
 
 
 async def test_a_referral_value_without_a_choice_is_reported_not_written(world: World) -> None:
