@@ -15,6 +15,7 @@ from typing import Any
 
 from sandbox.dataverse import odata
 from sandbox.dataverse.errors import query_error
+from sandbox.odata import properties
 
 Definition = dict[str, Any]
 
@@ -31,7 +32,7 @@ def filter_definitions(
         return items
     node = odata.parse_expression(text)
     known = {key for item in items for key in item}
-    for path in odata.properties(node):
+    for path in properties(node):
         if path not in known:
             raise query_error(
                 f"Could not find a property named '{path}' on type "

@@ -1,19 +1,20 @@
 """The OData subset the emulator understands: ``$filter`` (parsed and evaluated), ``$select``,
 ``$orderby`` and ``$expand`` (reference section 2).
 
-Filters are parsed into a small tree, checked against the table's schema (unknown property or an
-operand of the wrong type → 400, as Dataverse does) and then evaluated per row. String
-comparisons are case-insensitive (reference 2.2).
+Filters are parsed by the shared engine (``sandbox.odata``) in Dataverse's dialect — the string
+functions, ``Edm.Date`` literals, case-sensitive keywords, Dataverse's error wording — then checked
+against the table's schema (unknown property or an operand of the wrong type → 400, as Dataverse
+does) and evaluated per row. String comparisons are case-insensitive (reference 2.2).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from sandbox import odata
 from sandbox.dataverse.errors import DataverseFault, query_error
 from sandbox.dataverse.schema import (
     CHOICE,
@@ -24,6 +25,20 @@ from sandbox.dataverse.schema import (
     Schema,
     Table,
     parse_datetime,
+)
+from sandbox.odata import (
+    Call,
+    Compare,
+    Dialect,
+    Getter,
+    Literal,
+    Logical,
+    Node,
+    Not,
+    Operand,
+    Prop,
+    Token,
+    parse,
 )
 
 Row = dict[str, Any]
@@ -36,12 +51,11 @@ _TOKEN = re.compile(
   | (?P<datetime>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2}))
   | (?P<date>\d{4}-\d{2}-\d{2}\b)
   | (?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
-  | (?P<ident>[A-Za-z_][A-Za-z0-9_./]*)
+  | (?P<name>[A-Za-z_][A-Za-z0-9_./]*)
   | (?P<punct>[(),])
     """,
     re.VERBOSE,
 )
-COMPARISONS = {"eq", "ne", "gt", "ge", "lt", "le"}
 _OP_KIND = {
     "eq": "Equal",
     "ne": "NotEqual",
@@ -50,169 +64,58 @@ _OP_KIND = {
     "lt": "LessThan",
     "le": "LessThanOrEqual",
 }
-STRING_FUNCTIONS = {"contains", "startswith", "endswith"}
+STRING_FUNCTIONS = frozenset({"contains", "startswith", "endswith"})
 
 
-@dataclass(frozen=True)
-class Token:
-    kind: str
-    text: str
+def _literal(token: Token) -> Literal | None:
+    if token.kind == "string":
+        return Literal(token.text[1:-1].replace("''", "'"), "Edm.String")
+    if token.kind == "guid":
+        return Literal(token.text.lower(), "Edm.Guid")
+    if token.kind == "datetime":
+        parsed = parse_datetime(token.text)
+        if parsed is None:
+            raise query_error(f"Invalid DateTimeOffset literal '{token.text}'.")
+        return Literal(parsed, "Edm.DateTimeOffset")
+    if token.kind == "date":
+        try:
+            return Literal(date.fromisoformat(token.text), "Edm.Date")
+        except ValueError:
+            raise query_error(f"Invalid Date literal '{token.text}'.") from None
+    if token.kind == "number":
+        number = float(token.text) if any(c in token.text for c in ".eE") else int(token.text)
+        return Literal(number, "Edm.Decimal")
+    if token.kind != "name":
+        return None
+    if token.text in ("true", "false"):
+        return Literal(token.text == "true", "Edm.Boolean")
+    if token.text == "null":
+        return Literal(None, "null")
+    if token.text.startswith("Microsoft.Dynamics.CRM."):
+        # The query functions (Microsoft.Dynamics.CRM.LastXDays ...) read as names; refuse
+        # them rather than look for a property of that name.
+        raise query_error(f"The emulator does not implement the function '{token.text}'.")
+    return None
 
 
-@dataclass(frozen=True)
-class Literal:
-    value: Any
-    edm: str  # Edm.String, Edm.Guid, Edm.Date, Edm.DateTimeOffset, Edm.Decimal, Edm.Boolean, null
-
-
-@dataclass(frozen=True)
-class Prop:
-    path: str  # a wire name, or nav/wire-name through a single-valued navigation property
-
-
-@dataclass(frozen=True)
-class Compare:
-    op: str
-    left: Literal | Prop
-    right: Literal | Prop
-
-
-@dataclass(frozen=True)
-class Call:
-    name: str
-    args: tuple[Literal | Prop, ...]
-
-
-@dataclass(frozen=True)
-class Logical:
-    op: str  # "and" | "or"
-    left: Node
-    right: Node
-
-
-@dataclass(frozen=True)
-class Not:
-    operand: Node
-
-
-Node = Compare | Call | Logical | Not
-
-
-def tokenize(text: str) -> list[Token]:
-    tokens: list[Token] = []
-    pos = 0
-    while pos < len(text):
-        match = _TOKEN.match(text, pos)
-        if match is None:
-            raise query_error(f"Syntax error at position {pos} in '{text}'.")
-        pos = match.end()
-        kind = match.lastgroup or ""
-        if kind != "ws":
-            tokens.append(Token(kind, match.group()))
-    return tokens
-
-
-class _Parser:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.tokens = tokenize(text)
-        self.pos = 0
-
-    def peek(self) -> Token | None:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
-
-    def take(self) -> Token:
-        token = self.peek()
-        if token is None:
-            raise query_error(f"Syntax error: unexpected end of '{self.text}'.")
-        self.pos += 1
-        return token
-
-    def expect(self, text: str) -> None:
-        token = self.take()
-        if token.text != text:
-            raise query_error(f"Syntax error: expected '{text}' but found '{token.text}'.")
-
-    def at_word(self, *words: str) -> bool:
-        token = self.peek()
-        return token is not None and token.kind == "ident" and token.text in words
-
-    def parse(self) -> Node:
-        node = self.parse_or()
-        if self.peek() is not None:
-            raise query_error(f"Syntax error at '{self.take().text}' in '{self.text}'.")
-        return node
-
-    def parse_or(self) -> Node:
-        node = self.parse_and()
-        while self.at_word("or"):
-            self.take()
-            node = Logical("or", node, self.parse_and())
-        return node
-
-    def parse_and(self) -> Node:
-        node = self.parse_not()
-        while self.at_word("and"):
-            self.take()
-            node = Logical("and", node, self.parse_not())
-        return node
-
-    def parse_not(self) -> Node:
-        if self.at_word("not"):
-            self.take()
-            return Not(self.parse_not())
-        return self.parse_primary()
-
-    def parse_primary(self) -> Node:
-        token = self.peek()
-        if token is not None and token.text == "(":
-            self.take()
-            node = self.parse_or()
-            self.expect(")")
-            return node
-        if token is not None and token.kind == "ident" and token.text in STRING_FUNCTIONS:
-            self.take()
-            self.expect("(")
-            args = [self.parse_operand()]
-            while self.peek() is not None and self.peek() == Token("punct", ","):
-                self.take()
-                args.append(self.parse_operand())
-            self.expect(")")
-            return Call(token.text, tuple(args))
-        left = self.parse_operand()
-        op = self.take()
-        if op.kind != "ident" or op.text not in COMPARISONS:
-            raise query_error(f"Syntax error: expected a comparison operator, found '{op.text}'.")
-        return Compare(op.text, left, self.parse_operand())
-
-    def parse_operand(self) -> Literal | Prop:
-        token = self.take()
-        if token.kind == "string":
-            return Literal(token.text[1:-1].replace("''", "'"), "Edm.String")
-        if token.kind == "guid":
-            return Literal(token.text.lower(), "Edm.Guid")
-        if token.kind == "datetime":
-            parsed = parse_datetime(token.text)
-            if parsed is None:
-                raise query_error(f"Invalid DateTimeOffset literal '{token.text}'.")
-            return Literal(parsed, "Edm.DateTimeOffset")
-        if token.kind == "date":
-            try:
-                return Literal(date.fromisoformat(token.text), "Edm.Date")
-            except ValueError:
-                raise query_error(f"Invalid Date literal '{token.text}'.") from None
-        if token.kind == "number":
-            number = float(token.text) if any(c in token.text for c in ".eE") else int(token.text)
-            return Literal(number, "Edm.Decimal")
-        if token.kind == "ident":
-            if token.text in ("true", "false"):
-                return Literal(token.text == "true", "Edm.Boolean")
-            if token.text == "null":
-                return Literal(None, "null")
-            if token.text.startswith("Microsoft.Dynamics.CRM."):
-                raise query_error(f"The emulator does not implement the function '{token.text}'.")
-            return Prop(token.text)
-        raise query_error(f"Syntax error: unexpected '{token.text}'.")
+DIALECT = Dialect(
+    tokens=_TOKEN,
+    literal=_literal,
+    error=query_error,
+    messages={
+        "unreadable": "Syntax error at position {pos} in '{text}'.",
+        "ends": "Syntax error: unexpected end of '{text}'.",
+        "expected": "Syntax error: expected '{expected}' but found '{found}'.",
+        "trailing": "Syntax error at '{found}' in '{text}'.",
+        "operator": "Syntax error: expected a comparison operator, found '{found}'.",
+        "operand": "Syntax error: unexpected '{found}'.",
+        # A path is one token here and lambdas are not emulated, so these cannot arise.
+        "path_segment": "Syntax error: unexpected '{found}'.",
+        "lambda_variable": "Syntax error in a lambda.",
+        "lambda_compared": "Syntax error in a lambda.",
+    },
+    functions=STRING_FUNCTIONS,
+)
 
 
 def unknown_property(table: Table, name: str) -> DataverseFault:
@@ -272,7 +175,7 @@ def check(node: Node, schema: Schema, table: Table) -> None:
             or literal.edm != "Edm.String"
         ):
             raise query_error(f"'{node.name}' needs a string property and a string literal.")
-    else:
+    elif isinstance(node, Compare):
         sides = [node.left, node.right]
         columns = [resolve_column(schema, table, s.path) for s in sides if isinstance(s, Prop)]
         literals = [s for s in sides if isinstance(s, Literal)]
@@ -285,27 +188,14 @@ def check(node: Node, schema: Schema, table: Table) -> None:
 
 
 def parse_filter(text: str, schema: Schema, table: Table) -> Node:
-    node = _Parser(text).parse()
+    node = parse_expression(text)
     check(node, schema, table)
     return node
 
 
 def parse_expression(text: str) -> Node:
     """A ``$filter`` tree not checked against a table (metadata collections check their own)."""
-    return _Parser(text).parse()
-
-
-def properties(node: Node) -> list[str]:
-    """The property paths a filter reads, in order."""
-    if isinstance(node, Logical):
-        return [*properties(node.left), *properties(node.right)]
-    if isinstance(node, Not):
-        return properties(node.operand)
-    sides = node.args if isinstance(node, Call) else (node.left, node.right)
-    return [side.path for side in sides if isinstance(side, Prop)]
-
-
-Getter = Callable[[Row, str], Any]
+    return parse(text, DIALECT)
 
 
 def _normalise(value: Any, other: Literal | None) -> Any:
@@ -326,56 +216,20 @@ def _normalise(value: Any, other: Literal | None) -> Any:
     return value
 
 
-def _operand(side: Literal | Prop, other: Literal | Prop, row: Row, get: Getter) -> Any:
+def _operand(side: Operand, value: Any, other: Operand) -> Any:
     if isinstance(side, Literal):
-        value = side.value
-        if isinstance(value, str):
-            return value.casefold()
-        return value
-    return _normalise(get(row, side.path), other if isinstance(other, Literal) else None)
+        return value.casefold() if isinstance(value, str) else value
+    return _normalise(value, other if isinstance(other, Literal) else None)
 
 
-def _compare(op: str, left: Any, right: Any) -> bool:
-    if op == "eq":
-        return bool(left == right)
-    if op == "ne":
-        return bool(left != right)
-    if left is None or right is None:
-        return False  # ordering against null is never true
-    try:
-        if op == "gt":
-            return bool(left > right)
-        if op == "ge":
-            return bool(left >= right)
-        if op == "lt":
-            return bool(left < right)
-        return bool(left <= right)
-    except TypeError:
-        return False
+def _comparable(
+    left: Operand, left_value: Any, right: Operand, right_value: Any
+) -> tuple[Any, Any]:
+    return _operand(left, left_value, right), _operand(right, right_value, left)
 
 
 def evaluate(node: Node, row: Row, get: Getter) -> bool:
-    if isinstance(node, Logical):
-        if node.op == "and":
-            return evaluate(node.left, row, get) and evaluate(node.right, row, get)
-        return evaluate(node.left, row, get) or evaluate(node.right, row, get)
-    if isinstance(node, Not):
-        return not evaluate(node.operand, row, get)
-    if isinstance(node, Call):
-        prop, literal = node.args
-        assert isinstance(prop, Prop) and isinstance(literal, Literal)
-        value = get(row, prop.path)
-        if not isinstance(value, str):
-            return False
-        haystack, needle = value.casefold(), str(literal.value).casefold()
-        if node.name == "contains":
-            return needle in haystack
-        if node.name == "startswith":
-            return haystack.startswith(needle)
-        return haystack.endswith(needle)
-    left = _operand(node.left, node.right, row, get)
-    right = _operand(node.right, node.left, row, get)
-    return _compare(node.op, left, right)
+    return odata.evaluate(node, row, get, _comparable)
 
 
 def split_top_level(text: str, separator: str = ",") -> list[str]:

@@ -36,6 +36,7 @@ from sandbox.dataverse.schema import (
     format_datetime,
     not_declared,
 )
+from sandbox.odata import Getter, Node
 
 Row = dict[str, Any]
 
@@ -211,7 +212,7 @@ class Store:
     def select(
         self,
         entity_set: str,
-        where: odata.Node | None,
+        where: Node | None,
         order: list[tuple[str, bool]],
         *,
         after: list[Any] | None = None,
@@ -233,7 +234,7 @@ class Store:
             keyed.sort(key=_key_at(index), reverse=keys[index][1])
         return keyed
 
-    def _getter(self, table: Table, record: Record) -> odata.Getter:
+    def _getter(self, table: Table, record: Record) -> Getter:
         def get(values: Row, path: str) -> Any:
             return self.value(table, record, path)
 

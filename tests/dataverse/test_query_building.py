@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sandbox.dataverse.odata import Compare, Literal, Prop, _Parser
+from sandbox.dataverse.odata import parse_expression
+from sandbox.odata import Compare, Literal, Prop
 from shared.dataverse import (
     Expand,
     OpportunityStatus,
@@ -35,7 +36,7 @@ from shared.dataverse._odata import query_params
 @settings(max_examples=300, deadline=None)
 @given(st.text())
 def test_any_text_stays_one_literal_of_one_comparison(text: str) -> None:
-    parsed = _Parser(eq("name", text).text).parse()
+    parsed = parse_expression(eq("name", text).text)
 
     assert parsed == Compare("eq", Prop("name"), Literal(text, "Edm.String"))
 
