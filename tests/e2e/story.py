@@ -15,6 +15,7 @@ import httpx
 from sandbox.partner_center.samples import cosell_referral_from_microsoft
 from sandbox.stack import SandboxStack
 from shared.dataverse import DataverseClient, eq
+from shared.errors import PreconditionFailedError
 from shared.partner_center import PartnerCenterClient, Referral
 
 T = TypeVar("T")
@@ -41,13 +42,21 @@ class Sandbox:
 
     async def partner_edits(self, referral_id: str, **values: Any) -> None:
         """A partner user edits the referral in Partner Center (``values`` by patch path,
-        ``/`` written as ``__``); Partner Center then fires ``referral-updated``."""
-        current = await self.pc.get_referral(referral_id)
+        ``/`` written as ``__``); Partner Center then fires ``referral-updated``. The host may
+        write the referral between the read and the patch (a 412): the user reads it again."""
         operations = [
             {"op": "replace", "path": "/" + path.replace("__", "/"), "value": value}
             for path, value in values.items()
         ]
-        await self.pc.patch_referral(referral_id, operations, etag=current.e_tag)
+        for attempt in range(5):
+            current = await self.pc.get_referral(referral_id)
+            try:
+                await self.pc.patch_referral(referral_id, operations, etag=current.e_tag)
+                return
+            except PreconditionFailedError:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.2)
 
     async def referral(self, referral_id: str) -> Referral:
         return await self.pc.get_referral(referral_id)
