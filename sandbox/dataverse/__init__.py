@@ -46,6 +46,7 @@ collection-valued properties (``any``/``all``), and the execution-time service-p
 """
 
 from sandbox.dataverse.app import Emulator, create_app, emulator_of
-from sandbox.dataverse.limits import Faults, Limits
+from sandbox.dataverse.limits import Limits
+from sandbox.kit.faults import Faults
 
 __all__ = ["Emulator", "Faults", "Limits", "create_app", "emulator_of"]

@@ -20,10 +20,12 @@ from starlette.routing import Mount, Route
 from sandbox.dataverse import batch, control, push
 from sandbox.dataverse.api import API_PREFIX, DataApi, json_response
 from sandbox.dataverse.errors import DataverseFault
-from sandbox.dataverse.limits import Faults, Limits, ServiceProtection
+from sandbox.dataverse.faults import injected_fault
+from sandbox.dataverse.limits import Limits, ServiceProtection
 from sandbox.dataverse.metadata import MetadataApi
 from sandbox.dataverse.schema import Schema
 from sandbox.dataverse.store import Caller
+from sandbox.kit.faults import Faults
 from shared.crm_schema import DEFAULT_PREFIX
 
 _TEMPLATE_PARTS = (
@@ -136,7 +138,7 @@ class Emulator:
             faults = self.faults
             # Yield at least once so concurrent requests overlap as they would on a server.
             await asyncio.sleep(faults.latency_ms / 1000)
-            injected = faults.pick(self.rng)
+            injected = injected_fault(faults, self.rng)
             if injected is not None:
                 self.faults_injected += 1
                 return _error(injected)

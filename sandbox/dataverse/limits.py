@@ -1,4 +1,4 @@
-"""Service protection (reference section 6) and injected faults (SPEC 9 control API).
+"""Service protection (reference section 6).
 
 Limits are per emulator (one user): a sliding window of requests and a cap on concurrent
 requests. Over either → 429 with ``Retry-After`` in whole seconds and the documented code. The
@@ -8,11 +8,10 @@ clock is injectable so tests can run a 10-second window in virtual time.
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sandbox.dataverse.errors import CONCURRENCY_LIMIT, REQUESTS_LIMIT, DataverseFault
 
@@ -85,25 +84,6 @@ class ServiceProtection:
 
     def leave(self) -> None:
         self.in_flight -= 1
-
-
-@dataclass
-class Faults:
-    """``PUT /_emulator/faults``: a share of requests fail with one of ``statuses``."""
-
-    error_rate: float = 0.0
-    statuses: list[int] = field(default_factory=lambda: [429, 500, 503])
-    retry_after_s: float = 1.0
-    latency_ms: float = 0.0
-    drop_webhook_rate: float = 0.0  # accepted for symmetry with the Partner Center emulator
-
-    def pick(self, rng: random.Random) -> DataverseFault | None:
-        if self.error_rate <= 0 or rng.random() >= self.error_rate or not self.statuses:
-            return None
-        status = rng.choice(self.statuses)
-        headers = {"Retry-After": f"{self.retry_after_s:g}"} if status in (429, 503) else {}
-        code = REQUESTS_LIMIT if status == 429 else "0x80040216"
-        return DataverseFault(status, code, f"Injected fault ({status}).", headers)
 
 
 def monotonic() -> float:

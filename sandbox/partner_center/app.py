@@ -12,18 +12,20 @@ import random
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sandbox.kit import control as kit_control
+
 from . import control, referrals
 from .errors import ApiError, error_response
+from .faults import injected_response
 from .signing import PKI_PATH, SigningAuthority
 from .state import API_PREFIX, EVENT_RESOURCE_PREFIX, WEBHOOK_PREFIX, EmulatorState
 from .store import ReferralStore
@@ -53,11 +55,7 @@ def _routes() -> list[BaseRoute]:
             control.test_event_result,
             methods=["GET"],
         ),
-        Route("/_emulator/health", control.health, methods=["GET"]),
-        Route("/_emulator/reset", control.reset, methods=["POST"]),
-        Route("/_emulator/stats", control.stats, methods=["GET"]),
-        Route("/_emulator/faults", control.put_faults, methods=["PUT"]),
-        Route("/_emulator/faults", control.delete_faults, methods=["DELETE"]),
+        *kit_control.routes(service="partner-center-emulator", prefix="/_emulator"),
         Route("/_emulator/patch-paths", control.get_patch_paths, methods=["GET"]),
         Route("/_emulator/patch-paths", control.put_patch_paths, methods=["PUT"]),
         Route("/_emulator/webhooks/idle", control.wait_idle, methods=["POST"]),
@@ -152,7 +150,6 @@ class _EmulatorMiddleware:
         self.app = app
         self.state = state
         self.routes = routes
-        self.scripted = 0  # scripted failures so far, to take `statuses` in turn
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -197,30 +194,8 @@ class _EmulatorMiddleware:
         )
 
     async def _fault(self) -> Response | None:
-        faults, rng = self.state.faults, self.state.rng
+        faults = self.state.faults
         if faults.latency_ms:
             await asyncio.sleep(faults.latency_ms / 1000)
-        if not faults.statuses:
-            return None
-        if faults.fail_next > 0:
-            faults.fail_next -= 1
-            status = faults.statuses[self.scripted % len(faults.statuses)]
-            self.scripted += 1
-        elif faults.error_rate and rng.random() < faults.error_rate:
-            status = rng.choice(faults.statuses)
-        else:
-            return None
-        headers: dict[str, str] = {}
-        if status in (429, 503) and faults.retry_after_s is not None:
-            headers["Retry-After"] = f"{faults.retry_after_s:g}"
-        body: dict[str, Any]
-        if status == 429:  # the throttling sample body (§5)
-            body = {
-                "statusCode": 429,
-                "message": "Rate limit is exceeded. "
-                f"Try again in {faults.retry_after_s:g} seconds.",
-            }
-        else:
-            code = "serviceNotAvailable" if status == 503 else "generalException"
-            body = {"error": {"code": code, "message": "Injected fault (emulator)."}}
-        return JSONResponse(body, status_code=status, headers=headers)
+        status = faults.draw(self.state.rng)
+        return None if status is None else injected_response(status, faults)

@@ -1,4 +1,5 @@
-"""The control API under ``/_emulator/`` (SPEC 9) and the webhook registration API (§4.1)."""
+"""Partner Center's own routes of the control API under ``/_emulator/`` (SPEC 9; health, reset,
+stats and faults are the kit's, ``sandbox.kit.control``) and the webhook registration API (§4.1)."""
 
 from __future__ import annotations
 
@@ -8,34 +9,9 @@ from starlette.responses import JSONResponse, Response
 from .errors import ApiError
 from .referrals import emulator, entity, read_json
 from .rules import PARTNER_PATCH_PATHS
-from .state import Faults
 from .webhooks import SUPPORTED_EVENTS
 
 # -- /_emulator/ -----------------------------------------------------------------------------
-
-
-async def health(request: Request) -> Response:
-    return JSONResponse({"status": "ok", "service": "partner-center-emulator"})
-
-
-async def reset(request: Request) -> Response:
-    emulator(request).reset()
-    return Response(status_code=204)
-
-
-async def stats(request: Request) -> Response:
-    return JSONResponse(emulator(request).stats())
-
-
-async def put_faults(request: Request) -> Response:
-    state = emulator(request)
-    state.set_faults(Faults.parse(await read_json(request)))
-    return JSONResponse(state.faults.as_dict())
-
-
-async def delete_faults(request: Request) -> Response:
-    emulator(request).set_faults(Faults())
-    return Response(status_code=204)
 
 
 async def get_patch_paths(request: Request) -> Response:

@@ -6,10 +6,10 @@ import random
 import time
 import uuid
 from collections import Counter, deque
-from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import invalid
+from sandbox.kit.faults import Faults
+
 from .store import Change, ReferralStore
 from .webhooks import TestEventRecord, WebhookDispatcher
 
@@ -19,45 +19,6 @@ WEBHOOK_PREFIX = "/webhooks/v1"
 # mirrors that shape on its own host.
 EVENT_RESOURCE_PREFIX = "/engagements/v1/referrals"
 CERTIFICATE_PATH = "/_emulator/certificates/signing.cer"
-
-
-@dataclass
-class Faults:
-    """Injected failures for API routes (SPEC 9): ``PUT /_emulator/faults``."""
-
-    error_rate: float = 0.0
-    statuses: list[int] = field(default_factory=lambda: [429, 500, 503])
-    retry_after_s: float | None = 1.0
-    latency_ms: float = 0.0
-    drop_webhook_rate: float = 0.0
-    # Not in SPEC 9's example body: fail exactly the next N API requests (statuses in turn),
-    # so tests can script "429, then success" without relying on chance.
-    fail_next: int = 0
-
-    @classmethod
-    def parse(cls, body: Any) -> Faults:
-        if not isinstance(body, dict):
-            raise invalid("The faults body must be an object.")
-        unknown = set(body) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise invalid(f"Unknown fault settings: {', '.join(sorted(unknown))}.")
-        faults = cls(**body)
-        for name in ("error_rate", "drop_webhook_rate"):
-            value = getattr(faults, name)
-            if not isinstance(value, int | float) or not 0 <= value <= 1:
-                raise invalid(f"{name} must be a number from 0 to 1.", name)
-        if not isinstance(faults.statuses, list) or not all(
-            isinstance(s, int) and 400 <= s <= 599 for s in faults.statuses
-        ):
-            raise invalid("statuses must be a list of 4xx/5xx codes.", "statuses")
-        if not isinstance(faults.fail_next, int) or faults.fail_next < 0:
-            raise invalid("fail_next must be a non-negative integer.", "fail_next")
-        if not isinstance(faults.latency_ms, int | float) or faults.latency_ms < 0:
-            raise invalid("latency_ms must be a non-negative number.", "latency_ms")
-        return faults
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class EmulatorState:
@@ -96,8 +57,13 @@ class EmulatorState:
         self.requests.clear()
         self._test_event_times.clear()
 
-    def set_faults(self, faults: Faults) -> None:
-        self.faults = faults
+    @property
+    def faults(self) -> Faults:
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self._faults = faults
         self.dispatcher.drop_rate = faults.drop_webhook_rate
 
     def remember_base_url(self, url: str) -> None:
