@@ -5,7 +5,6 @@ opportunity state rules (Won/Lost only through the close actions, reference 8.2)
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -14,9 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox.dataverse import odata
+from sandbox.dataverse import odata, rules
 from sandbox.dataverse.errors import (
-    INVALID_ARGUMENT,
     DataverseFault,
     duplicate_record,
     not_found,
@@ -25,8 +23,6 @@ from sandbox.dataverse.errors import (
 )
 from sandbox.dataverse.schema import (
     GUID,
-    LEAD_STATES,
-    OPPORTUNITY_STATES,
     Column,
     Kind,
     OneToMany,
@@ -64,11 +60,6 @@ CURRENCIES = (
 # Fixed ids so a reset keeps the same currency rows (and clients' caches stay valid).
 _CURRENCY_NAMESPACE = uuid.UUID("6d1f8a52-3c1e-4c36-9f0e-2f0d3c4b5a60")
 BASE_CURRENCY = "USD"
-
-_BIND = re.compile(
-    r"^(?:https?://[^/]+)?/?(?:api/data/v9\.\d/)?(?P<set>[A-Za-z_][A-Za-z0-9_]*)"
-    r"\((?P<id>[0-9a-fA-F-]{36})\)$"
-)
 
 
 def currency_id(iso_code: str) -> str:
@@ -304,15 +295,7 @@ class Store:
         record = Record({column.wire_name: None for column in table.columns.values()})
         payload = self._changes(table, body, None)
         changes, targets = payload.changes, payload.targets
-        state = changes.get("statecode", 0)
-        states = _states(table)
-        if table.entity_set == "opportunities" and state != 0:
-            raise _closing_refused(state)
-        if state not in states:
-            raise payload_error(table.entity_set, f"statecode {state} is not valid.")
-        status = changes.get("statuscode") or states[state][0]
-        if status not in states[state]:
-            raise _bad_status(table, state, status)
+        state, status = rules.initial_state(table, changes)
         self._insert_related(payload)
         record.values.update(changes)
         record.targets.update(targets)
@@ -375,7 +358,7 @@ class Store:
             raise version_mismatch()
         with self.atomic():
             payload = self._changes(table, body, record)
-            self._check_state_change(table, record, body, payload.changes)
+            rules.check_state_change(table, record.values["statecode"], payload.changes)
             self._insert_related(payload)
         # Past every check: from here on nothing fails, so the existing row changes in place.
         self._remember(entity_set, row_id.lower(), record)
@@ -396,36 +379,11 @@ class Store:
 
     def close_opportunity(self, won: bool, body: Row) -> None:
         """WinOpportunity / LoseOpportunity (reference 8.2): state and status from ``Status``."""
-        action = "WinOpportunity" if won else "LoseOpportunity"
-        status = body.get("Status")
-        close = body.get("OpportunityClose")
-        if isinstance(status, bool) or not isinstance(status, int) or not isinstance(close, dict):
-            raise DataverseFault(
-                400,
-                "0x80048d19",
-                f"{action} needs the parameters OpportunityClose (an object) and Status "
-                "(an integer).",
-            )
-        state = 1 if won else 2
-        if status not in OPPORTUNITY_STATES[state]:
-            raise _bad_status(self.table("opportunities"), state, status)
-        bind = close.get("opportunityid@odata.bind")
-        match = _BIND.match(bind) if isinstance(bind, str) else None
-        if match is None or match.group("set") != "opportunities":
-            raise DataverseFault(
-                400,
-                "0x80048d19",
-                'OpportunityClose needs "opportunityid@odata.bind": "/opportunities(<id>)".',
-            )
-        record = self.get("opportunities", match.group("id"))
-        if record.values["statecode"] != 0:
-            # Won must be reopened before it can be lost, and vice versa (reference 8.2).
-            raise DataverseFault(
-                400,
-                INVALID_ARGUMENT,
-                "The opportunity is already closed; reopen it before closing it again.",
-            )
-        self._remember("opportunities", match.group("id").lower(), record)
+        request = rules.read_close(won, body, self.table("opportunities"))
+        record = self.get("opportunities", request.opportunity_id)
+        rules.check_closable(record.values["statecode"])
+        close = request.close
+        self._remember("opportunities", request.opportunity_id.lower(), record)
         revenue = close.get("actualrevenue", record.values.get("estimatedvalue"))
         end = (
             close.get("actualend")
@@ -433,8 +391,8 @@ class Store:
         )
         record.values.update(
             {
-                "statecode": state,
-                "statuscode": status,
+                "statecode": request.state,
+                "statuscode": request.status,
                 "actualvalue": revenue if won else record.values.get("actualvalue"),
                 "actualclosedate": str(end)[:10],
                 "_modifiedby_value": self.caller.user_id,
@@ -442,7 +400,7 @@ class Store:
         )
         version, stamp = self._stamp()
         record.values.update({"versionnumber": version, "modifiedon": stamp})
-        self.closes.append({"action": action, "status": status, **close})
+        self.closes.append({"action": request.action, "status": request.status, **close})
 
     # -- validation -----------------------------------------------------------------------------
 
@@ -530,7 +488,7 @@ class Store:
         if value is None:
             changes[column.wire_name] = None
             return
-        match = _BIND.match(value) if isinstance(value, str) else None
+        match = rules.BIND.match(value) if isinstance(value, str) else None
         if match is None or match.group("set") != target_set:
             raise payload_error(
                 table.entity_set,
@@ -543,34 +501,6 @@ class Store:
             raise not_found(target_table.logical_name, match.group("id"))
         changes[column.wire_name] = match.group("id").lower()
         targets[column.name] = target_set
-
-    def _check_state_change(self, table: Table, record: Record, body: Row, changes: Row) -> None:
-        states = _states(table)
-        current = record.values["statecode"]
-        state = changes.get("statecode", current)
-        status = changes.get("statuscode")
-        if table.entity_set == "opportunities":
-            closing = state in (1, 2) and "statecode" in changes
-            if closing or (status is not None and status not in OPPORTUNITY_STATES[0]):
-                raise _closing_refused(int(state or 0) if closing else _state_of(int(status or 0)))
-            if current != 0 and state != 0:
-                # Won/Lost rows are read-only until reopened by PATCH statecode 0 (8.1, 8.2).
-                raise DataverseFault(
-                    400,
-                    INVALID_ARGUMENT,
-                    "The opportunity is closed and cannot be edited; reopen it first "
-                    '({"statecode": 0, "statuscode": 1}).',
-                )
-        elif table.entity_set == "leads" and current != 0 and state not in (0, current):
-            raise DataverseFault(
-                400, INVALID_ARGUMENT, "A closed lead must be reactivated before it changes state."
-            )
-        if state not in states:
-            raise payload_error(table.entity_set, f"statecode {state} is not valid.")
-        if "statecode" in changes and status is None:
-            changes["statuscode"] = states[state][0]
-        elif status is not None and status not in states[state]:
-            raise _bad_status(table, state, status)
 
     def _derive(self, table: Table, record: Record) -> None:
         values = record.values
@@ -622,49 +552,6 @@ def _child_body(table: Table, parent_id: str, relation: OneToMany, body: Row) ->
 def _not_a_guid(entity_set: str, value: Any) -> DataverseFault:
     return payload_error(
         entity_set, f"Cannot convert the literal '{value}' to the expected type 'Edm.Guid'."
-    )
-
-
-def _states(table: Table) -> dict[int, tuple[int, ...]]:
-    if table.entity_set == "opportunities":
-        return OPPORTUNITY_STATES
-    if table.entity_set == "leads":
-        return LEAD_STATES
-    # Other tables: each status reason under its state, the first being the default.
-    states: dict[int, tuple[int, ...]] = {}
-    for status, state in table.status_states.items():
-        states[state] = (*states.get(state, ()), status)
-    return states or {0: (1,), 1: (2,)}
-
-
-def _state_of(status: int) -> int:
-    return next((s for s, v in OPPORTUNITY_STATES.items() if status in v), 0)
-
-
-def _closing_refused(state: int) -> DataverseFault:
-    # Reference 8.2: Won/Lost only through WinOpportunity/LoseOpportunity. UNCERTAIN: the exact
-    # Web API wording; this is the SDK-era message.
-    target, message = (
-        ("Won", "WinOpportunityRequest")
-        if state == 1
-        else (
-            "Lost",
-            "LoseOpportunityRequest",
-        )
-    )
-    return DataverseFault(
-        400,
-        INVALID_ARGUMENT,
-        f"This message can not be used to set the state of opportunity to {target}. In order to "
-        f"set the state of opportunity to {target}, use the {message} message instead.",
-    )
-
-
-def _bad_status(table: Table, state: int, status: Any) -> DataverseFault:
-    return DataverseFault(
-        400,
-        "0x8004431A",
-        f"{status} is not a valid status code for state code {table.logical_name}State {state}.",
     )
 
 
