@@ -4,7 +4,9 @@
    with the Dataverse poll every second, reconcile every 15 s, a 1 s queue visibility timeout
    and a 6 s message lease (so the jobs of a killed host come back after 6 s).
 2. Both emulators fail 10 % of API requests (429, 500, 503 and 504 standing for a timeout);
-   Partner Center drops 10 % of webhooks.
+   Partner Center drops 10 % of webhooks, Dataverse 10 % of its pushes to ``dataverse_webhook``
+   (the sellers edit as a Dataverse user of their own, so their edits are pushed; the poll
+   catches what a lost push missed).
 3. Microsoft sends ``referrals`` co-sell referrals (two per customer, so accounts must be
    shared, one contact each). While they are created and edited, the host is killed at random
    moments (``FunctionHost.stop`` with no grace: running invocations are cancelled wherever
@@ -69,6 +71,7 @@ from azure.data.tables.aio import TableClient
 from azure.storage.queue.aio import QueueClient
 
 from bench import families as fam
+from bench import push_latency
 from bench.common import control_client, set_faults, without_mark
 from sandbox import partner_center
 from sandbox.host import FunctionHost
@@ -95,6 +98,7 @@ EDIT_CONCURRENCY = 8
 MAX_BACKFILLS = 5
 KILL_EVERY_S = (2.0, 6.0)
 THROTTLED_WAIT_CAP_S = 30.0
+PUSH_DROP_RATE = 0.10
 DOWN_FOR_S = (0.2, 1.5)
 HOST_OPTIONS: dict[str, Any] = {"visibility_timeout": 1, "lease_s": 6.0}
 SETTINGS = {
@@ -161,6 +165,8 @@ class ChaosReport:
     invocations_cancelled: int = 0
     faults: dict[str, int] = field(default_factory=dict)
     webhooks_dropped: int = 0
+    # Dataverse pushes to dataverse_webhook (issue 16): made, delivered, failed, dropped.
+    pushes: dict[str, int] = field(default_factory=dict)
     invocations: int = 0
     poison: int = 0
     backfills: list[dict[str, int]] = field(default_factory=list)
@@ -198,6 +204,8 @@ class ChaosReport:
             "faults injected           "
             + ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())),
             f"webhooks dropped          {self.webhooks_dropped}",
+            "dataverse pushes          "
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.pushes.items())),
             f"function invocations      {self.invocations}",
             f"poison messages           {self.poison}",
             f"backfill rounds           {len(self.backfills)}: "
@@ -237,6 +245,7 @@ class ChaosReport:
             "kills_mid_sync": self.kills_mid_sync,
             "faults": self.faults,
             "webhooks_dropped": self.webhooks_dropped,
+            "pushes": self.pushes,
             "poison": self.poison,
             "duplicates": len(self.duplicates),
             "unequal": len(self.unequal),
@@ -411,7 +420,9 @@ async def run_chaos(referrals: int, *, rounds: int = 3, seed: int = 2026) -> Cha
         control_client(stack.partner_center_url) as pc_control,
         control_client(stack.dataverse_url) as dv_control,
         wiring.partner_center_client(stack.app_settings()) as pc,
-        wiring.dataverse_client(stack.app_settings()) as crm,
+        # The sellers edit as a Dataverse user of their own, so their edits are pushed to
+        # dataverse_webhook (the app user's own writes are echoes, issue 16).
+        push_latency.seller_client(stack) as crm,
         JobQueue(queue_client(stack.app_settings(), SYNC_JOBS_QUEUE)) as queue,
     ):
         links = LinkStore(TableClient.from_connection_string(stack.connection_string, LINKS_TABLE))
@@ -458,6 +469,8 @@ async def _chaos(
 
     await set_faults(dv_control, FAULTS)
     await set_faults(pc_control, fam.BURST)  # until the seller's referrals exist
+    # 10 % of Dataverse's pushes are lost: the poll (every second here) catches them.
+    await push_latency.drop_pushes(stack.dataverse_url, PUSH_DROP_RATE)
     killer.start()
 
     # -- creation
@@ -589,6 +602,8 @@ async def _chaos(
     stats_pc = (await pc_control.get("/_emulator/stats")).json()
     stats_dv = (await dv_control.get("/_emulator/stats")).json()
     report.webhooks_dropped = int(stats_pc["webhooks"].get("dropped", 0))
+    pushes = await push_latency.push_stats(stack.dataverse_url)
+    report.pushes = {k: int(v) for k, v in pushes.items() if isinstance(v, int)}
     report.faults["dataverse"] = int(stats_dv.get("faults_injected", 0))
     report.faults["partner center"] = sum(
         n for status, n in pc_statuses.items() if status in FAULT_STATUSES
