@@ -45,8 +45,9 @@ existing rows into a collection on create (``<collection>@odata.bind``), filters
 collection-valued properties (``any``/``all``), and the execution-time service-protection limit.
 """
 
-from sandbox.dataverse.app import Emulator, create_app, emulator_of
+from sandbox.dataverse.app import create_app, emulator_of
 from sandbox.dataverse.limits import Limits
+from sandbox.dataverse.state import Emulator
 from sandbox.kit.faults import Faults
 
 __all__ = ["Emulator", "Faults", "Limits", "create_app", "emulator_of"]

@@ -8,7 +8,7 @@ import os
 
 import uvicorn
 
-from sandbox.dataverse.app import create_app
+from sandbox.dataverse import create_app
 from shared.crm_schema import DEFAULT_PREFIX
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -13,17 +13,19 @@ from starlette.responses import Response
 from sandbox.dataverse import bulk, odata, query_options
 from sandbox.dataverse.errors import DataverseFault, payload_error, query_error
 from sandbox.dataverse.schema import Kind, Table
+from sandbox.dataverse.state import API_PREFIX, Emulator
 from sandbox.dataverse.store import Record, Row, Store
 
-if TYPE_CHECKING:
-    from sandbox.dataverse.app import Emulator
-
-API_PREFIX = "/api/data/v9.2/"
 MAX_PAGE_SIZE = 5000  # reference section 2.3
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 COLLECTION = re.compile(r"^(?P<set>[A-Za-z_][A-Za-z0-9_]*)$")
 ROW = re.compile(rf"^(?P<set>[A-Za-z_][A-Za-z0-9_]*)\((?P<id>{_GUID})\)$")
 REF = re.compile(rf"^(?P<set>[A-Za-z_][A-Za-z0-9_]*)\((?P<id>{_GUID})\)/(?P<nav>\w+)/\$ref$")
+
+
+def service_root(request: Request) -> str:
+    """The service root URL (``http://host/api/data/v9.2/``), as links and ``Location`` show it."""
+    return str(request.base_url).rstrip("/") + API_PREFIX
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -86,7 +88,7 @@ class DataApi:
         self.emulator = emulator
 
     def base_url(self, request: Request) -> str:
-        return str(request.base_url).rstrip("/") + API_PREFIX
+        return service_root(request)
 
     async def handle(self, request: Request, path: str) -> Response:
         method = request.method
@@ -106,7 +108,7 @@ class DataApi:
             self.emulator.store.close_opportunity(path == "WinOpportunity", body)
             return no_content()
         if (match := bulk.BOUND_ACTION.match(path)) and method == "POST":
-            return await bulk.handle(self, request, match)
+            return await self.bulk_action(request, match)
         if match := COLLECTION.match(path):
             entity_set = match.group("set")
             if method == "GET":
@@ -136,6 +138,22 @@ class DataApi:
         else:
             raise DataverseFault(404, "0x80060888", f"Resource not found for the segment '{path}'.")
         raise DataverseFault(405, "0x80060888", f"The method {method} is not allowed on '{path}'.")
+
+    async def bulk_action(self, request: Request, match: re.Match[str]) -> Response:
+        """``<set>/Microsoft.Dynamics.CRM.CreateMultiple`` or ``UpdateMultiple`` (``bulk.py``)."""
+        store = self.emulator.store
+        table = store.table(match.group("set"))
+        body = await read_body(request, table.entity_set)
+        ids = bulk.run(store, table, match.group("action"), body)
+        if ids is None:
+            return no_content()
+        return json_response(
+            {
+                "@odata.context": f"{self.base_url(request)}$metadata"
+                "#Microsoft.Dynamics.CRM.CreateMultipleResponse",
+                "Ids": ids,
+            }
+        )
 
     # -- reads ----------------------------------------------------------------------------------
 

@@ -34,18 +34,16 @@ import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message
 
-from sandbox.dataverse.api import API_PREFIX, ROW, json_response, preferences
+from sandbox.dataverse.api import ROW, json_response, preferences, service_root
 from sandbox.dataverse.errors import DataverseFault, query_error
-
-if TYPE_CHECKING:
-    from sandbox.dataverse.app import Emulator
+from sandbox.dataverse.state import API_PREFIX, Emulator
 
 MAX_REQUESTS = 1000  # reference 5
 _BOUNDARY = re.compile(r';\s*boundary\s*=\s*(?:"(?P<quoted>[^"]+)"|(?P<token>[^;\s]+))', re.I)
@@ -316,14 +314,18 @@ def _bind(value: Any, resolve: Callable[[str], str]) -> Any:
 
 # -- running ------------------------------------------------------------------------------------
 
+# One request through the emulator's metadata and data handlers (``app._ServiceRoot.dispatch``).
+Dispatch = Callable[[Request, str], Coroutine[Any, Any, Response]]
+
 
 class Batch:
     """One ``$batch`` request being answered."""
 
-    def __init__(self, emulator: Emulator, request: Request) -> None:
+    def __init__(self, emulator: Emulator, request: Request, dispatch: Dispatch) -> None:
         self.emulator = emulator
         self.request = request
-        self.base = emulator.data.base_url(request)
+        self.dispatch = dispatch
+        self.base = service_root(request)
         self.executed = 0
 
     def run(self, items: list[Operation | ChangeSet], keep_going: bool) -> tuple[int, list[str]]:
@@ -385,7 +387,7 @@ class Batch:
             body = _binds(operation.body, resolve)
             self.emulator.count_batched(operation.method, path)
             raw = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
-            response = _now(self._dispatch(self._inner_request(operation, path, raw), path))
+            response = _now(self.dispatch(self._inner_request(operation, path, raw), path))
         except DataverseFault as fault:
             response = json_response(fault.body(), fault.status, fault.headers)
         if operation.method == "POST" and "location" not in response.headers:
@@ -393,12 +395,6 @@ class Batch:
             if entity is not None and response.status_code in (201, 204):
                 response.headers["Location"] = self.base + entity
         return Answer(response, operation.content_id)
-
-    async def _dispatch(self, request: Request, path: str) -> Response:
-        response = await self.emulator.metadata.handle(request, path)
-        if response is None:
-            response = await self.emulator.data.handle(request, path)
-        return response
 
     def _inner_request(self, operation: Operation, path: str, body: bytes) -> Request:
         skip = ("host", "content-length", "authorization")
@@ -496,8 +492,9 @@ def _change_set_part(answers: list[Answer]) -> str:
     )
 
 
-async def handle(emulator: Emulator, request: Request) -> Response:
-    """``POST $batch``: parse it all (400 if malformed, nothing run), run it, answer it."""
+async def handle(emulator: Emulator, request: Request, dispatch: Dispatch) -> Response:
+    """``POST $batch``: parse it all (400 if malformed, nothing run), run it through
+    ``dispatch`` (the emulator's own handlers), answer it."""
     if request.method != "POST":
         raise DataverseFault(
             405, "0x80060888", f"The method {request.method} is not allowed on '$batch'."
@@ -505,7 +502,7 @@ async def handle(emulator: Emulator, request: Request) -> Response:
     items = parse(request.headers.get("content-type", ""), await request.body())
     prefs = preferences(request)
     continue_on_error = prefs.get("odata.continue-on-error", "false").lower() != "false"
-    batch = Batch(emulator, request)
+    batch = Batch(emulator, request, dispatch)
     try:
         status, parts = batch.run(items, continue_on_error)
     finally:

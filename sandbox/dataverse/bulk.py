@@ -12,16 +12,11 @@ does not have, so it is not emulated (404 as an unknown segment).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
-
-from starlette.requests import Request
-from starlette.responses import Response
+from typing import Any
 
 from sandbox.dataverse.errors import payload_error
 from sandbox.dataverse.schema import Table
-
-if TYPE_CHECKING:
-    from sandbox.dataverse.api import DataApi
+from sandbox.dataverse.store import Store
 
 BOUND_ACTION = re.compile(
     r"^(?P<set>[A-Za-z_][A-Za-z0-9_]*)/Microsoft\.Dynamics\.CRM\.(?P<action>CreateMultiple|UpdateMultiple)$"
@@ -46,26 +41,16 @@ def _targets(table: Table, body: dict[str, Any], action: str) -> list[dict[str, 
     return targets
 
 
-async def handle(api: DataApi, request: Request, match: re.Match[str]) -> Response:
-    from sandbox.dataverse.api import json_response, no_content, read_body
-
-    store = api.emulator.store
-    table = store.table(match.group("set"))
-    action = match.group("action")
-    targets = _targets(table, await read_body(request, table.entity_set), action)
+def run(store: Store, table: Table, action: str, body: dict[str, Any]) -> list[Any] | None:
+    """One bulk action, all or nothing: the new rows' ids for ``CreateMultiple``, ``None`` for
+    ``UpdateMultiple`` (``api.py`` answers with them)."""
+    targets = _targets(table, body, action)
     if action == "CreateMultiple":
         with store.atomic():
-            ids = [
+            return [
                 store.create(table.entity_set, target).values[table.primary_key]
                 for target in targets
             ]
-        return json_response(
-            {
-                "@odata.context": f"{api.base_url(request)}$metadata"
-                "#Microsoft.Dynamics.CRM.CreateMultipleResponse",
-                "Ids": ids,
-            }
-        )
     with store.atomic():
         for target in targets:
             row_id = target.get(table.primary_key)
@@ -76,4 +61,4 @@ async def handle(api: DataApi, request: Request, match: re.Match[str]) -> Respon
                 )
             # An update, never a create: a missing row fails the whole request (404).
             store.update(table.entity_set, row_id, target, if_match="*")
-    return no_content()
+    return None

@@ -5,18 +5,15 @@ limits``, the service protection limits. Health, reset, stats and faults are the
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sandbox.dataverse.limits import Limits
+from sandbox.dataverse.state import Emulator
 from sandbox.kit import control
 from sandbox.kit.body import ControlRefusal, number, read_object
-
-if TYPE_CHECKING:
-    from sandbox.dataverse.app import Emulator
 
 
 async def limits(request: Request) -> Response:

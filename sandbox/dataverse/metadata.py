@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -41,9 +41,7 @@ from sandbox.dataverse.schema import (
     Table,
     add_system_columns,
 )
-
-if TYPE_CHECKING:
-    from sandbox.dataverse.app import Emulator
+from sandbox.dataverse.state import Emulator
 
 _NAMESPACE = uuid.UUID("0c5e3f0e-6a4b-4f65-9a51-8d0f3f6a7b21")
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"

@@ -48,7 +48,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from starlette.requests import Request
@@ -66,9 +66,7 @@ from sandbox.dataverse.schema import (
     parse_datetime,
 )
 from sandbox.dataverse.store import Record, Row, Store
-
-if TYPE_CHECKING:
-    from sandbox.dataverse.app import Emulator
+from sandbox.kit.faults import Faults
 
 CONTRACTS = "http://schemas.microsoft.com/xrm/2011/Contracts"
 MAX_BODY_BYTES = 256 * 1024
@@ -401,13 +399,12 @@ class Dispatcher:
 
     def __init__(
         self,
-        emulator: Emulator,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout_s: float = TIMEOUT_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.emulator = emulator
+        self.faults = Faults()  # the emulator's (``state.Emulator`` hands them over)
         self.transport = transport
         self.timeout_s = timeout_s
         self.clock = clock
@@ -431,7 +428,7 @@ class Dispatcher:
             if endpoint is None or endpoint.values.get("contract") != 8:
                 continue
             self.stats.changes += 1
-            drop = max(self.settings.drop_rate, self.emulator.faults.drop_webhook_rate)
+            drop = max(self.settings.drop_rate, self.faults.drop_webhook_rate)
             if drop and self._rng.random() < drop:
                 self.stats.dropped += 1
                 continue
@@ -788,8 +785,7 @@ def acting_as(user_id: str) -> Iterator[None]:
 
 
 async def _control(request: Request) -> Response:
-    emulator: Emulator = request.app.state.emulator
-    dispatcher = emulator.store.dispatcher
+    dispatcher: Dispatcher = request.app.state.emulator.push
     if request.method == "PUT":
         try:
             body = json.loads(await request.body() or b"{}")
