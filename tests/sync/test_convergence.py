@@ -54,6 +54,9 @@ async def scenario(connection: str, steps: list[tuple[Any, ...]]) -> None:
         opportunity_id = created.opportunity_id
         assert opportunity_id is not None
         pending: dict[str, dict[str, Any]] = {"pc": {}, "crm": {}}  # edits since the last sync
+        # The value both sides held after the last sync: an "edit" back to it is no change (the
+        # three-way merge sees none), so it neither wins a conflict nor needs to survive.
+        synced = {field: await _pc_value(world, referral_id, field) for field in FIELDS}
         for kind, *rest in steps:
             if kind == "sync":
                 job = rest[0]
@@ -64,6 +67,7 @@ async def scenario(connection: str, steps: list[tuple[Any, ...]]) -> None:
                 for field, value in expected.items():
                     assert await _pc_value(world, referral_id, field) == value, field
                     assert await _crm_value(world, opportunity_id, field) == value, field
+                synced |= expected
                 pending = {"pc": {}, "crm": {}}
                 continue
             field, value = rest
@@ -74,7 +78,10 @@ async def scenario(connection: str, steps: list[tuple[Any, ...]]) -> None:
             else:
                 column = FIELDS[field][1]
                 await world.edit_opportunity(opportunity_id, **{column: value})
-            pending[kind][field] = value
+            if value == synced[field]:
+                pending[kind].pop(field, None)
+            else:
+                pending[kind][field] = value
         await world.sync_opportunity(opportunity_id)
         await world.sync_referral(referral_id)
         for field in FIELDS:
