@@ -39,7 +39,7 @@ from shared.errors import CosellError, SettingsError
 from shared.jobs import SyncJob
 from shared.runtime import Runtime, get_runtime
 from shared.triggers.echo import Seen, is_echo
-from shared.triggers.webhook import ENQUEUE_DEADLINE_S, WebhookAnswer
+from shared.triggers.webhook import ENQUEUE_DEADLINE_S, WebhookAnswer, log_answer
 
 logger = logging.getLogger(__name__)
 
@@ -54,19 +54,7 @@ async def handle_dataverse_push(
     """Check one push and enqueue its jobs; never raises for bad input."""
     started = time.perf_counter()
     answer = await _handle(body, headers, runtime)
-    log = logger.info if answer.status < 400 else logger.warning
-    log(
-        "dataverse_webhook answered %s (%s)",
-        answer.status,
-        answer.outcome,
-        extra={
-            "status": answer.status,
-            "outcome": answer.outcome,
-            "enqueued": answer.enqueued,
-            "body_bytes": len(body),
-            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-        },
-    )
+    log_answer(logger, "dataverse_webhook", answer, body_bytes=len(body), started=started)
     return answer
 
 

@@ -59,21 +59,29 @@ async def handle_webhook(
     """Validate one callback and enqueue its job; never raises for bad input."""
     started = time.perf_counter()
     answer = await _handle(body, headers, runtime)
-    # Status and sizes only: the body is the caller's and headers carry the signature.
-    log = logger.info if answer.status < 400 else logger.warning
+    log_answer(logger, "webhook", answer, body_bytes=len(body), started=started)
+    return answer
+
+
+def log_answer(
+    log_to: logging.Logger, function: str, answer: WebhookAnswer, *, body_bytes: int, started: float
+) -> None:
+    """One line per answer of an HTTP trigger: status, outcome and sizes only — the body is the
+    caller's and the headers carry its credentials."""
+    log = log_to.info if answer.status < 400 else log_to.warning
     log(
-        "webhook answered %s (%s)",
+        "%s answered %s (%s)",
+        function,
         answer.status,
         answer.outcome,
         extra={
             "status": answer.status,
             "outcome": answer.outcome,
             "enqueued": answer.enqueued,
-            "body_bytes": len(body),
+            "body_bytes": body_bytes,
             "duration_ms": round((time.perf_counter() - started) * 1000, 1),
         },
     )
-    return answer
 
 
 async def _handle(
