@@ -17,6 +17,7 @@ import asyncio
 import os
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -203,34 +204,36 @@ def _show(ctx: Context, document: dict[str, Any], *, title: str) -> None:
     ctx.out.pairs([(k, v) for k, v in rows if v is not None], title=title)
 
 
-async def register_webhook(ctx: Context) -> int:
+_Side = Callable[[Context, dict[str, Any]], Awaitable[int]]
+
+
+async def _both_sides(
+    ctx: Context, partner_center: _Side, dataverse: _Side, *, stop_on_failure: bool = False
+) -> int:
+    """Run a subcommand for Partner Center's webhook and Dataverse's push (``--only`` picks
+    one); the worst exit code, and one JSON document with a key per side."""
     documents: dict[str, Any] = {}
-    code = await _register_partner_center(ctx, documents) if _wants(ctx, "partner-center") else 0
-    if code == 0 and _wants(ctx, "dataverse"):
-        code = await _register_dataverse(ctx, documents)
+    code = await partner_center(ctx, documents) if _wants(ctx, "partner-center") else 0
+    if _wants(ctx, "dataverse") and not (stop_on_failure and code):
+        code = max(code, await dataverse(ctx, documents))
     if ctx.out.json_mode and documents:
         ctx.out.json(documents)
     return code
+
+
+async def register_webhook(ctx: Context) -> int:
+    # A failed Partner Center registration stops there: the push would point at the same app.
+    return await _both_sides(
+        ctx, _register_partner_center, _register_dataverse, stop_on_failure=True
+    )
 
 
 async def show_webhook(ctx: Context) -> int:
-    documents: dict[str, Any] = {}
-    code = await _show_partner_center(ctx, documents) if _wants(ctx, "partner-center") else 0
-    if _wants(ctx, "dataverse"):
-        code = max(code, await _show_dataverse(ctx, documents))
-    if ctx.out.json_mode and documents:
-        ctx.out.json(documents)
-    return code
+    return await _both_sides(ctx, _show_partner_center, _show_dataverse)
 
 
 async def test_webhook(ctx: Context) -> int:
-    documents: dict[str, Any] = {}
-    code = await _test_partner_center(ctx, documents) if _wants(ctx, "partner-center") else 0
-    if _wants(ctx, "dataverse"):
-        code = max(code, await _test_dataverse(ctx, documents))
-    if ctx.out.json_mode and documents:
-        ctx.out.json(documents)
-    return code
+    return await _both_sides(ctx, _test_partner_center, _test_dataverse)
 
 
 async def _register_partner_center(ctx: Context, documents: dict[str, Any]) -> int:
