@@ -150,6 +150,15 @@ class Output:
         return Progress(label, total)
 
 
+def confirm(question: str) -> bool:
+    """Ask ``question`` on the terminal; False (and no question) when stdin is not one, so a
+    script never deletes or writes without its ``--yes``."""
+    if not sys.stdin.isatty():
+        return False
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
 class Progress:
     """A plain-text progress bar on stderr: redrawn in place on a terminal, a line per tenth
     otherwise (log files and CI stay readable)."""

@@ -1,10 +1,11 @@
-"""``cosell poison list|replay``: jobs that ended in ``sync-jobs-poison`` (SPEC 7).
+"""``cosell poison list|replay|delete``: jobs that ended in ``sync-jobs-poison`` (SPEC 7).
 
 A poison message is either a job as the host moved it (its base64 body, after the last retry)
 or an envelope ``{"reason": ..., "body": ...}`` written by the app for a message it could not
 decode. ``replay`` sends the job back to ``sync-jobs`` and only then deletes it from poison, so
 a crash in between leaves a duplicate job (harmless: the engine reads current state), never a
-lost one.
+lost one. ``delete`` removes messages for good (one malformed message keeps health at 503 until
+it is gone), after a confirmation unless ``--yes``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +23,7 @@ from azure.storage.queue import QueueMessage
 from azure.storage.queue.aio import QueueClient
 
 from shared.cli._context import Context
+from shared.cli._output import confirm
 from shared.cli._parser import add_command, add_group
 from shared.errors import CosellError, JobDecodeError
 from shared.jobs import POISON_QUEUE, SYNC_JOBS_QUEUE, SyncJob, decode_job
@@ -40,15 +43,19 @@ class PoisonMessage:
     body_excerpt: str
     text: str  # the message as the host reads it (after base64)
 
-    def matches(self, wanted: set[str]) -> bool:
+    def keys(self) -> set[str]:
+        """What an operator may name it by: the message id, and its job's record id."""
         keys = {self.message_id.lower()}
         if self.job is not None:
             keys.add(str(self.job.id))
-        return bool(keys & wanted)
+        return keys
+
+    def matches(self, wanted: set[str]) -> bool:
+        return bool(self.keys() & wanted)
 
 
 def add_parser(commands: Any) -> None:
-    group = add_group(commands, "poison", help=f"list or replay jobs in {POISON_QUEUE}")
+    group = add_group(commands, "poison", help=f"list, replay or delete jobs in {POISON_QUEUE}")
     listing = add_command(
         group,
         "list",
@@ -76,6 +83,24 @@ def add_parser(commands: Any) -> None:
     )
     replay.add_argument("ids", nargs="*", metavar="ID", help="message ids or job ids")
     replay.add_argument("--all", action="store_true", help="replay every message")
+    delete = add_command(
+        group,
+        "delete",
+        help=f"delete messages from {POISON_QUEUE} for good (by id, the malformed ones, or all)",
+        examples=(
+            "cosell poison delete --malformed",
+            "cosell poison delete 6f1f8a5e-3d4c-4b2a-9e8f-000000000001 --yes",
+        ),
+        notes="An ID is a poison message id or the referral/opportunity id of its job; "
+        "--malformed picks the messages that are not valid jobs (they can never be replayed). "
+        "Asks first unless --yes (and refuses without --yes when not on a terminal). Exit "
+        "status 1 when an ID was not found.",
+        handler=delete_poison,
+    )
+    delete.add_argument("ids", nargs="*", metavar="ID", help="message ids or job ids")
+    delete.add_argument("--malformed", action="store_true", help="the messages that are not jobs")
+    delete.add_argument("--all", action="store_true", help="every message")
+    delete.add_argument("--yes", action="store_true", help="do not ask first")
 
 
 def decode_message(message: QueueMessage) -> PoisonMessage:
@@ -201,36 +226,23 @@ async def replay_poison(ctx: Context) -> int:
     await jobs.create_queue()
     replayed: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
-    untouched: list[tuple[QueueMessage, str]] = []
     matched: set[str] = set()
-    try:
-        # Received (not peeked) so each message can be deleted with its pop receipt; each stays
-        # hidden for the lease, so this loop sees every message once and then ends.
-        async for message in client.receive_messages(
-            messages_per_page=PEEK_MAX, visibility_timeout=REPLAY_LEASE_S
-        ):
-            decoded = decode_message(message)
-            if not (args.all or decoded.matches(wanted)):
-                untouched.append((message, decoded.text))
-                continue
-            matched |= {decoded.message_id.lower()} | (
-                {str(decoded.job.id)} if decoded.job else set()
-            )
-            if decoded.job is None:
-                skipped.append({"message_id": decoded.message_id, "reason": decoded.reason})
-                untouched.append((message, decoded.text))
-                continue
-            await jobs.enqueue(decoded.job)
-            await client.delete_message(message)
-            replayed.append(
-                {"message_id": decoded.message_id, "kind": decoded.job.kind, "id": decoded.job.id}
-            )
-    except ResourceNotFoundError:
-        pass  # no poison queue: nothing was ever poisoned
-    for message, text in untouched:  # visible again at once, not after the lease
-        # The SDK re-sends the content through the client's base64 encoder, so it gets the
-        # decoded text; given nothing, it would encode the raw base64 a second time.
-        await client.update_message(message, content=text, visibility_timeout=0)
+
+    async def replay(message: QueueMessage, decoded: PoisonMessage) -> bool:
+        if not (args.all or decoded.matches(wanted)):
+            return False
+        matched.update(decoded.keys())
+        if decoded.job is None:
+            skipped.append({"message_id": decoded.message_id, "reason": decoded.reason})
+            return False
+        await jobs.enqueue(decoded.job)
+        await client.delete_message(message)
+        replayed.append(
+            {"message_id": decoded.message_id, "kind": decoded.job.kind, "id": decoded.job.id}
+        )
+        return True
+
+    await _each_message(client, replay)
     missing = sorted(wanted - matched)
     document = {"replayed": replayed, "skipped": skipped, "not_found": missing}
     if out.json_mode:
@@ -252,3 +264,73 @@ async def replay_poison(ctx: Context) -> int:
             out.line()
             out.line(f"Not found in {POISON_QUEUE}: {', '.join(missing)}")
     return 1 if skipped or missing else 0
+
+
+async def delete_poison(ctx: Context) -> int:
+    args, out = ctx.args, ctx.out
+    if sum((bool(args.ids), bool(args.malformed), bool(args.all))) != 1:
+        out.error("give one of: message/job ids, --malformed or --all")
+        return 2
+    what = (
+        "every message"
+        if args.all
+        else "the malformed messages"
+        if args.malformed
+        else (f"the messages {', '.join(args.ids)}")
+    )
+    if not args.yes and not confirm(f"Delete {what} from {POISON_QUEUE} for good?"):
+        out.error("nothing deleted: not confirmed (pass --yes to skip the question)")
+        return 2
+    wanted = {i.strip().strip("{}").lower() for i in args.ids}
+    client = _poison_client(ctx)
+    deleted: list[dict[str, Any]] = []
+    matched: set[str] = set()
+
+    async def delete(message: QueueMessage, decoded: PoisonMessage) -> bool:
+        chosen = args.all or (args.malformed and decoded.job is None) or decoded.matches(wanted)
+        if not chosen:
+            return False
+        matched.update(decoded.keys())
+        await client.delete_message(message)
+        deleted.append({"message_id": decoded.message_id,
+                        "id": str(decoded.job.id) if decoded.job else None,
+                        "reason": decoded.reason})  # fmt: skip
+        return True
+
+    await _each_message(client, delete)
+    missing = sorted(wanted - matched)
+    if out.json_mode:
+        out.json({"deleted": deleted, "not_found": missing})
+    else:
+        out.table(
+            [(d["message_id"], d["id"] or "—", d["reason"]) for d in deleted],
+            ("message id", "job id", "reason"),
+            title=f"Deleted from {POISON_QUEUE}: {len(deleted)}",
+        )
+        if missing:
+            out.line()
+            out.line(f"Not found in {POISON_QUEUE}: {', '.join(missing)}")
+    return 1 if missing else 0
+
+
+async def _each_message(
+    client: QueueClient, act: Callable[[QueueMessage, PoisonMessage], Awaitable[bool]]
+) -> None:
+    """Hand every poison message to ``act`` once; True means it took the message away, else
+    the message is made visible again at once (not after the lease)."""
+    untouched: list[tuple[QueueMessage, str]] = []
+    try:
+        # Received (not peeked) so each message can be deleted with its pop receipt; each stays
+        # hidden for the lease, so this loop sees every message once and then ends.
+        async for message in client.receive_messages(
+            messages_per_page=PEEK_MAX, visibility_timeout=REPLAY_LEASE_S
+        ):
+            decoded = decode_message(message)
+            if not await act(message, decoded):
+                untouched.append((message, decoded.text))
+    except ResourceNotFoundError:
+        pass  # no poison queue: nothing was ever poisoned
+    for message, text in untouched:
+        # The SDK re-sends the content through the client's base64 encoder, so it gets the
+        # decoded text; given nothing, it would encode the raw base64 a second time.
+        await client.update_message(message, content=text, visibility_timeout=0)

@@ -264,3 +264,32 @@ def test_backfill_since_and_direction_narrow_the_jobs(
     assert "found opportunities         1" in crm_only.out
     assert "found referrals" not in crm_only.out
     assert cosell("backfill", "--since", "yesterday").code == 2
+
+
+def test_poison_delete_removes_the_malformed_and_by_id_only_when_confirmed(
+    cli_env: Sandbox, cosell: Any, queues: dict[str, QueueClient]
+) -> None:
+    """Issue 18: one malformed message keeps health at 503 until it is gone; ``poison delete``
+    removes it for good, by id, ``--malformed`` or ``--all``, and never without ``--yes`` when
+    nobody is at a terminal to say yes."""
+    poison = queues[POISON_QUEUE]
+    kept = SyncJob.now("referral", str(uuid.uuid4()), reason="webhook:referral-updated")
+    dropped = SyncJob.now("opportunity", str(uuid.uuid4()), reason="poll")
+    poison.send_message(_b64(kept.to_json()))
+    poison.send_message(_b64(dropped.to_json()))
+    poison.send_message(_b64(json.dumps({"reason": "malformed sync job", "body": "{oops"})))
+
+    unconfirmed = cosell("poison", "delete", "--malformed")  # tests have no terminal
+    assert unconfirmed.code == 2 and "not confirmed" in unconfirmed.err
+    assert poison.get_queue_properties().approximate_message_count == 3
+
+    malformed = cosell("poison", "delete", "--malformed", "--yes", "--json")
+    by_id = cosell("poison", "delete", str(dropped.id), "--yes", "--json")
+    unknown = cosell("poison", "delete", str(uuid.uuid4()), "--yes")
+
+    assert malformed.code == 0 and [d["id"] for d in malformed.json()["deleted"]] == [None]
+    assert by_id.code == 0 and [d["id"] for d in by_id.json()["deleted"]] == [str(dropped.id)]
+    assert unknown.code == 1 and "Not found" in unknown.out
+    left = [json.loads(base64.b64decode(m.content)) for m in poison.peek_messages(32)]
+    assert [m["id"] for m in left] == [str(kept.id)]  # the others are untouched and visible
+    assert cosell("poison", "delete", "--all", "--malformed", "--yes").code == 2

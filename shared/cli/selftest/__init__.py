@@ -18,7 +18,6 @@ Exit status 1 when a step fails; differences in shape are reported, not failures
 
 from __future__ import annotations
 
-import sys
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +27,7 @@ import httpx
 from shared import crm_schema as crm
 from shared import wiring
 from shared.cli._context import Context, EngineUnavailable
-from shared.cli._output import Output
+from shared.cli._output import Output, confirm
 from shared.cli._parser import add_command
 from shared.cli.selftest.replay import Exchange, Recorder, Rewriter, replay
 from shared.cli.selftest.shapes import (
@@ -274,10 +273,7 @@ def _confirm(out: Output, settings: Settings, name: str) -> bool:
         "opportunity of the referral and the referral of the opportunity. Both deals are then "
         "closed as lost. Partner Center cannot delete referrals: they stay, closed."
     )
-    if not sys.stdin.isatty():
-        return False
-    print("Continue? [y/N] ", end="", file=sys.stderr, flush=True)
-    return sys.stdin.readline().strip().lower() in ("y", "yes")
+    return confirm("Continue?")
 
 
 def _report(
