@@ -10,15 +10,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
 from starlette.applications import Starlette
@@ -32,31 +29,9 @@ from sandbox.partner_center.samples import cosell_referral_from_microsoft
 from shared.cli import main
 from shared.jobs import POISON_QUEUE, SYNC_JOBS_QUEUE
 from shared.settings import get_settings, setting_names
+from tests.server_thread import ServerThread
 
 AUTH = {"Authorization": "Bearer sandbox"}
-
-
-class ServerThread:
-    """One ASGI app under uvicorn in a daemon thread, on a free port of 127.0.0.1."""
-
-    def __init__(self, app: Any) -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @dataclass

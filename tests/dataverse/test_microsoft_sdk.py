@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from azure.core.credentials import AccessToken
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -35,6 +33,7 @@ from PowerPlatform.Dataverse.core.config import DataverseConfig
 from PowerPlatform.Dataverse.core.errors import HttpError
 
 from sandbox.dataverse import Emulator, create_app, emulator_of
+from tests.server_thread import ServerThread
 
 TOKEN = "sandbox"
 
@@ -116,36 +115,13 @@ def _write_certificates(folder: Path) -> tuple[Path, Path, Path]:
     return ca_file, cert_file, key_file
 
 
-class TlsEmulator:
-    """The emulator under uvicorn with TLS, in a daemon thread, on a port the OS picks."""
+class TlsEmulator(ServerThread):
+    """The emulator over TLS, with a certificate its own test CA issued."""
 
     def __init__(self, folder: Path) -> None:
         self.ca_file, cert_file, key_file = _write_certificates(folder)
         self.app = create_app(token=TOKEN, seed=5)
-        config = uvicorn.Config(
-            self.app,
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            ssl_certfile=str(cert_file),
-            ssl_keyfile=str(key_file),
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the TLS emulator did not start")
-            time.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"https://127.0.0.1:{port}"
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        super().__init__(self.app, tls=(cert_file, key_file))
 
 
 @pytest.fixture(scope="module")

@@ -4,18 +4,23 @@ host (another process) to have done its work."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
+from azure.storage.queue.aio import QueueClient
 
 from sandbox.partner_center.samples import cosell_referral_from_microsoft
 from sandbox.stack import SandboxStack
+from shared import wiring
 from shared.dataverse import DataverseClient, eq
 from shared.errors import PreconditionFailedError
+from shared.jobs import SYNC_JOBS_QUEUE
 from shared.partner_center import PartnerCenterClient, Referral
 
 T = TypeVar("T")
@@ -97,3 +102,29 @@ def customer(name: str, postal_code: str = "10115", city: str = "Berlin") -> dic
 
 def unique(name: str) -> str:
     return f"{name} {uuid.uuid4().hex[:8]}"
+
+
+@asynccontextmanager
+async def open_sandbox(
+    environment: Mapping[str, str], storage_connection_string: str
+) -> AsyncIterator[Sandbox]:
+    """The stack as ``python -m sandbox up`` starts it from ``environment`` (an empty
+    ``sync-jobs`` queue first: earlier modules share the storage), with the actors' clients."""
+    async with QueueClient.from_connection_string(storage_connection_string, SYNC_JOBS_QUEUE) as q:
+        with contextlib.suppress(Exception):  # ResourceNotFoundError: nothing to clear
+            await q.clear_messages()
+    stack = SandboxStack.from_environ(
+        dict(environment),
+        storage_connection_string=storage_connection_string,
+        host_options={"visibility_timeout": 1},
+    )
+    async with stack, contextlib.AsyncExitStack() as clients:
+        settings = stack.app_settings()
+        yield Sandbox(
+            stack=stack,
+            microsoft=await clients.enter_async_context(
+                httpx.AsyncClient(base_url=stack.partner_center_url, timeout=10)
+            ),
+            pc=await clients.enter_async_context(wiring.partner_center_client(settings)),
+            crm=await clients.enter_async_context(wiring.dataverse_client(settings)),
+        )

@@ -13,7 +13,6 @@ through the looked-up table's code column, and validated like the text column (S
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -22,13 +21,10 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from azure.storage.queue.aio import QueueClient
 
-from sandbox.stack import PORT_VARIABLES, SandboxStack
-from shared import wiring
-from shared.jobs import SYNC_JOBS_QUEUE
+from sandbox.stack import PORT_VARIABLES
 from tests.country_table import BY_NAME_ID, GERMANY_ID, LOOKUP, NAVIGATION, add_country_table
-from tests.e2e.story import Sandbox, customer, eventually, unique
+from tests.e2e.story import Sandbox, customer, eventually, open_sandbox, unique
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -40,30 +36,13 @@ ENVIRONMENT = {
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def sandbox(storage_connection_string: str) -> AsyncIterator[Sandbox]:
-    async with QueueClient.from_connection_string(storage_connection_string, SYNC_JOBS_QUEUE) as q:
-        with contextlib.suppress(Exception):  # ResourceNotFoundError: nothing to clear
-            await q.clear_messages()
-    stack = SandboxStack.from_environ(
-        ENVIRONMENT,
-        storage_connection_string=storage_connection_string,
-        host_options={"visibility_timeout": 1},
-    )
-    async with stack, contextlib.AsyncExitStack() as clients:
-        settings = stack.app_settings()
-        assert settings.mapping.country is not None  # the environment reached the app
-        crm = await clients.enter_async_context(wiring.dataverse_client(settings))
-        metadata = await clients.enter_async_context(
-            httpx.AsyncClient(base_url=stack.dataverse_url, timeout=10)
-        )
-        await add_country_table(crm, metadata)
-        yield Sandbox(
-            stack=stack,
-            microsoft=await clients.enter_async_context(
-                httpx.AsyncClient(base_url=stack.partner_center_url, timeout=10)
-            ),
-            pc=await clients.enter_async_context(wiring.partner_center_client(settings)),
-            crm=crm,
-        )
+    async with (
+        open_sandbox(ENVIRONMENT, storage_connection_string) as opened,
+        httpx.AsyncClient(base_url=opened.stack.dataverse_url, timeout=10) as metadata,
+    ):
+        assert opened.stack.app_settings().mapping.country is not None  # reached the app
+        await add_country_table(opened.crm, metadata)
+        yield opened
 
 
 async def test_a_referral_country_binds_the_new_account_to_its_country_row(

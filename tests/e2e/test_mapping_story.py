@@ -16,7 +16,6 @@ Not here: the lookup-based ``country`` (built and tested separately).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sys
@@ -28,18 +27,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 import pytest
 import pytest_asyncio
-from azure.storage.queue.aio import QueueClient
 
 from sandbox.stack import PORT_VARIABLES, SandboxStack
-from shared import wiring
 from shared.dataverse import ColumnDefinition, eq
-from shared.jobs import SYNC_JOBS_QUEUE
 from shared.partner_center import Referral
 from shared.settings import setting_names
-from tests.e2e.story import Sandbox, customer, eventually, unique
+from tests.e2e.story import Sandbox, customer, eventually, open_sandbox, unique
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -89,28 +84,12 @@ MARKETPLACE_LEAD: dict[str, Any] = {
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def sandbox(storage_connection_string: str) -> AsyncIterator[Sandbox]:
-    async with QueueClient.from_connection_string(storage_connection_string, SYNC_JOBS_QUEUE) as q:
-        with contextlib.suppress(Exception):  # ResourceNotFoundError: nothing to clear
-            await q.clear_messages()
-    stack = SandboxStack.from_environ(
-        ENVIRONMENT,
-        storage_connection_string=storage_connection_string,
-        host_options={"visibility_timeout": 1},
-    )
-    async with stack, contextlib.AsyncExitStack() as clients:
-        settings = stack.app_settings()
-        assert settings.mapping.account_match == ("name",)  # the environment reached the app
-        crm = await clients.enter_async_context(wiring.dataverse_client(settings))
+    async with open_sandbox(ENVIRONMENT, storage_connection_string) as opened:
+        # The environment reached the app.
+        assert opened.stack.app_settings().mapping.account_match == ("name",)
         for table, column in COLUMNS:
-            await crm.create_column(table, column)
-        yield Sandbox(
-            stack=stack,
-            microsoft=await clients.enter_async_context(
-                httpx.AsyncClient(base_url=stack.partner_center_url, timeout=10)
-            ),
-            pc=await clients.enter_async_context(wiring.partner_center_client(settings)),
-            crm=crm,
-        )
+            await opened.crm.create_column(table, column)
+        yield opened
 
 
 async def test_sandbox_up_passes_app_settings_through_but_keeps_its_own_wiring() -> None:
