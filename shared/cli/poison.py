@@ -2,10 +2,13 @@
 
 A poison message is either a job as the host moved it (its base64 body, after the last retry)
 or an envelope ``{"reason": ..., "body": ...}`` written by the app for a message it could not
-decode. ``replay`` sends the job back to ``sync-jobs`` and only then deletes it from poison, so
-a crash in between leaves a duplicate job (harmless: the engine reads current state), never a
-lost one. ``delete`` removes messages for good (one malformed message keeps health at 503 until
-it is gone), after a confirmation unless ``--yes``.
+decode. The host's copy carries no reason, so ``list`` looks up the one the engine recorded at
+the job's last failed attempt (``shared.failures``: the history row of its deal, by the job's
+ids) — e.g. "Dataverse 500 on GET opportunities(…)". ``replay`` sends the job back to
+``sync-jobs`` and only then deletes it from poison, so a crash in between leaves a duplicate
+job (harmless: the engine reads current state), never a lost one. ``delete`` removes messages
+for good (one malformed message keeps health at 503 until it is gone), after a confirmation
+unless ``--yes``.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from shared.cli._context import Context
 from shared.cli._output import confirm
 from shared.cli._parser import add_command, add_group
 from shared.errors import CosellError, JobDecodeError
+from shared.failures import last_failure
 from shared.jobs import POISON_QUEUE, SYNC_JOBS_QUEUE, SyncJob, decode_job
-from shared.state import LinkResult
+from shared.state import HistoryEntry, LinkResult
 from shared.storage import queue_client
 
 PEEK_MAX = 32  # the Queue service's limit for one peek
@@ -42,6 +46,7 @@ class PoisonMessage:
     reason: str
     body_excerpt: str
     text: str  # the message as the host reads it (after base64)
+    enveloped: bool = False  # written by the app with its reason (a message that is not a job)
 
     def keys(self) -> set[str]:
         """What an operator may name it by: the message id, and its job's record id."""
@@ -66,7 +71,7 @@ def add_parser(commands: Any) -> None:
     listing.add_argument(
         "--no-reasons",
         action="store_true",
-        help="do not look up each job's last sync error in the link table",
+        help="do not look up each job's recorded failure (history) and link error",
     )
     replay = add_command(
         group,
@@ -130,10 +135,11 @@ def decode_message(message: QueueMessage) -> PoisonMessage:
         message_id=str(message.id),
         inserted_on=message.inserted_on,
         job=job,
-        reason=reason or "failed on every retry (the host's maxDequeueCount)",
+        reason=reason or "failed on every retry (maxDequeueCount); no failure recorded",
         # The decoded body can name a referral id at most; bodies are capped for display.
         body_excerpt=body[:200],
         text=text,
+        enveloped=isinstance(data, dict) and "body" in data and "reason" in data,
     )
 
 
@@ -151,22 +157,29 @@ async def list_poison(ctx: Context) -> int:
     except ResourceNotFoundError:
         peeked, depth = [], 0
     messages = [decode_message(m) for m in peeked]
-    last_errors: dict[str, str] = {}
+    found: dict[str, _Recorded] = {}
     if not ctx.args.no_reasons:
-        last_errors = await _last_errors(ctx, [m.job for m in messages if m.job is not None])
-    rows = [
-        {
-            "message_id": m.message_id,
-            "inserted_on": m.inserted_on,
-            "kind": m.job.kind if m.job else None,
-            "id": str(m.job.id) if m.job else None,
-            "job_reason": str(m.job.reason) if m.job else None,
-            "reason": m.reason,
-            "last_sync_error": last_errors.get(str(m.job.id)) if m.job else None,
-            "body": None if m.job else m.body_excerpt,
-        }
-        for m in messages
-    ]
+        found = await _recorded(ctx, [m.job for m in messages if m.job is not None])
+    rows = []
+    for m in messages:
+        recorded = found.get(str(m.job.id)) if m.job else None
+        entry = recorded.failure if recorded else None
+        failure = entry.failure if entry else None
+        rows.append(
+            {
+                "message_id": m.message_id,
+                "inserted_on": m.inserted_on,
+                "kind": m.job.kind if m.job else None,
+                "id": str(m.job.id) if m.job else None,
+                "job_reason": str(m.job.reason) if m.job else None,
+                # The host's copy of a job has no reason: the one recorded at its last attempt.
+                "reason": failure.summary if failure and not m.enveloped else m.reason,
+                "failure": failure,
+                "failed_at": entry.at if entry else None,
+                "last_sync_error": recorded.link_error if recorded else None,
+                "body": None if m.job else m.body_excerpt,
+            }
+        )
     out = ctx.out
     if out.json_mode:
         out.json({"queue": POISON_QUEUE, "depth": depth, "messages": rows})
@@ -192,10 +205,18 @@ async def list_poison(ctx: Context) -> int:
     return 0
 
 
-async def _last_errors(ctx: Context, jobs: list[SyncJob]) -> dict[str, str]:
-    """The message of each job's last failed sync, from its link (best effort)."""
-    links = ctx.links()
-    found: dict[str, str] = {}
+@dataclass
+class _Recorded:
+    failure: HistoryEntry | None  # the newest failed attempt in the history
+    link_error: str | None  # the link's last result, when it is an error (a refusal)
+
+
+async def _recorded(ctx: Context, jobs: list[SyncJob]) -> dict[str, _Recorded]:
+    """What the app recorded about each job (best effort, a few point reads each): its newest
+    failed attempt from the history (``shared.failures.last_failure``) and the error its link
+    or opportunity index row holds."""
+    links, history = ctx.links(), ctx.history()
+    found: dict[str, _Recorded] = {}
     try:
         for job in jobs:
             result: LinkResult | None = None
@@ -208,8 +229,8 @@ async def _last_errors(ctx: Context, jobs: list[SyncJob]) -> dict[str, str]:
                 if index is not None and index.referral_id and result is None:
                     link = await links.get_link(index.referral_id)
                     result = link.last_result if link else None
-            if result is not None and result.status == "error" and result.message:
-                found[str(job.id)] = result.message
+            error = result.message if result and result.status == "error" else None
+            found[str(job.id)] = _Recorded(await last_failure(links, history, job), error or None)
     except (AzureError, CosellError):
         pass  # reasons are extra information; the listing stands without them
     return found

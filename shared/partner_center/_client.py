@@ -298,10 +298,16 @@ class PartnerCenterClient:
                 method, url, params=params, content=content, headers=request_headers
             )
         except httpx.TimeoutException as exc:
-            raise ConnectionFailed(f"{method} {route} timed out", code="timeout") from exc
+            raise _at(
+                ConnectionFailed(f"{method} {route} timed out", code="timeout"), method, url
+            ) from exc
         except httpx.TransportError as exc:
-            raise ConnectionFailed(
-                f"{method} {route} failed: {type(exc).__name__}", code="transportError"
+            raise _at(
+                ConnectionFailed(
+                    f"{method} {route} failed: {type(exc).__name__}", code="transportError"
+                ),
+                method,
+                url,
             ) from exc
         # Method, route name, status and ids only: bodies may hold customer names and e-mails.
         logger.info(
@@ -318,7 +324,14 @@ class PartnerCenterClient:
         )
         if response.is_success:
             return response
-        raise error_from_response(response)
+        raise _at(error_from_response(response), method, url)
+
+
+def _at(error: PartnerCenterError, method: str, url: str) -> PartnerCenterError:
+    """``error`` naming the call that failed: its method and URL path (no query: a filter may
+    hold data)."""
+    error.method, error.url = method, urlsplit(url).path
+    return error
 
 
 def _registration_body(

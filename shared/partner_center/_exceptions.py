@@ -30,8 +30,13 @@ class PartnerCenterError(CosellError):
 
     ``status`` is the HTTP status (0 when there was no response), ``code``/``message``/``target``
     come from the documented error body ``{"error": {"code", "message", "target"}}`` and
-    ``request_id`` from the ``request-id`` response header, for Microsoft support.
+    ``request_id`` from the ``request-id`` response header, for Microsoft support. ``method``
+    and ``url`` (its path, no query) name the call that failed, as Dataverse's errors do; the
+    client sets them.
     """
+
+    method: str = ""
+    url: str = ""
 
     def __init__(
         self,

@@ -1,7 +1,13 @@
 """Sync state in Azure Table Storage: links, cursors and history (SPEC section 5)."""
 
 from shared.state.cursors import CURSORS_TABLE, Cursor, CursorStore
-from shared.state.history import HISTORY_TABLE, FieldChange, HistoryEntry, HistoryStore
+from shared.state.history import (
+    HISTORY_TABLE,
+    FailureRecord,
+    FieldChange,
+    HistoryEntry,
+    HistoryStore,
+)
 from shared.state.links import (
     LINKS_TABLE,
     LinkResult,
@@ -20,6 +26,7 @@ __all__ = [
     "TABLE_NAMES",
     "Cursor",
     "CursorStore",
+    "FailureRecord",
     "FieldChange",
     "HistoryEntry",
     "HistoryStore",

@@ -3,6 +3,11 @@
 Rows in table ``synchistory`` (SPEC section 5): PartitionKey is the referral or opportunity id,
 RowKey an inverted timestamp, so a plain ascending query of one partition lists the newest sync
 first. A short random suffix keeps two syncs in the same microsecond apart.
+
+A failed attempt of a sync job (the worker raised, the host will retry it) is a row too, with
+outcome ``error`` and a ``failure``: what failed, by type, HTTP status, the service's error code
+and the call (method and path with ids replaced by ``(…)``) — never a message or a body, which
+may quote customer data. ``cosell poison list`` reads it back for a job the host poisoned.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from shared.state._entity import check_key, from_entity, to_entity
 from shared.state._table import TableStore
 
 HISTORY_TABLE = "synchistory"
-_JSON = frozenset({"Changes", "Conflicts", "Errors"})
+_JSON = frozenset({"Changes", "Conflicts", "Errors", "Failure"})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _INVERT_FROM = 10**17 - 1  # microseconds: sorts correctly until the year 4738
 
@@ -33,6 +38,34 @@ class FieldChange(BaseModel):
     new: Any = None
 
 
+class FailureRecord(BaseModel):
+    """Why one attempt of a sync job failed, without personal data (ids, codes, paths only)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    service: str  # "Dataverse", "Partner Center", "Table Storage" or "sync"
+    error: str  # the exception's class name
+    status: int | None = None  # the HTTP status, when the service answered
+    code: str | None = None  # the service's own error code (Dataverse 0x..., Partner Center's)
+    method: str | None = None
+    path: str | None = None  # the call's path, ids replaced by (…): "opportunities(…)"
+    request_id: str | None = None  # Partner Center's request-id, for Microsoft support
+    attempt: int | None = None  # the queue's dequeue count, when known
+
+    @property
+    def summary(self) -> str:
+        """One line: ``Dataverse 500 on GET opportunities(…) (code 0x80040216)``."""
+        text = self.service
+        # The status says it all for an answer; without one (no answer, or not a service's
+        # error) the error's type does.
+        text += f" {self.status}" if self.status else f" {self.error}"
+        if self.method and self.path:
+            text += f" on {self.method} {self.path}"
+        if self.code:
+            text += f" (code {self.code})"
+        return text
+
+
 class HistoryEntry(BaseModel):
     """What one sync did."""
 
@@ -46,6 +79,7 @@ class HistoryEntry(BaseModel):
     errors: list[str] = Field(default_factory=list)
     duration_ms: int = 0
     remote_calls: int = 0
+    failure: FailureRecord | None = None  # a failed attempt of a job (outcome "error")
 
 
 def inverted_row_key(at: datetime) -> str:
@@ -72,6 +106,7 @@ class HistoryStore(TableStore):
                 "Errors": entry.errors or None,
                 "DurationMs": entry.duration_ms,
                 "RemoteCalls": entry.remote_calls,
+                "Failure": entry.failure.model_dump(mode="json") if entry.failure else None,
             },
             json_fields=_JSON,
         )
@@ -98,6 +133,7 @@ class HistoryStore(TableStore):
                     errors=values.get("Errors") or [],
                     duration_ms=values.get("DurationMs", 0),
                     remote_calls=values.get("RemoteCalls", 0),
+                    failure=values.get("Failure"),
                 )
             )
             if len(entries) >= limit:

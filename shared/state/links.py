@@ -46,11 +46,13 @@ class PendingCreate(BaseModel):
 
 
 class LinkResult(BaseModel):
-    """How the last sync of this pair ended."""
+    """How the last sync of this pair ended. ``failed``: an attempt raised (a service down, a
+    5xx after the retries) and the queue retries the job; ``message`` is the failure's summary
+    (``shared.failures``), the next sync that completes replaces it."""
 
     model_config = ConfigDict(frozen=True)
 
-    status: Literal["synced", "error", "pending"]
+    status: Literal["synced", "error", "pending", "failed"]
     message: str = ""
     at: datetime
 

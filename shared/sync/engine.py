@@ -26,6 +26,7 @@ from typing import Literal
 from shared.calls import counting
 from shared.dataverse import DataverseClient
 from shared.errors import AlreadyExistsError, PreconditionFailedError
+from shared.failures import describe, record_failure
 from shared.jobs import SyncJob
 from shared.partner_center import PartnerCenterClient
 from shared.settings import Settings
@@ -73,6 +74,7 @@ class SyncEngine:
         max_restarts: int = 8,
     ) -> None:
         self.history = history
+        self.links = links
         self.policy = sync_policy(settings)
         self.crm = CrmSide(dataverse, self.policy.columns)
         pc_side = PartnerCenterSide(pc)
@@ -81,13 +83,20 @@ class SyncEngine:
         self.max_restarts = max_restarts
 
     async def sync(
-        self, job: SyncJob, *, dry_run: bool = False, enqueued_at: datetime | None = None
+        self,
+        job: SyncJob,
+        *,
+        dry_run: bool = False,
+        enqueued_at: datetime | None = None,
+        delivery: int | None = None,
     ) -> SyncResult:
         """Run one job to completion; raises ``SyncRetry`` (or a client error) to be retried.
 
         With ``dry_run`` it reads and plans, and returns the plan's steps without running them.
         ``enqueued_at`` is when the job's queue message was inserted (the worker knows it): a
-        redelivered poll job is then recognised without a read.
+        redelivered poll job is then recognised without a read. A failure is recorded before
+        it is raised (``shared.failures``: a history row, and the link's last result), with
+        ``delivery``, the queue's dequeue count, as its attempt.
         """
         started = time.perf_counter()
         # Owns the leases this sync takes, across its restarts. Not the queue message: a
@@ -95,26 +104,56 @@ class SyncEngine:
         # or its lookup could miss it and post a second referral.
         run_id = uuid.uuid4().hex
         with counting() as calls:
-            for attempt in range(self.max_restarts + 1):
-                try:
-                    result = await self._attempt(
-                        job, attempt=attempt, run_id=run_id, dry_run=dry_run, enqueued=enqueued_at
-                    )
-                except LOST_RACE as exc:
-                    log.info("sync %s %s restarts after %s", job.kind, job.id, type(exc).__name__)
-                    await asyncio.sleep(random.uniform(0, 0.05 * (attempt + 1)))  # noqa: S311
-                    continue
-                break
-            else:
-                raise SyncRetry(
-                    f"{job.kind} {job.id}: still changing after {self.max_restarts} restarts; "
-                    "the job will be retried"
-                )
+            try:
+                result = await self._restarting(job, run_id, dry_run, enqueued_at)
+            except Exception as exc:
+                if not dry_run:
+                    elapsed = int((time.perf_counter() - started) * 1000)
+                    await self._record_failure(job, exc, delivery, elapsed, calls.calls)
+                raise
         result.remote_calls = calls.calls
         result.duration_ms = int((time.perf_counter() - started) * 1000)
         if not dry_run and result.outcome not in ("skipped", "deferred"):
             await self._record_history(job, result)
         return result
+
+    async def _restarting(
+        self, job: SyncJob, run_id: str, dry_run: bool, enqueued_at: datetime | None
+    ) -> SyncResult:
+        for attempt in range(self.max_restarts + 1):
+            try:
+                return await self._attempt(
+                    job, attempt=attempt, run_id=run_id, dry_run=dry_run, enqueued=enqueued_at
+                )
+            except LOST_RACE as exc:
+                log.info("sync %s %s restarts after %s", job.kind, job.id, type(exc).__name__)
+                await asyncio.sleep(random.uniform(0, 0.05 * (attempt + 1)))  # noqa: S311
+        raise SyncRetry(
+            f"{job.kind} {job.id}: still changing after {self.max_restarts} restarts; "
+            "the job will be retried"
+        )
+
+    async def _record_failure(
+        self, job: SyncJob, exc: Exception, delivery: int | None, elapsed_ms: int, calls: int
+    ) -> None:
+        """Best effort: a failure to record (storage down too) must not hide the first one."""
+        try:
+            await record_failure(
+                self.links,
+                self.history,
+                job,
+                describe(exc, attempt=delivery),
+                duration_ms=elapsed_ms,
+                remote_calls=calls,
+            )
+        except Exception as second:  # noqa: BLE001 - the job's own error is what is raised
+            log.warning(
+                "sync %s %s: its failure (%s) could not be recorded: %s",
+                job.kind,
+                job.id,
+                type(exc).__name__,
+                type(second).__name__,
+            )
 
     async def _attempt(
         self, job: SyncJob, *, attempt: int, run_id: str, dry_run: bool, enqueued: datetime | None

@@ -3,9 +3,12 @@
 Three endings, so that a job never loses an update:
 
 * the engine completes → the function returns and the host deletes the message;
-* the engine raises (a transient failure) → the exception propagates, the host makes the
-  message visible again after ``visibilityTimeout`` and moves it to ``sync-jobs-poison`` after
-  ``maxDequeueCount`` attempts (host.json; reference: azure-functions-platform §2.1);
+* the engine raises (a transient failure) → the engine has recorded why (``shared.failures``:
+  a history row per failed attempt, the link's last result), the exception propagates, the
+  host makes the message visible again after ``visibilityTimeout`` and moves it to
+  ``sync-jobs-poison`` after ``maxDequeueCount`` attempts (host.json; reference:
+  azure-functions-platform §2.1) — its copy of the job carries no reason, so ``cosell poison
+  list`` looks the recorded one up by the job's ids;
 * the message is not a job at all → retrying cannot help, so it goes to ``sync-jobs-poison`` at
   once with the reason, and the function returns normally (no crash loop);
 * the engine defers (another sync holds the lease on a creation) → the job is queued again,
@@ -63,9 +66,13 @@ async def run_sync_job(
         "reason": str(job.reason),
     }
     try:
-        result = await runtime.engine().sync(job, enqueued_at=insertion_time)
+        result = await runtime.engine().sync(
+            job, enqueued_at=insertion_time, delivery=dequeue_count
+        )
     except Exception as exc:
-        # Ids and the error type only: error messages of the clients may quote record data.
+        # The engine has recorded why (a history row, the link's last result: what `cosell
+        # poison list` shows once the host gives up). Ids and the error type only here: error
+        # messages of the clients may quote record data.
         logger.warning(
             "sync_job: %s %s (%s) failed on attempt %s with %s; the host will retry it",
             job.kind,
