@@ -23,6 +23,7 @@ from shared.logs import keep_personal_data_out_of_logs
 from shared.triggers.dataverse_webhook import handle_dataverse_push
 from shared.triggers.poll import poll_dataverse as poll_changed_opportunities
 from shared.triggers.reconcile import reconcile_partner_center as reconcile_referrals
+from shared.triggers.reconcile import scan_drift
 from shared.triggers.webhook import handle_webhook
 from shared.triggers.worker import run_sync_job
 
@@ -54,6 +55,7 @@ async def poll_dataverse(timer: func.TimerRequest) -> None:
 @app.timer_trigger(arg_name="timer", schedule="%PARTNER_CENTER_RECONCILE_SCHEDULE%")
 async def reconcile_partner_center(timer: func.TimerRequest) -> None:
     await reconcile_referrals()
+    await scan_drift()  # the out-of-sync counts /api/health reports (shared.drift)
 
 
 @app.queue_trigger(arg_name="msg", queue_name=SYNC_JOBS_QUEUE, connection="AzureWebJobsStorage")

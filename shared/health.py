@@ -1,7 +1,16 @@
 """The health report behind ``GET /api/health`` and ``cosell status`` (SPEC section 3).
 
-Healthy (200) when settings load, storage answers, nothing waits in the poison queue and no
-cursor has stalled; degraded (503) otherwise, with every problem named in ``problems``.
+Healthy (200) when settings load, storage answers, nothing waits in the poison queue, no
+cursor has stalled and nothing settled is out of sync; degraded (503) otherwise, with every
+problem named in ``problems``.
+
+The out-of-sync counts (``drift``) are not computed here: health must stay cheap (a load
+balancer may call it every few seconds), and finding drift reads every referral and flagged
+opportunity. The ``reconcile_partner_center`` timer (and ``cosell drift``) computes them with
+``shared.drift`` and stores a small summary row; health reads that row (one point read) and
+reports its counts and age. Changes younger than the summary's grace were in flight when it
+was computed and do not degrade health; validation failures, which wait on a seller, are
+counted but do not degrade it either.
 """
 
 from __future__ import annotations
@@ -17,8 +26,10 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from pydantic import BaseModel, Field
 
 from shared import __version__
-from shared.errors import SettingsError
-from shared.jobs import POISON_QUEUE, SYNC_JOBS_QUEUE
+from shared.drift import load_summary
+from shared.errors import CosellError, SettingsError
+from shared.failures import last_failure
+from shared.jobs import POISON_QUEUE, SYNC_JOBS_QUEUE, decode_job
 from shared.ncrontab import parse_schedule
 from shared.runtime import Runtime, get_runtime
 from shared.settings import Settings
@@ -37,6 +48,16 @@ class CursorHealth(BaseModel):
     age_seconds: float | None
 
 
+class DriftHealth(BaseModel):
+    """The stored drift summary (``shared.drift``), as health reports it."""
+
+    checked_at: datetime
+    age_seconds: float
+    counts: dict[str, int]
+    settled: dict[str, int]
+    source: str = ""
+
+
 class HealthReport(BaseModel):
     status: Literal["healthy", "degraded"]
     version: str = __version__
@@ -45,6 +66,7 @@ class HealthReport(BaseModel):
     queues: dict[str, int] = Field(default_factory=dict)
     tokens: dict[str, str] = Field(default_factory=dict)
     last_error: str | None = None
+    drift: DriftHealth | None = None  # None until the first scan
     problems: list[str] = Field(default_factory=list)
 
     @property
@@ -66,13 +88,16 @@ async def check_health(
         return HealthReport(status="degraded", problems=[str(exc)])
     queues: dict[str, int] = {}
     cursors: dict[str, CursorHealth] = {}
+    out_of_sync: DriftHealth | None = None
+    moment = now or datetime.now(UTC)
     try:
         async with asyncio.timeout(10):
             jobs, poison = await asyncio.gather(
                 runtime.jobs.get_depth(), runtime.poison.get_depth()
             )
             queues = {SYNC_JOBS_QUEUE: jobs, POISON_QUEUE: poison}
-            cursors = await _cursors(runtime, problems, now or datetime.now(UTC))
+            cursors = await _cursors(runtime, problems, moment)
+            out_of_sync = await _drift(runtime, problems, moment)
     except (AzureError, TimeoutError) as exc:
         problems.append(f"storage did not answer: {type(exc).__name__}")
     last_error = None
@@ -88,7 +113,26 @@ async def check_health(
         queues=queues,
         tokens=tokens,
         last_error=last_error,
+        drift=out_of_sync,
         problems=problems,
+    )
+
+
+async def _drift(runtime: Runtime, problems: list[str], now: datetime) -> DriftHealth | None:
+    """The stored drift summary (one point read); its settled counts name the problems."""
+    try:
+        summary = await load_summary(runtime.cursors())
+    except ResourceNotFoundError:  # table not created yet: nothing has run
+        return None
+    if summary is None:
+        return None
+    problems.extend(summary.problems())
+    return DriftHealth(
+        checked_at=summary.checked_at,
+        age_seconds=max(0.0, (now - summary.checked_at).total_seconds()),
+        counts=summary.counts,
+        settled=summary.settled,
+        source=summary.source,
     )
 
 
@@ -108,8 +152,9 @@ async def _tokens(runtime: Runtime, problems: list[str]) -> dict[str, str]:
 
 
 async def _poison_reason(runtime: Runtime) -> str | None:
-    """The reason of the oldest poisoned message, when the worker recorded one (a malformed
-    message's envelope); a job the host poisoned after its retries carries none."""
+    """The reason of the oldest poisoned message: the one the worker wrote in a malformed
+    message's envelope, or for a job the host poisoned after its retries (its copy carries
+    none) the failure the engine recorded at its last attempt (``shared.failures``)."""
     text = await runtime.poison.peek_first()
     if text is None:
         return None
@@ -118,7 +163,15 @@ async def _poison_reason(runtime: Runtime) -> str | None:
     except (binascii.Error, ValueError):
         return None
     if not isinstance(body, dict) or "body" not in body:
-        return f"a job failed {MAX_ATTEMPTS} times; see `cosell poison list` and `cosell history`"
+        said = f"a job failed {MAX_ATTEMPTS} times"
+        try:
+            job = decode_job(json.dumps(body))
+            entry = await last_failure(runtime.links(), runtime.history(), job)
+        except (CosellError, AzureError):
+            entry = None
+        if entry is not None and entry.failure is not None:
+            return f"{said}: {entry.failure.summary}"[:300]
+        return f"{said}; see `cosell poison list` and `cosell history`"
     reason = body.get("reason")
     return str(reason)[:300] if isinstance(reason, str) else None
 

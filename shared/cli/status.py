@@ -1,5 +1,6 @@
-"""``cosell status``: the ``/api/health`` report as tables, plus links counted by sync status
-and the newest sync errors (from the links' last results)."""
+"""``cosell status``: the ``/api/health`` report as tables — with the stored out-of-sync counts
+(``shared.drift``) — plus links counted by sync status and the newest sync errors (from the
+links' last results)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from azure.core.exceptions import AzureError
 
 from shared.cli._context import Context
 from shared.cli._parser import add_command
-from shared.health import check_health
+from shared.drift import KINDS
+from shared.health import HealthReport, check_health
 from shared.runtime import Runtime
 from shared.state import LINKS_TABLE
 
@@ -69,8 +71,10 @@ async def run(ctx: Context) -> int:
         title="Cursors",
         empty="(none yet: the timers have not run)",
     )
+    out.line()
+    _drift(ctx, report)
     # Fields the health report may gain later are shown too, rather than silently dropped.
-    shown = {"status", "version", "checked_at", "queues", "cursors", "problems"}
+    shown = {"status", "version", "checked_at", "queues", "cursors", "problems", "drift"}
     extra = [(k, v) for k, v in document.items() if k not in shown | {"links", "last_errors"}]
     if extra:
         out.line()
@@ -91,6 +95,23 @@ async def run(ctx: Context) -> int:
     out.line()
     out.table([(p,) for p in report.problems], ("problem",), title="Problems")
     return 0 if report.status == "healthy" else 1
+
+
+def _drift(ctx: Context, report: HealthReport) -> None:
+    """The stored out-of-sync counts (``shared.drift``), by kind."""
+    found = report.drift
+    if found is None:
+        ctx.out.line("Out of sync: not counted yet (the reconcile timer, or `cosell drift`)")
+        return
+    ctx.out.table(
+        [
+            (info.title, found.counts.get(kind, 0), found.settled.get(kind, 0))
+            for kind, info in KINDS.items()
+        ],
+        ("out of sync", "count", "settled"),
+        title=f"Out of sync (counted {_age(found.age_seconds)} by {found.source or '?'}; "
+        "`cosell drift` lists them)",
+    )
 
 
 def _age(seconds: float | None) -> str:
@@ -117,7 +138,7 @@ async def _links_by_status(ctx: Context) -> tuple[dict[str, int], list[dict[str,
                 result = _last_result(entity.get("LastResult")) or {"status": "never synced"}
                 status = str(result.get("status", "unknown"))
                 counts[status] += 1
-                if status == "error":
+                if status in ("error", "failed"):
                     errors.append(
                         {
                             "referral_id": entity.get("RowKey"),

@@ -1,6 +1,8 @@
 """The cursor store: watermarks of ``poll_dataverse`` and ``reconcile_partner_center``.
 
-Rows ``cursor`` / name in table ``synccursors`` (SPEC section 5). Saving is conditional on the
+Rows ``cursor`` / name in table ``synccursors`` (SPEC section 5); rows ``summary`` / name hold
+small documents a timer computes for others to read cheaply (``drift``: the out-of-sync counts
+``/api/health`` reports, ``shared.drift``). Saving is conditional on the
 ETag read, so two overlapping timer runs cannot both move a cursor (the loser gets
 ``ConcurrencyError`` and its work is repeated harmlessly by the next run).
 """
@@ -17,7 +19,8 @@ from shared.state._table import TableStore
 
 CURSORS_TABLE = "synccursors"
 _PARTITION = "cursor"
-_JSON = frozenset({"State"})
+_SUMMARIES = "summary"
+_JSON = frozenset({"State", "Document"})
 
 
 class Cursor(BaseModel):
@@ -70,6 +73,19 @@ class CursorStore(TableStore):
         else:
             etag = await self._replace(entity, etag=cursor.etag, what=what)
         return cursor.model_copy(update={"etag": etag, "updated_at": now})
+
+    async def get_summary(self, name: str) -> dict[str, Any] | None:
+        """A stored summary document (one point read), or None."""
+        found = await self._read(_SUMMARIES, name)
+        if found is None:
+            return None
+        document = from_entity(found[0], json_fields=_JSON).get("Document")
+        return document if isinstance(document, dict) else None
+
+    async def save_summary(self, name: str, document: dict[str, Any]) -> None:
+        """Replace a summary document (last writer wins: each is a fresh computation)."""
+        entity = to_entity(_SUMMARIES, name, {"Document": document}, json_fields=_JSON)
+        await self._replace(entity, etag=None, what=f"summary {name}")
 
     @staticmethod
     def _cursor(entity: dict[str, Any], etag: str) -> Cursor:

@@ -31,6 +31,19 @@ LINKS_TABLE = "synclinks"
 _REF = "ref"
 _OPP = "opp"
 _JSON = frozenset({"Base", "PendingCreate", "LastResult"})
+_SCANNED = (
+    "PartitionKey",
+    "RowKey",
+    "OpportunityId",
+    "ReferralId",
+    "ReferralETag",
+    "ReferralUpdatedAt",
+    "OpportunityETag",
+    "OpportunityModifiedOn",
+    "RowVersions",
+    "PendingCreate",
+    "LastResult",
+)
 
 
 class PendingCreate(BaseModel):
@@ -192,6 +205,43 @@ class LinkStore(TableStore):
         if link is None or link.opportunity_id != index.opportunity_id:
             return None  # a stale index row left by an interrupted write
         return link
+
+    async def scan(self) -> tuple[list[SyncLink], list[OpportunityIndex]]:
+        """Every link and index row, in one paged scan of the table (without the base Deal,
+        which no reader of a scan needs): for ``cosell drift`` and ``cosell status``."""
+        links: list[SyncLink] = []
+        indexes: list[OpportunityIndex] = []
+        async for entity in self._table.list_entities(select=list(_SCANNED)):
+            # A selected property a row lacks may come back as null.
+            present = {k: v for k, v in entity.items() if v is not None}
+            values = from_entity(present, json_fields=_JSON)
+            key = str(entity.get("RowKey") or "")
+            if entity.get("PartitionKey") == _REF:
+                links.append(
+                    SyncLink(
+                        referral_id=key,
+                        opportunity_id=values.get("OpportunityId"),
+                        referral_etag=values.get("ReferralETag"),
+                        referral_updated_at=values.get("ReferralUpdatedAt"),
+                        opportunity_etag=values.get("OpportunityETag"),
+                        opportunity_modified_on=values.get("OpportunityModifiedOn"),
+                        row_versions=_versions(values.get("RowVersions")),
+                        pending_create=values.get("PendingCreate"),
+                        last_result=values.get("LastResult"),
+                    )
+                )
+            elif entity.get("PartitionKey") == _OPP:
+                indexes.append(
+                    OpportunityIndex(
+                        opportunity_id=key,
+                        referral_id=values.get("ReferralId"),
+                        pending_create=values.get("PendingCreate"),
+                        opportunity_modified_on=values.get("OpportunityModifiedOn"),
+                        row_versions=_versions(values.get("RowVersions")),
+                        last_result=values.get("LastResult"),
+                    )
+                )
+        return links, indexes
 
     async def create_link(self, link: SyncLink) -> SyncLink:
         """Insert a new link; ``AlreadyExistsError`` if the referral is linked already."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
+from shared import drift
 from shared.jobs import SyncJob
 from shared.partner_center import Referral
 from shared.runtime import Runtime, get_runtime
@@ -116,6 +117,19 @@ async def reconcile_partner_center(
         },
     )
     return run.report
+
+
+async def scan_drift(runtime: Runtime | None = None) -> drift.DriftSummary | None:
+    """After the run: refresh the out-of-sync counts ``/api/health`` reads (``shared.drift``;
+    skipped while the stored ones are younger than ``drift.SCAN_EVERY``; never raises)."""
+    runtime = runtime or get_runtime()
+    return await drift.refresh(
+        pc=runtime.partner_center(),
+        dataverse=runtime.dataverse(),
+        links=runtime.links(),
+        cursors=runtime.cursors(),
+        settings=runtime.settings,
+    )
 
 
 class _Run:
