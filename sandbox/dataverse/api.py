@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -314,11 +315,22 @@ class DataApi:
         )
         return no_content({"OData-EntityId": entity_id})
 
-    async def create(self, request: Request, entity_set: str) -> Response:
+    async def create(
+        self,
+        request: Request,
+        entity_set: str,
+        after: Callable[[Record], None] | None = None,
+    ) -> Response:
+        """POST a row; ``after`` runs with the new row inside the same write (the solution
+        component a ``MSCRM.SolutionUniqueName`` header adds, customization.py)."""
         store = self.emulator.store
         table = store.table(entity_set)
         query_options.check(request.query_params.keys(), query_options.ROW)  # before writing
-        record = store.create(entity_set, await read_body(request, entity_set))
+        body = await read_body(request, entity_set)
+        with store.atomic():
+            record = store.create(entity_set, body)
+            if after is not None:
+                after(record)
         return self._written(request, table, record, True)
 
     async def update(self, request: Request, entity_set: str, row_id: str) -> Response:

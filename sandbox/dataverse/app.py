@@ -13,8 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from sandbox.dataverse import batch, control, push
+from sandbox.dataverse import batch, control, customizing, push
 from sandbox.dataverse.api import DataApi, json_response
+from sandbox.dataverse.customization import CustomizationApi
 from sandbox.dataverse.errors import DataverseFault
 from sandbox.dataverse.faults import injected_fault
 from sandbox.dataverse.limits import Limits
@@ -29,10 +30,11 @@ class _ServiceRoot:
     """``/api/data/v9.2/``: the bearer token, service protection and injected faults, then
     ``$batch``, the metadata API or the data API; every request and status counted."""
 
-    def __init__(self, emulator: Emulator) -> None:
+    def __init__(self, emulator: Emulator, customizations: customizing.Customizing) -> None:
         self.emulator = emulator
         self.data = DataApi(emulator)
         self.metadata = MetadataApi(emulator)
+        self.customization = CustomizationApi(emulator, customizations, self.data)
 
     async def serve(self, request: Request) -> Response:
         path = request.path_params["path"]
@@ -74,8 +76,11 @@ class _ServiceRoot:
             emulator.protection.leave()
 
     async def dispatch(self, request: Request, path: str) -> Response:
-        """One request (or one operation of a ``$batch``) through the metadata or data API."""
-        response = await self.metadata.handle(request, path)
+        """One request (or one operation of a ``$batch``) through the customization, metadata
+        or data API (the customization API also checks the caller's privileges)."""
+        response = await self.customization.handle(request, path)
+        if response is None:
+            response = await self.metadata.handle(request, path)
         if response is None:
             response = await self.data.handle(request, path)
         return response
@@ -101,9 +106,17 @@ def create_app(
     tables only), as ``cosell schema apply`` finds a new environment; otherwise the app's custom
     columns and tables are there with ``column_prefix`` (``CRM_COLUMN_PREFIX``)."""
     dispatcher = push.Dispatcher()  # Dataverse's webhook push (sandbox/dataverse/push.py)
+    customizations = customizing.Customizing()  # solutions, forms, roles … (customizing.py)
 
     def push_store(schema: Schema, caller: Caller) -> Store:
-        return push.PushStore(schema, dispatcher=dispatcher, caller=caller, wall_clock=wall_clock)
+        store = push.PushStore(
+            customizing.add_tables(schema),
+            dispatcher=dispatcher,
+            caller=caller,
+            wall_clock=wall_clock,
+        )
+        customizations.seed(store)
+        return store
 
     emulator = Emulator(
         token=token,
@@ -112,6 +125,7 @@ def create_app(
         seed=seed,
         store=push_store,
         push=dispatcher,
+        customizations=customizations,
         custom_schema=custom_schema,
         column_prefix=column_prefix,
     )
@@ -119,14 +133,15 @@ def create_app(
         routes=[
             Route(
                 API_PREFIX + "{path:path}",
-                _ServiceRoot(emulator).serve,
+                _ServiceRoot(emulator, customizations).serve,
                 methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
             ),
-            Mount("/_emulator", routes=[*control.routes, *push.routes]),
+            Mount("/_emulator", routes=[*control.routes, *push.routes, *customizing.routes]),
         ]
     )
     app.add_middleware(push.ActingUser)
     app.state.emulator = emulator
+    app.state.customizing = customizations
     return app
 
 

@@ -21,29 +21,27 @@ label in the caller's language: 1033 here); status reasons also carry ``State``.
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from sandbox.dataverse import solutions
+from sandbox.dataverse import definitions, solutions
 from sandbox.dataverse.api import json_response, no_content, read_body
-from sandbox.dataverse.errors import DataverseFault, duplicate_record, query_error
+from sandbox.dataverse.definitions import LANGUAGE_CODE, TYPES
+from sandbox.dataverse.errors import DataverseFault, query_error
 from sandbox.dataverse.metadata_query import filter_definitions, select_properties
 from sandbox.dataverse.odata import split_top_level
 from sandbox.dataverse.schema import (
-    ACTIVE_STATES,
     Column,
     Kind,
     OneToMany,
     Schema,
     Table,
-    add_system_columns,
+    metadata_id,
 )
 from sandbox.dataverse.state import Emulator
 
-_NAMESPACE = uuid.UUID("0c5e3f0e-6a4b-4f65-9a51-8d0f3f6a7b21")
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 # A table by its primary key (MetadataId) or its alternate key (LogicalName), metadata_query.py
 _TABLE_KEY = rf"\((?:LogicalName='(?P<name>[a-z0-9_]+)'|(?P<table_id>{_GUID}))\)"
@@ -55,33 +53,15 @@ ATTRIBUTES = re.compile(
     r"(?:/Microsoft\.Dynamics\.CRM\.(?P<cast>[A-Za-z]+AttributeMetadata))?$"
 )
 _EXPAND_ITEM = re.compile(r"^(?P<name>[A-Za-z]+)(?:\((?P<options>.*)\))?$")
-LANGUAGE_CODE = 1033  # the emulator's one language (English, US)
-# Dataverse numbers an option created without a Value from the publisher's option-value prefix
-# + 4 digits; the default prefix 10000 gives 100000000 (reference 4.6; UNCERTAIN for others).
-FIRST_CUSTOM_OPTION = 100_000_000
 _OPTION_SET_TYPES = {Kind.PICKLIST: "Picklist", Kind.STATE: "State", Kind.STATUS: "Status"}
 RELATIONSHIPS = re.compile(rf"^EntityDefinitions{_TABLE_KEY}/OneToManyRelationships$")
-_CUSTOM_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{1,7}_[A-Za-z0-9_]+$")
-
-_TYPES = {
-    "StringAttributeMetadata": Kind.STRING,
-    "MemoAttributeMetadata": Kind.MEMO,
-    "IntegerAttributeMetadata": Kind.INTEGER,
-    "BigIntAttributeMetadata": Kind.BIGINT,
-    "MoneyAttributeMetadata": Kind.MONEY,
-    "DecimalAttributeMetadata": Kind.DECIMAL,
-    "DoubleAttributeMetadata": Kind.DOUBLE,
-    "BooleanAttributeMetadata": Kind.BOOLEAN,
-    "PicklistAttributeMetadata": Kind.PICKLIST,
-    "DateTimeAttributeMetadata": Kind.DATETIME,
-}
 _TYPE_NAMES = {
     Kind.UNIQUEIDENTIFIER: "UniqueIdentifierAttributeMetadata",
     Kind.STATE: "StateAttributeMetadata",
     Kind.STATUS: "StatusAttributeMetadata",
     Kind.LOOKUP: "LookupAttributeMetadata",
     Kind.DATEONLY: "DateTimeAttributeMetadata",
-    **{kind: name for name, kind in _TYPES.items()},
+    **{kind: name for name, kind in TYPES.items()},
 }
 
 
@@ -93,12 +73,8 @@ _CAST_KINDS: dict[str, frozenset[Kind]] = {
     "StatusAttributeMetadata": frozenset({Kind.STATUS}),
     "LookupAttributeMetadata": frozenset({Kind.LOOKUP}),
     "DateTimeAttributeMetadata": frozenset({Kind.DATETIME, Kind.DATEONLY}),
-    **{name: frozenset({kind}) for name, kind in _TYPES.items() if kind is not Kind.DATETIME},
+    **{name: frozenset({kind}) for name, kind in TYPES.items() if kind is not Kind.DATETIME},
 }
-
-
-def metadata_id(*names: str) -> str:
-    return str(uuid.uuid5(_NAMESPACE, "/".join(names)))
 
 
 def attribute_json(schema: Schema, table: Table, column: Column) -> dict[str, Any]:
@@ -266,71 +242,6 @@ def entity_json(schema: Schema, table: Table, *, attributes: bool) -> dict[str, 
     return body
 
 
-def _label(body: dict[str, Any], key: str) -> str | None:
-    """The text of a ``Label`` sent in a create request: its 1033 translation, else the first."""
-    labels = [x for x in (body.get(key) or {}).get("LocalizedLabels") or [] if isinstance(x, dict)]
-    english = [x for x in labels if x.get("LanguageCode") == LANGUAGE_CODE]
-    text = (english or labels or [{}])[0].get("Label")
-    return text if isinstance(text, str) else None
-
-
-def _options_from(body: dict[str, Any], entity_set: str) -> dict[int, str]:
-    """A new choice column's options with their labels, as ``option_set_json`` reads them back."""
-
-    def refuse(detail: str) -> DataverseFault:
-        return DataverseFault(
-            400, "0x80048d19", f"Cannot create the choice column on '{entity_set}': {detail}"
-        )
-
-    option_set = body.get("OptionSet")
-    if not isinstance(option_set, dict):
-        raise refuse(
-            "a PicklistAttributeMetadata needs an OptionSet with its Options (global choices, "
-            "GlobalOptionSet@odata.bind, are not emulated)."
-        )
-    options: dict[int, str] = {}
-    for option in option_set.get("Options") or []:
-        if not isinstance(option, dict):
-            raise refuse("each option must be an OptionMetadata object.")
-        value = option.get("Value")
-        if value is None:
-            value = max([FIRST_CUSTOM_OPTION - 1, *options]) + 1
-        if isinstance(value, bool) or not isinstance(value, int) or not -(2**31) <= value < 2**31:
-            raise refuse(f"the option value {value!r} is not an Edm.Int32.")
-        if value in options:
-            raise refuse(f"the option value {value} is used twice.")
-        options[value] = _label(option, "Label") or ""
-    return options
-
-
-def _column_from(body: dict[str, Any], entity_set: str) -> Column:
-    type_name = (
-        str(body.get("@odata.type", "")).removeprefix("#").removeprefix("Microsoft.Dynamics.CRM.")
-    )
-    kind = _TYPES.get(type_name)
-    schema_name = body.get("SchemaName")
-    if kind is None or not isinstance(schema_name, str) or not _CUSTOM_NAME.match(schema_name):
-        raise DataverseFault(
-            400,
-            "0x80048d19",
-            f"Cannot create the attribute on '{entity_set}': a supported @odata.type and a "
-            "SchemaName with the publisher prefix (e.g. cosell_Name) are required; lookups are "
-            "created through RelationshipDefinitions.",
-        )
-    format_name = str(body.get("Format") or (body.get("DateTimeBehavior") or {}).get("Value", ""))
-    if kind is Kind.DATETIME and format_name == "DateOnly":
-        kind = Kind.DATEONLY
-    column = Column(schema_name.lower(), kind)
-    if kind in (Kind.STRING, Kind.MEMO):
-        column.max_length = int(body.get("MaxLength") or (100 if kind is Kind.STRING else 2000))
-    if kind is Kind.PICKLIST:
-        column.options = _options_from(body, entity_set)
-    for bound in ("MinValue", "MaxValue"):
-        if isinstance(body.get(bound), int | float):
-            setattr(column, "minimum" if bound == "MinValue" else "maximum", body[bound])
-    return column
-
-
 class MetadataApi:
     def __init__(self, emulator: Emulator) -> None:
         self.emulator = emulator
@@ -461,92 +372,43 @@ class MetadataApi:
         return [select_properties(item, params.get("$select")) for item in items]
 
     async def create_column(self, request: Request, table: Table) -> Response:
-        column = _column_from(await read_body(request, table.entity_set), table.entity_set)
-        if column.name in table.columns:
-            raise duplicate_record()
-        table.add(column)
-        self.emulator.store.backfill_column(table, column)
-        solutions.record(request, self.emulator.store.schema, "Attribute", table, column.name)
+        store = self.emulator.store
+        body = await read_body(request, table.entity_set)
+        solution = solutions.requested(request, store)  # an unknown solution changes nothing
+        column = definitions.create_column(store, table, body)
+        column_id = metadata_id(table.logical_name, column.name)
+        if solution is not None:
+            solutions.add(store, solution, solutions.ATTRIBUTE, column_id)
         return no_content(
             {
                 "OData-EntityId": f"{self.base_url(request)}EntityDefinitions(LogicalName="
-                f"'{table.logical_name}')/Attributes("
-                f"{metadata_id(table.logical_name, column.name)})"
+                f"'{table.logical_name}')/Attributes({column_id})"
             }
         )
 
     async def create_table(self, request: Request) -> Response:
+        store = self.emulator.store
         body = await read_body(request, "EntityDefinitions")
-        schema_name = body.get("SchemaName")
-        if not isinstance(schema_name, str) or not _CUSTOM_NAME.match(schema_name):
-            raise DataverseFault(
-                400, "0x80048d19", "A table needs a SchemaName with the publisher prefix."
-            )
-        logical = schema_name.lower()
-        schema = self.emulator.store.schema
-        if schema.by_logical_name(logical) is not None:
-            raise duplicate_record()
-        attributes = [a for a in body.get("Attributes") or [] if isinstance(a, dict)]
-        primary = next((a for a in attributes if a.get("IsPrimaryName")), None)
-        if primary is None:
-            raise DataverseFault(
-                400, "0x80048d19", "A table needs one attribute with IsPrimaryName true."
-            )
-        # UNCERTAIN: Dataverse derives the entity set name (a plural) itself; the emulator adds
-        # "s" unless the request names one.
-        entity_set = str(body.get("EntitySetName") or logical + "s")
-        columns = [_column_from(a, entity_set) for a in attributes]
-        table = Table(logical, entity_set, f"{logical}id", columns[attributes.index(primary)].name)
-        table.custom = True
-        add_system_columns(table, ACTIVE_STATES)
-        for column in columns:
-            table.add(column)
-        schema.tables[entity_set] = table
-        solutions.record(request, schema, "Entity", table)
-        self.emulator.store.ensure_table(entity_set)
+        solution = solutions.requested(request, store)
+        table = definitions.create_table(store, body)
+        table_id = metadata_id(table.logical_name)
+        if solution is not None:
+            solutions.add(store, solution, solutions.ENTITY, table_id)
         return no_content(
-            {"OData-EntityId": f"{self.base_url(request)}EntityDefinitions({metadata_id(logical)})"}
+            {"OData-EntityId": f"{self.base_url(request)}EntityDefinitions({table_id})"}
         )
 
     async def create_lookup(self, request: Request) -> Response:
+        store = self.emulator.store
         body = await read_body(request, "RelationshipDefinitions")
-        schema = self.emulator.store.schema
-        referenced = schema.by_logical_name(str(body.get("ReferencedEntity", "")))
-        referencing = schema.by_logical_name(str(body.get("ReferencingEntity", "")))
-        lookup = body.get("Lookup")
-        lookup_name = lookup.get("SchemaName") if isinstance(lookup, dict) else None
-        if (
-            referenced is None
-            or referencing is None
-            or not isinstance(lookup_name, str)
-            or not _CUSTOM_NAME.match(lookup_name)
-        ):
-            raise DataverseFault(
-                400,
-                "0x80048d19",
-                "A OneToManyRelationshipMetadata needs ReferencedEntity, ReferencingEntity and a "
-                "Lookup with a prefixed SchemaName.",
-            )
-        name = lookup_name.lower()
-        if name in referencing.columns:
-            raise duplicate_record()
-        # UNCERTAIN (reference 4.5): the navigation property defaults to the lookup's SchemaName;
-        # a client that wants the lower-case name sends ReferencingEntityNavigationPropertyName.
-        nav = str(body.get("ReferencingEntityNavigationPropertyName") or lookup_name)
-        relationship = str(body.get("SchemaName") or name)
-        # UNCERTAIN (reference 4.5): the collection-valued navigation property on the referenced
-        # table defaults to the relationship's SchemaName, as the client's LookupDefinition
-        # assumes; ReferencedEntityNavigationPropertyName overrides it.
-        collection = str(body.get("ReferencedEntityNavigationPropertyName") or relationship)
-        column = Column(name, Kind.LOOKUP, targets={nav: referenced.entity_set})
-        column.collections[nav] = collection
-        column.relationships[nav] = relationship
-        referencing.add(column)
-        solutions.record(request, schema, "Relationship", referencing, relationship)
-        self.emulator.store.backfill_column(referencing, column)
+        solution = solutions.requested(request, store)
+        relationship = definitions.create_lookup(store, body)
+        relationship_id = metadata_id("relationship", relationship)
+        if solution is not None:
+            solutions.add(store, solution, solutions.RELATIONSHIP, relationship_id)
         return no_content(
             {
                 "OData-EntityId": f"{self.base_url(request)}RelationshipDefinitions("
-                f"{metadata_id('relationship', relationship)})"
+                f"{relationship_id})"
             }
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -19,8 +20,16 @@ from typing import Any
 from sandbox.dataverse.errors import DataverseFault, payload_error
 from shared import crm_schema as crm
 
+_METADATA_NAMESPACE = uuid.UUID("0c5e3f0e-6a4b-4f65-9a51-8d0f3f6a7b21")
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def metadata_id(*names: str) -> str:
+    """The MetadataId of a table (its logical name), a column (table, column) or a relationship
+    ("relationship", SchemaName): stable, so the same definition has the same id in every
+    emulator, as a solution import keeps the ids of what it brings."""
+    return str(uuid.uuid5(_METADATA_NAMESPACE, "/".join(names)))
 
 
 class Kind(StrEnum):
@@ -106,6 +115,11 @@ class Table:
     columns: dict[str, Column] = field(default_factory=dict)
     custom: bool = False
     status_states: dict[int, int] = field(default_factory=dict)  # statuscode -> its statecode
+    # SchemaName as created (``cosell_Solution``); empty: the logical name (standard tables)
+    schema_name: str = ""
+    # DisplayName and DisplayCollectionName as created (for views and solution files)
+    display_name: str = ""
+    display_collection_name: str = ""
 
     def add(self, column: Column) -> None:
         self.columns[column.name] = column
@@ -460,8 +474,6 @@ class Schema:
         self.column_prefix = column_prefix
         base = _base(column_prefix if custom_schema else None)
         self.tables: dict[str, Table] = copy.deepcopy(base)
-        # Solution unique name -> the components the metadata API added to it (solutions.py).
-        self.solution_components: dict[str, list[dict[str, str]]] = {}
 
     def table(self, entity_set: str) -> Table | None:
         return self.tables.get(entity_set)

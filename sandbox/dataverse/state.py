@@ -56,6 +56,12 @@ class Pushes(Protocol):
         """Wait until every delivery has finished (tests and the benchmark)."""
 
 
+class Customizations(Protocol):
+    """What the state needs of the customization side (``customizing.Customizing``)."""
+
+    def stats(self, store: Store) -> dict[str, Any]: ...
+
+
 class Emulator:
     """The state of one emulator: schema and rows, limits, faults and request statistics."""
 
@@ -68,6 +74,7 @@ class Emulator:
         seed: int | None,
         store: StoreFactory,
         push: Pushes,
+        customizations: Customizations | None = None,
         custom_schema: bool = True,
         column_prefix: str = DEFAULT_PREFIX,
     ) -> None:
@@ -76,6 +83,7 @@ class Emulator:
         self.column_prefix = column_prefix
         self._new_store = store
         self.push = push  # Dataverse's webhook push (sandbox/dataverse/push.py)
+        self.customizations = customizations  # solutions, forms, roles (customizing.py)
         self.store = store(self._schema(), Caller())
         self.protection = ServiceProtection(limits, clock=clock)
         self.faults = Faults()
@@ -122,7 +130,8 @@ class Emulator:
             "faults_injected": self.faults_injected,
             "webhook_deliveries": self.push.stats.delivered,  # pushes to service endpoints
             "rows": {name: len(rows) for name, rows in sorted(self.store.tables.items())},
-            "solutions": self.store.schema.solution_components,  # MSCRM.SolutionUniqueName
+            # per solution its components, and how often customizations were published
+            **(self.customizations.stats(self.store) if self.customizations else {}),
         }
 
     def count_request(self, method: str, path: str) -> None:
