@@ -3,6 +3,11 @@
 By default the jobs go to ``sync-jobs`` (reason ``backfill``) and the app's workers run them at
 their own pace; ``--inline`` runs them here through the engine, a few at a time. Either way the
 ids are listed first, so the progress bar knows its total.
+
+``--dry-run`` plans every sync through the engine (``SyncEngine.sync(dry_run=True)``: the
+reads, the plan, no write anywhere, not even a queue message or a table) and lists what the
+backfill would create (an opportunity, a referral, a lead), update (the fields, by side) or
+refuse (the validation reasons); a pair found from both sides is listed once.
 """
 
 from __future__ import annotations
@@ -20,6 +25,18 @@ from shared.crm_schema import crm_schema
 from shared.dataverse import Filter, eq, ge
 from shared.errors import CosellError
 from shared.jobs import JobKind, SyncJob
+from shared.sync.result import SyncResult
+from shared.sync.steps import (
+    AdoptOpportunity,
+    CloseOpportunity,
+    CreateLead,
+    CreateOpportunity,
+    CreateReferral,
+    PatchReferral,
+    WriteContact,
+    WriteCrmId,
+    WriteOpportunity,
+)
 
 ENQUEUE_CHUNK = 100
 MAX_FAILURES_SHOWN = 20
@@ -50,7 +67,8 @@ def add_parser(commands: Any) -> None:
         ),
         notes="pc-to-crm: every referral (updated since --since); crm-to-pc: every opportunity "
         "with the sync flag on (modified since --since); both: both. Progress goes to stderr. "
-        "Exit status 1 when listing failed or, with --inline, any sync ended in an error.",
+        "--dry-run reads each record (a few reads per sync) and writes nothing. Exit status 1 "
+        "when listing failed or, with --inline, any sync ended in an error.",
         handler=run,
     )
     parser.add_argument(
@@ -67,6 +85,11 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument(
         "--inline", action="store_true", help="run the syncs here instead of enqueueing them"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list what would be created or changed (plans each sync; writes nothing)",
     )
     parser.add_argument(
         "--concurrency",
@@ -95,6 +118,14 @@ async def run(ctx: Context) -> int:
         "inline": args.inline,
         "found": found,
     }
+    if args.dry_run:
+        document.update(await _dry_run(ctx, jobs, max(1, args.concurrency)))
+        document["dry_run"] = True
+        if out.json_mode:
+            out.json(document)
+        else:
+            _dry_run_summary(ctx, document)
+        return 0
     if args.inline:
         outcomes, failures = await _run_inline(ctx, jobs, max(1, args.concurrency))
         document.update(outcomes=dict(sorted(outcomes.items())), failures=failures)
@@ -175,6 +206,105 @@ async def _run_inline(
     await asyncio.gather(*(one(job) for job in jobs))
     progress.finish()
     return outcomes, failures
+
+
+_CREATES = {CreateOpportunity: "opportunity", CreateReferral: "referral", CreateLead: "lead"}
+_UPDATES = {
+    PatchReferral: "referral",
+    WriteCrmId: "referral",
+    WriteOpportunity: "opportunity",
+    CloseOpportunity: "opportunity",
+    WriteContact: "contact",
+    AdoptOpportunity: "opportunity",
+}
+
+
+async def _dry_run(ctx: Context, jobs: list[SyncJob], concurrency: int) -> dict[str, Any]:
+    """Each job planned by the engine (no write); what it would create, update or refuse."""
+    engine = await ctx.engine(dry_run=True)
+    progress: Progress = ctx.out.progress("plan", len(jobs))
+    limit = asyncio.Semaphore(concurrency)
+    planned: list[dict[str, Any] | None] = [None] * len(jobs)
+
+    async def one(n: int, job: SyncJob) -> None:
+        async with limit:
+            try:
+                planned[n] = _would(job, await engine.sync(job, dry_run=True))
+            except CosellError as exc:
+                planned[n] = {"action": "unknown", "kind": job.kind, "id": str(job.id),
+                              "referral_id": None, "opportunity_id": None,
+                              "what": f"could not plan: {type(exc).__name__}"}  # fmt: skip
+            progress.advance()
+
+    await asyncio.gather(*(one(n, job) for n, job in enumerate(jobs)))
+    progress.finish()
+    rows: list[dict[str, Any]] = []
+    pairs: set[tuple[str | None, str | None]] = set()
+    unchanged = 0
+    for row in planned:
+        if row is None or row["action"] == "none":
+            unchanged += 1
+            continue
+        pair = (row["referral_id"], row["opportunity_id"])
+        if pair != (None, None) and pair in pairs:
+            continue  # the same pair, planned from its other side
+        pairs.add(pair)
+        rows.append(row)
+    order = {"create": 0, "update": 1, "refuse": 2, "unknown": 3}
+    rows.sort(key=lambda r: (order.get(r["action"], 9), r["kind"], r["id"]))
+    return {"would": rows, "unchanged": unchanged}
+
+
+def _would(job: SyncJob, result: SyncResult) -> dict[str, Any]:
+    """One planned sync as a row: create / update / refuse / none, and what."""
+    created = [what for step in result.steps for kind, what in _CREATES.items()
+               if isinstance(step, kind)]  # fmt: skip
+    updated = sorted({what for step in result.steps for kind, what in _UPDATES.items()
+                      if isinstance(step, kind)})  # fmt: skip
+    fields = result.plan
+    changes = []
+    if fields is not None:
+        if fields.to_crm:
+            changes.append("CRM: " + ", ".join(sorted(fields.to_crm)))
+        if fields.to_pc:
+            changes.append("Partner Center: " + ", ".join(sorted(fields.to_pc)))
+    if created:
+        action, what = "create", "create " + " and ".join(dict.fromkeys(created))
+    elif result.outcome == "error":
+        action, what = "refuse", "; ".join(result.problems)
+    elif updated or changes:
+        action, what = "update", "; ".join(changes) or "update " + ", ".join(updated)
+    else:
+        action, what = "none", str(result.outcome)
+    return {
+        "action": action,
+        "kind": job.kind,
+        "id": str(job.id),
+        "referral_id": result.referral_id,
+        "opportunity_id": result.opportunity_id,
+        "what": what,
+    }
+
+
+def _dry_run_summary(ctx: Context, document: dict[str, Any]) -> None:
+    out = ctx.out
+    rows = document["would"]
+    counts = Counter(r["action"] for r in rows)
+    pairs: list[tuple[str, Any]] = [("direction", document["direction"])]
+    if document["since"]:
+        pairs.append(("since", document["since"]))
+    pairs += [(f"found {what}", n) for what, n in document["found"].items()]
+    pairs += [(f"would {action}", counts.get(action, 0)) for action in ("create", "update")]
+    pairs += [("would be refused", counts.get("refuse", 0)), ("unchanged", document["unchanged"])]
+    out.pairs(pairs, title="Backfill (dry run: nothing written, nothing enqueued)")
+    out.line()
+    out.table(
+        [(r["action"], r["kind"], r["id"], r["referral_id"] if r["kind"] == "opportunity"
+          else r["opportunity_id"], r["what"]) for r in rows],
+        ("would", "kind", "id", "other side", "what"),
+        title="What the backfill would do",
+        empty="(nothing: every record is in sync)",
+    )  # fmt: skip
 
 
 def _summary(ctx: Context, document: dict[str, Any]) -> None:

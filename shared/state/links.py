@@ -211,6 +211,14 @@ class LinkStore(TableStore):
         which no reader of a scan needs): for ``cosell drift`` and ``cosell status``."""
         links: list[SyncLink] = []
         indexes: list[OpportunityIndex] = []
+        try:
+            return await self._scan(links, indexes)
+        except ResourceNotFoundError:  # no table yet: nothing has been linked
+            return [], []
+
+    async def _scan(
+        self, links: list[SyncLink], indexes: list[OpportunityIndex]
+    ) -> tuple[list[SyncLink], list[OpportunityIndex]]:
         async for entity in self._table.list_entities(select=list(_SCANNED)):
             # A selected property a row lacks may come back as null.
             present = {k: v for k, v in entity.items() if v is not None}
