@@ -145,7 +145,9 @@ def test_poison_list_shows_the_failure_recorded_for_a_job_the_host_poisoned(
 def test_backfill_dry_run_lists_what_it_would_create_and_writes_nothing(
     cli_env: Sandbox, cosell: Any, queues: dict[str, QueueClient]
 ) -> None:
-    referrals = {incoming_referral(cli_env.pc_url, name=f"Not yet in the CRM {n}") for n in range(2)}
+    referrals = {
+        incoming_referral(cli_env.pc_url, name=f"Not yet in the CRM {n}") for n in range(2)
+    }
     refused = _flagged_opportunity(cli_env.dataverse_url, "Flagged, but no solution")
 
     ran = cosell("backfill", "--dry-run", "--json")

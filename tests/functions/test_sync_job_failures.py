@@ -29,7 +29,9 @@ async def _linked_pair(app: App) -> tuple[str, str]:
         answer = await control.post("/_emulator/microsoft/referrals", json=incoming)
         assert answer.status_code == 201, answer.text
         referral_id = str(answer.json()["id"])
-    await function_app.sync_job(message(SyncJob.now("referral", referral_id, reason="manual").to_json()))
+    await function_app.sync_job(
+        message(SyncJob.now("referral", referral_id, reason="manual").to_json())
+    )
     link = await app.runtime.links().get_link(referral_id)
     assert link is not None and link.opportunity_id is not None
     return referral_id, link.opportunity_id
@@ -56,9 +58,7 @@ async def test_a_dataverse_500_is_recorded_in_the_history_and_on_the_link(app: A
     [failed, *_] = await app.runtime.history().list_entries(referral_id)
     assert failed.outcome == "error"
     assert failed.failure is not None
-    assert failed.failure.summary == (
-        "Dataverse 500 on GET opportunities(…) (code 0x80040216)"
-    )
+    assert failed.failure.summary == ("Dataverse 500 on GET opportunities(…) (code 0x80040216)")
     assert (failed.failure.error, failed.failure.attempt) == ("ServiceError", 3)
     assert failed.errors == [failed.failure.summary]
     link = await app.runtime.links().get_link(referral_id)
