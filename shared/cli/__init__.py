@@ -23,11 +23,13 @@ from shared import __version__
 from shared.cli import (
     backfill,
     config,
+    drift,
     history,
     mapping,
     poison,
     schema,
     selftest,
+    solution,
     status,
     sync,
     webhook,
@@ -41,7 +43,20 @@ from shared.settings import Settings, load_settings
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-_GROUPS = (config, status, webhook, sync, backfill, poison, history, schema, mapping, selftest)
+_GROUPS = (
+    config,
+    status,
+    drift,
+    webhook,
+    sync,
+    backfill,
+    poison,
+    history,
+    schema,
+    solution,
+    mapping,
+    selftest,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

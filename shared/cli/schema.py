@@ -17,13 +17,20 @@ from typing import Any, Literal
 
 from shared import crm_schema as crm
 from shared.cli._context import Context
+from shared.cli._output import confirm
 from shared.cli._parser import add_command, add_group
 from shared.crm_mapping import CrmMapping
+from shared.crm_solution.apply import Applied, missing_privilege
+from shared.crm_solution.apply import run as run_steps
+from shared.crm_solution.plan import SolutionFinding, plan_container, plan_customizations
+from shared.crm_solution.survey import survey
 from shared.dataverse import (
+    AccessDenied,
     AlreadyExists,
     ColumnDefinition,
     ColumnMetadata,
     DataverseClient,
+    DataverseError,
     LookupDefinition,
     TableDefinition,
     TableMetadata,
@@ -290,23 +297,51 @@ def _compare_options(item: Wanted, found: dict[int, str], needed: dict[int, str]
 
 def add_parser(commands: Any) -> None:
     group = add_group(commands, "schema", help="check or create the Dataverse columns and tables")
-    add_command(
+    check_cmd = add_command(
         group,
         "check",
-        help="compare Dataverse's metadata with the columns and tables of SPEC 4.1 (and the "
-        "extra columns of CRM_MAPPING)",
-        examples=("cosell schema check", "cosell schema check --json"),
-        notes="Names carry CRM_COLUMN_PREFIX. Exit status 1 when anything is missing or differs.",
+        help="compare Dataverse with what the sync needs: the columns and tables of SPEC 4.1 "
+        "(and CRM_MAPPING's extra columns), the opportunity form section and subgrid, the "
+        "views and the security roles",
+        examples=(
+            "cosell schema check",
+            "cosell schema check --solution CoSellSync --json",
+        ),
+        notes="Names carry CRM_COLUMN_PREFIX. With --solution it also checks that the solution "
+        "holds every component. Exit status 1 when anything is missing or differs.",
         handler=check,
     )
-    add_command(
+    _solution_option(check_cmd)
+    apply_cmd = add_command(
         group,
         "apply",
-        help="create the missing columns and tables (says what it will do first)",
-        examples=("cosell schema apply", "cosell schema apply --json"),
-        notes="Idempotent: a second run has nothing to do. Existing columns are never changed "
-        "or dropped; one that differs is reported and makes the exit status 1.",
+        help="create what is missing: columns and tables, the form section and subgrid, views "
+        "and security roles (inside a solution with --solution); says what it will do first",
+        examples=(
+            "cosell schema apply --solution CoSellSync --what-if",
+            "cosell schema apply --solution CoSellSync --yes",
+            "cosell schema apply --yes --json",
+        ),
+        notes="Idempotent: a second run has nothing to do. Existing columns, form sections, "
+        "views and roles are never changed or dropped; one that differs is reported and makes "
+        "the exit status 1. --solution creates the publisher (prefix CRM_COLUMN_PREFIX) and "
+        "the unmanaged solution if missing and puts every component in it. Asks before "
+        "changing anything unless --yes.",
         handler=apply,
+    )
+    _solution_option(apply_cmd)
+    apply_cmd.add_argument(
+        "--what-if", action="store_true", help="print what would change and change nothing"
+    )
+    apply_cmd.add_argument("--yes", action="store_true", help="do not ask first")
+
+
+def _solution_option(parser: Any) -> None:
+    parser.add_argument(
+        "--solution",
+        metavar="NAME",
+        default=None,
+        help="the unmanaged solution (unique name) that holds the customisations",
     )
 
 
@@ -353,9 +388,21 @@ async def check(ctx: Context) -> int:
     dataverse = await ctx.dataverse()
     comparison = await compare(dataverse, prefix)
     comparison.findings += await compare_extra(dataverse, ctx.settings.mapping)
-    ok = not comparison.missing and not comparison.differs
+    found = await survey(dataverse, prefix, ctx.args.solution)
+    container, custom = plan_container(found), plan_customizations(found)
+    extras = [*container.findings, *custom.findings]
+    columns_ok = not comparison.missing and not comparison.differs
+    ok = columns_ok and all(f.status == "ok" for f in extras)
     if ctx.out.json_mode:
-        ctx.out.json({"prefix": prefix, "ok": ok, "items": [f.row() for f in comparison.findings]})
+        ctx.out.json(
+            {
+                "prefix": prefix,
+                "solution": ctx.args.solution,
+                "ok": ok,
+                "items": [f.row() for f in comparison.findings],
+                "customizations": [f.row() for f in extras],
+            }
+        )
         return 0 if ok else 1
     _print_findings(ctx, comparison, title=f"Dataverse schema (prefix {prefix}):")
     # The table cuts long details; option differences are spelled out in full below it.
@@ -370,14 +417,21 @@ async def check(ctx: Context) -> int:
                 "portal or correct the mapping"
             )
     ctx.out.line()
+    _print_customizations(ctx, extras)
+    for problem in [*container.problems, *custom.problems]:
+        ctx.out.line(f"  ! {problem}")
+    ctx.out.line()
     if ok:
         ctx.out.line("schema check: everything the sync needs is there")
     else:
         ours = [f for f in comparison.missing if f.wanted.kind != "extra"]
         theirs = [f.wanted.name for f in comparison.missing if f.wanted.kind == "extra"]
+        lacking = [f for f in extras if f.status != "ok"]
+        solution = f" --solution {ctx.args.solution}" if ctx.args.solution else ""
         ctx.out.line(
-            f"schema check: {len(comparison.missing)} missing, {len(comparison.differs)} differ"
-            + ("; run `cosell schema apply`" if ours else "")
+            f"schema check: {len(comparison.missing)} column(s) or table(s) missing, "
+            f"{len(comparison.differs)} differ, {len(lacking)} customisation(s) to settle"
+            + (f"; run `cosell schema apply{solution}`" if ours or lacking else "")
             + (
                 f"; create the mapping's extra column(s) {', '.join(theirs)} yourself"
                 if theirs
@@ -387,61 +441,164 @@ async def check(ctx: Context) -> int:
     return 0 if ok else 1
 
 
+def _print_customizations(ctx: Context, findings: list[SolutionFinding]) -> None:
+    ctx.out.table(
+        [(f.kind, f.name, f.status, f.detail) for f in findings],
+        ("kind", "name", "status", "detail"),
+        title="Solution, form, views and roles:",
+    )
+
+
 async def apply(ctx: Context) -> int:
-    out, prefix = ctx.out, ctx.settings.crm_column_prefix
+    out, prefix, args = ctx.out, ctx.settings.crm_column_prefix, ctx.args
+    solution: str | None = args.solution
     dataverse = await ctx.dataverse()
     comparison = await compare(dataverse, prefix)
     # Columns of a missing table are created after it; the primary name comes with the table.
     todo = [f for f in comparison.missing if f.wanted.definition is not None]
+    found = await survey(dataverse, prefix, solution)
+    container = plan_container(found)
+    preview = plan_customizations(found)
     plan = [_describe(f.wanted) for f in todo]
+    steps = [s.describe() for s in (*container.steps, *preview.steps)]
+    problems = [*container.problems, *preview.problems]
     if not out.json_mode:
-        if plan:
-            out.line(f"Will create ({len(plan)}):")
-            for line in plan:
-                out.line(f"  + {line}")
+        _print_plan(ctx, plan, steps, solution)
+    if found.solution is not None and found.solution.is_managed and (plan or steps):
+        # A managed solution's components are changed by importing a new version of it.
+        out.error(
+            f"solution {solution} is managed here: make the change in the staging environment "
+            "(`cosell schema apply --solution` there), export it again and import it "
+            "(docs/deploy.md, step 8)"
+        )
+        return 1
+    if args.what_if:
+        if out.json_mode:
+            out.json(
+                {
+                    "prefix": prefix,
+                    "solution": solution,
+                    "planned": plan,
+                    "steps": steps,
+                    "problems": problems,
+                    "what_if": True,
+                }
+            )
         else:
-            out.line("Nothing to do: every column and table the sync needs exists.")
-    created: list[str] = []
-    existed: list[str] = []
-    progress = out.progress("schema apply", len(todo)) if todo else None
-    for finding in todo:
-        wanted = finding.wanted
-        try:
-            await _create(dataverse, wanted)
-            created.append(_describe(wanted))
-        except AlreadyExists:  # created meanwhile by someone else: that is fine
-            existed.append(_describe(wanted))
-        if progress is not None:
-            progress.advance()
-    if progress is not None:
-        progress.finish()
+            for problem in problems:
+                out.line(f"  ! {problem}")
+            out.line("what-if: nothing was changed")
+        return 0
+    if (plan or steps) and not args.yes and not confirm("Apply these changes to Dataverse?"):
+        out.error("nothing was changed (pass --yes to apply without a question)")
+        return 1
+    applied = Applied()
+    applied = await run_steps(dataverse, found, container.steps, result=applied)
+    created, existed = await _create_columns(ctx, dataverse, todo, solution, applied)
+    if applied.ok:
+        # Read again: new tables brought their default view (the subgrid's) and privileges.
+        found = await survey(dataverse, prefix, solution)
+        custom = plan_customizations(found)
+        problems = [*container.problems, *custom.problems]
+        applied = await run_steps(dataverse, found, custom.steps, result=applied)
     after = await compare(dataverse, prefix) if todo else comparison
     still_missing = [f.row() for f in after.missing]
     differs = [f.row() for f in after.differs]
+    ok = applied.ok and not still_missing and not differs and not problems
     if out.json_mode:
         out.json(
             {
                 "prefix": prefix,
+                "solution": solution,
                 "planned": plan,
                 "created": created,
                 "already_existed": existed,
                 "missing": still_missing,
                 "differs": differs,
-                "ok": not still_missing and not differs,
+                "steps_done": applied.done,
+                "failed": applied.failed,
+                "not_done": applied.not_done,
+                "missing_privilege": applied.missing_privilege,
+                "problems": problems,
+                "ok": ok,
             }
         )
-    else:
-        if created:
-            out.line()
-            out.line(f"Created {len(created)}.")
-        for row in differs:
-            out.line(
-                f"  ! {row['table']}.{row['name']} {row['detail']}: left unchanged (apply never "
-                "changes existing columns); fix it in the maker portal"
-            )
-        for row in still_missing:
-            out.line(f"  ! {row['table']}.{row['name']} is still missing: {row['detail']}")
-    return 0 if not still_missing and not differs else 1
+        return 0 if ok else 1
+    if created or applied.done:
+        out.line()
+        out.line(
+            f"Created {len(created)} column(s) or table(s); {len(applied.done)} other step(s) done."
+        )
+    for row in differs:
+        out.line(
+            f"  ! {row['table']}.{row['name']} {row['detail']}: left unchanged (apply never "
+            "changes existing columns); fix it in the maker portal"
+        )
+    for row in still_missing:
+        out.line(f"  ! {row['table']}.{row['name']} is still missing: {row['detail']}")
+    for problem in problems:
+        out.line(f"  ! {problem}")
+    if applied.failed:
+        _report_failure(ctx, applied)
+    return 0 if ok else 1
+
+
+def _print_plan(ctx: Context, plan: list[str], steps: list[str], solution: str | None) -> None:
+    out = ctx.out
+    if not plan and not steps:
+        out.line("Nothing to do: everything the sync needs exists.")
+        return
+    where = f" in solution {solution}" if solution else ""
+    out.line(f"Will create{where} ({len(plan) + len(steps)}):")
+    for line in (*plan, *steps):
+        out.line(f"  + {line}")
+
+
+def _report_failure(ctx: Context, applied: Applied) -> None:
+    out = ctx.out
+    out.error(f"stopped at: {applied.failed}")
+    if applied.missing_privilege:
+        out.error(
+            f"your identity lacks the Dataverse privilege {applied.missing_privilege}: ask an "
+            "administrator for it (the System Customizer role has it) and run apply again"
+        )
+    if applied.done:
+        out.error("already applied: " + "; ".join(applied.done))
+    if applied.not_done:
+        out.error("not applied: " + "; ".join(applied.not_done))
+    out.error("apply is idempotent: run it again once the cause is fixed to finish")
+
+
+async def _create_columns(
+    ctx: Context,
+    dataverse: DataverseClient,
+    todo: list[Finding],
+    solution: str | None,
+    applied: Applied,
+) -> tuple[list[str], list[str]]:
+    created: list[str] = []
+    existed: list[str] = []
+    if not todo or not applied.ok:
+        return created, existed
+    progress = ctx.out.progress("schema apply", len(todo))
+    for index, finding in enumerate(todo):
+        wanted = finding.wanted
+        try:
+            await _create(dataverse, wanted, solution)
+            created.append(_describe(wanted))
+        except AlreadyExists:  # created meanwhile by someone else: that is fine
+            existed.append(_describe(wanted))
+        except DataverseError as exc:
+            applied.failed = f"{_describe(wanted)}: {exc}"
+            if isinstance(exc, AccessDenied):
+                applied.missing_privilege = missing_privilege(exc)
+            applied.done += created
+            applied.not_done = [_describe(f.wanted) for f in todo[index + 1 :]]
+            progress.finish()
+            return created, existed
+        progress.advance()
+    progress.finish()
+    return created, existed
 
 
 def _describe(wanted: Wanted) -> str:
@@ -452,11 +609,11 @@ def _describe(wanted: Wanted) -> str:
     return f"column {wanted.table}.{wanted.name} ({wanted.attribute_type})"
 
 
-async def _create(dataverse: DataverseClient, wanted: Wanted) -> None:
+async def _create(dataverse: DataverseClient, wanted: Wanted, solution: str | None) -> None:
     definition = wanted.definition
     if isinstance(definition, TableDefinition):
-        await dataverse.create_table(definition)
+        await dataverse.create_table(definition, solution=solution)
     elif isinstance(definition, LookupDefinition):
-        await dataverse.create_lookup(definition)
+        await dataverse.create_lookup(definition, solution=solution)
     elif isinstance(definition, ColumnDefinition):
-        await dataverse.create_column(wanted.table, definition)
+        await dataverse.create_column(wanted.table, definition, solution=solution)

@@ -12,6 +12,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import date
+from functools import cached_property
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 from uuid import UUID
@@ -26,6 +27,7 @@ from shared.dataverse._auth import (
     TokenProvider,
 )
 from shared.dataverse._batch import Create, Part, decode_responses, encode_change_set
+from shared.dataverse._customizations import SOLUTION_HEADER, Customizations
 from shared.dataverse._exceptions import (
     ConnectionFailed,
     NotFound,
@@ -592,25 +594,49 @@ class DataverseClient:
             "GET",
             f"EntityDefinitions(LogicalName='{check_name(logical_name)}')/OneToManyRelationships",
             params={
-                "$select": "SchemaName,ReferencedEntity,ReferencingEntity,ReferencingAttribute,"
+                "$select": "SchemaName,MetadataId,ReferencedEntity,ReferencingEntity,"
+                "ReferencingAttribute,"
                 "ReferencedEntityNavigationPropertyName,ReferencingEntityNavigationPropertyName"
             },
         )
         values = self._json(response).get("value") or []
         return [RelationshipMetadata.model_validate(v) for v in values]
 
-    async def create_table(self, definition: TableDefinition) -> None:
-        """Create a custom table with its primary name column (``AlreadyExists`` if present)."""
-        await self._send("POST", "EntityDefinitions", json=definition.to_metadata())
+    async def create_table(
+        self, definition: TableDefinition, *, solution: str | None = None
+    ) -> None:
+        """Create a custom table with its primary name column (``AlreadyExists`` if present);
+        ``solution`` names the unmanaged solution it joins (``MSCRM.SolutionUniqueName``)."""
+        await self._send(
+            "POST", "EntityDefinitions", json=definition.to_metadata(), headers=_in(solution)
+        )
 
-    async def create_column(self, table_logical_name: str, column: ColumnDefinition) -> None:
+    async def create_column(
+        self, table_logical_name: str, column: ColumnDefinition, *, solution: str | None = None
+    ) -> None:
         """Add a custom column to a table (``AlreadyExists`` if the name is taken)."""
         await self._send(
             "POST",
             f"EntityDefinitions(LogicalName='{check_name(table_logical_name)}')/Attributes",
             json=column.to_metadata(),
+            headers=_in(solution),
         )
 
-    async def create_lookup(self, definition: LookupDefinition) -> None:
+    async def create_lookup(
+        self, definition: LookupDefinition, *, solution: str | None = None
+    ) -> None:
         """Add a lookup column through a one-to-many relationship."""
-        await self._send("POST", "RelationshipDefinitions", json=definition.to_metadata())
+        await self._send(
+            "POST", "RelationshipDefinitions", json=definition.to_metadata(), headers=_in(solution)
+        )
+
+    @cached_property
+    def customizations(self) -> Customizations:
+        """Solutions, forms, views, roles, export and import (``_customizations.py``)."""
+        return Customizations(self)
+
+
+def _in(solution: str | None) -> dict[str, str] | None:
+    # Metadata created with this header joins that unmanaged solution (reference §4 of
+    # dataverse-push-and-webhook-trust.md; create-update-column-definitions-using-web-api).
+    return {SOLUTION_HEADER: solution} if solution else None

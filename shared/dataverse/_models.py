@@ -67,6 +67,7 @@ class ColumnMetadata(_Wire):
 
     logical_name: str = Field(alias="LogicalName")
     schema_name: str | None = Field(default=None, alias="SchemaName")
+    metadata_id: str | None = Field(default=None, alias="MetadataId")
     attribute_type: str | None = Field(default=None, alias="AttributeType")
     is_custom: bool = Field(default=False, alias="IsCustomAttribute")
     max_length: int | None = Field(default=None, alias="MaxLength")
@@ -79,6 +80,7 @@ class TableMetadata(_Wire):
 
     logical_name: str = Field(alias="LogicalName")
     schema_name: str | None = Field(default=None, alias="SchemaName")
+    metadata_id: str | None = Field(default=None, alias="MetadataId")
     entity_set_name: str = Field(alias="EntitySetName")
     primary_id_attribute: str = Field(alias="PrimaryIdAttribute")
     primary_name_attribute: str | None = Field(default=None, alias="PrimaryNameAttribute")
@@ -96,6 +98,7 @@ class RelationshipMetadata(_Wire):
     "one" side (``$expand`` and deep insert use it; reference 4.5 says read it, don't guess)."""
 
     schema_name: str = Field(alias="SchemaName")
+    metadata_id: str | None = Field(default=None, alias="MetadataId")
     referenced_entity: str = Field(alias="ReferencedEntity")
     referencing_entity: str = Field(alias="ReferencingEntity")
     referencing_attribute: str | None = Field(default=None, alias="ReferencingAttribute")

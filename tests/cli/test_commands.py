@@ -31,6 +31,8 @@ COMMANDS = [
     ["history"],
     ["schema", "check"],
     ["schema", "apply"],
+    ["solution", "export"],
+    ["solution", "import"],
 ]
 
 

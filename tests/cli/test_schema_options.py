@@ -96,8 +96,8 @@ def test_apply_reports_a_wrong_option_and_leaves_the_column_alone(
 ) -> None:
     del _options(cli_env, "cosell_helpneeded")[100000005]
 
-    ran = cosell("schema", "apply")
-    as_json = cosell("schema", "apply", "--json")
+    ran = cosell("schema", "apply", "--yes")
+    as_json = cosell("schema", "apply", "--yes", "--json")
 
     assert ran.code == as_json.code == 1
     assert "Nothing to do" in ran.out
@@ -115,9 +115,9 @@ def test_apply_on_a_bare_org_creates_the_schema_then_check_passes_and_apply_is_i
     bare_env: BareDataverse, cosell: Any
 ) -> None:
     before = cosell("schema", "check", "--json")
-    first = cosell("schema", "apply")
+    first = cosell("schema", "apply", "--yes")
     after = cosell("schema", "check", "--json")
-    second = cosell("schema", "apply", "--json")
+    second = cosell("schema", "apply", "--yes", "--json")
 
     assert before.code == 1
     missing = {i["name"] for i in before.json()["items"] if i["status"] == "missing"}
@@ -145,7 +145,7 @@ def test_apply_on_a_bare_org_creates_the_schema_then_check_passes_and_apply_is_i
 def test_applied_choices_keep_their_options_and_labels(
     bare_env: BareDataverse, cosell: Any
 ) -> None:
-    assert cosell("schema", "apply").code == 0
+    assert cosell("schema", "apply", "--yes").code == 0
     base = f"{bare_env.url}/api/data/v9.2/EntityDefinitions(LogicalName='opportunity')"
 
     options = {}
@@ -170,7 +170,7 @@ def test_applied_choices_keep_their_options_and_labels(
 def test_applied_lookup_gives_opportunities_the_solutions_collection_the_engine_expands(
     bare_env: BareDataverse, cosell: Any
 ) -> None:
-    assert cosell("schema", "apply").code == 0
+    assert cosell("schema", "apply", "--yes").code == 0
     api = f"{bare_env.url}/api/data/v9.2"
     opportunity = str(uuid.uuid4())
     created = httpx.post(

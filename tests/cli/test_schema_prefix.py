@@ -33,7 +33,7 @@ def test_an_org_seeded_with_the_prefix_passes_the_check_with_nothing_to_apply(
     get_settings.cache_clear()
 
     check = cosell("schema", "check", "--json")
-    apply = cosell("schema", "apply", "--json")
+    apply = cosell("schema", "apply", "--yes", "--json")
 
     assert check.code == 0, check.out + check.err
     names = {item["name"] for item in check.json()["items"]}
@@ -62,7 +62,7 @@ def test_apply_on_a_bare_org_with_the_prefix_then_check_passes(
     monkeypatch.setenv("CRM_COLUMN_PREFIX", "acme_")
     get_settings.cache_clear()
 
-    apply = cosell("schema", "apply")
+    apply = cosell("schema", "apply", "--yes")
     check = cosell("schema", "check")
 
     assert apply.code == 0, apply.out + apply.err

@@ -43,8 +43,8 @@ def test_schema_apply_creates_what_is_missing_once(
 
     check = cosell("schema", "check", "--json")
     missing = {item["name"] for item in check.json()["items"] if item["status"] == "missing"}
-    first = cosell("schema", "apply")
-    second = cosell("schema", "apply", "--json")
+    first = cosell("schema", "apply", "--yes")
+    second = cosell("schema", "apply", "--yes", "--json")
     after = cosell("schema", "check")
 
     assert check.code == 1
@@ -77,7 +77,7 @@ def test_applied_schema_takes_rows_with_the_lookup(
     cli_env: Sandbox, cosell: Any, monkeypatch: Any
 ) -> None:
     monkeypatch.setenv("CRM_COLUMN_PREFIX", "acme_")
-    assert cosell("schema", "apply").code == 0
+    assert cosell("schema", "apply", "--yes").code == 0
     api = f"{cli_env.dataverse_url}/api/data/v9.2"
     opportunity = str(uuid.uuid4())
     created = httpx.post(
