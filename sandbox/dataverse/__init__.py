@@ -14,9 +14,28 @@ answered with ``Preference-Applied``); ``DELETE .../<nav>/$ref``; ``$batch`` wit
 key, casts of the collection or of one attribute to a derived type such as
 ``/Microsoft.Dynamics.CRM.PicklistAttributeMetadata`` with ``$expand=OptionSet($select=Options)``
 for choices' values and labels, ``/OneToManyRelationships`` GET) and ``RelationshipDefinitions``
-(POST). Metadata writes with ``MSCRM.SolutionUniqueName`` are recorded per solution
-(``solutions.py``). Microsoft's ``PowerPlatform-Dataverse-Client`` runs against it unmodified
+(POST). Microsoft's ``PowerPlatform-Dataverse-Client`` runs against it unmodified
 (tests/dataverse/test_microsoft_sdk.py).
+
+Customization (issue 17, ``customization.py`` routes it): the system tables ``publishers``,
+``solutions``, ``solutioncomponents`` (``solutions.py``), ``systemforms`` (``forms.py``),
+``savedqueries`` (``views.py``), ``businessunits``, ``roles``, ``roleprivilegescollection``
+(``roles.py``), ``privileges`` (``privileges.py``) and ``importjobs`` (``import_job.py``) are
+ordinary tables, seeded like a new org (default publishers; the Default, Active and Basic
+solutions; the opportunity main form — Microsoft's stock one, ``seed/`` — and quick create
+form and the account main form; the standard opportunity and account views; the root business
+unit; the standard and customization privileges). ``MSCRM.SolutionUniqueName`` on POST
+EntityDefinitions, ``/Attributes``, RelationshipDefinitions, savedqueries, roles and PATCH
+systemforms adds a solution component (an unknown or managed solution is refused); unbound
+``AddSolutionComponent``, ``PublishXml``, ``PublishAllXml`` (a PATCHed form stays unpublished
+until then), ``ExportSolution``, ``ImportSolution``, ``ImportSolutionAsync`` (an
+``asyncoperations`` system job and the ``importjobs`` row show its progress;
+``solution_file.py`` reads and writes the zip); bound ``AddPrivilegesRole``,
+``ReplacePrivilegesRole``, ``RetrieveRolePrivilegesRole()``, ``RetrieveUnpublished()``;
+``GET <set>?savedQuery=<id>`` and ``?fetchXml=`` (``fetchxml.py``: a subset, anything else a 400).
+A table made through the metadata API or an import (``definitions.py``) gets its privileges and
+its "Active <plural>" view. A request needing a privilege the operator lacks is a 403
+0x80040220 (``access.py``).
 
 The app's custom columns and tables are seeded from ``shared.crm_schema`` with
 ``create_app(column_prefix=...)`` (``cosell_`` by default, so ``cosell_solutions`` and
@@ -24,8 +43,11 @@ The app's custom columns and tables are seeded from ``shared.crm_schema`` with
 them: the standard tables only (what ``cosell schema apply`` finds); ``/_emulator/reset`` returns
 to the starting schema.
 
-Control (no token): ``GET /_emulator/health``, ``POST /_emulator/reset`` (currencies stay),
-``GET /_emulator/stats``, ``PUT|DELETE /_emulator/faults``, ``GET|PUT /_emulator/limits``.
+Control (no token): ``GET /_emulator/health``, ``POST /_emulator/reset`` (currencies stay;
+the system tables back to their seed), ``GET /_emulator/stats`` (``solutions``: each solution's
+components; ``publishes``), ``PUT|DELETE /_emulator/faults``, ``GET|PUT /_emulator/limits``,
+``GET|PUT|DELETE /_emulator/customization`` (``missing_privileges``, ``import_delay_ms``;
+``customizing.py``).
 
 ``$expand`` (reference 2.4) takes single-valued navigation properties (lookups) and
 collection-valued ones: every lookup gives its target table one, named by its relationship's

@@ -100,11 +100,12 @@ def _minimal(table: str, label: str, fields: tuple[str, ...]) -> str:
 
 
 def opportunity_main_formxml() -> str:
-    """The real Dynamics 365 opportunity main form when the sandbox has its copy
-    (``seed/opportunity_main.formxml.xml``); else a minimal form of the same shape."""
+    """Microsoft's stock Dynamics 365 opportunity main form (``seed/opportunity_main.formxml.xml``,
+    sources in tests/fixtures/formxml/SOURCES.md); a minimal form of the same shape if the copy
+    is missing."""
     path = SEED / "opportunity_main.formxml.xml"
     if path.is_file():
-        return path.read_text(encoding="utf-8").strip()
+        return path.read_text(encoding="utf-8")
     fields = ("name", "parentcontactid", "parentaccountid", "estimatedclosedate", "estimatedvalue")
     return _minimal("opportunity", "Summary", fields)
 
@@ -128,12 +129,18 @@ SEEDED = (
 )
 
 
+# Microsoft's stock Unified Interface opportunity main form keeps its id in every org
+# (tests/fixtures/formxml/SOURCES.md: the seed's form is {a837e4a7-…}).
+OPPORTUNITY_MAIN_FORM_ID = "a837e4a7-01b8-4f82-a475-be9abd67e667"
+
+
 def seed(store: Store) -> None:
     for table, name, kind, formxml in SEEDED:
+        fixed = table == "opportunity" and kind == MAIN
         store.create(
             "systemforms",
             {
-                "formid": form_id(table, name),
+                "formid": OPPORTUNITY_MAIN_FORM_ID if fixed else form_id(table, name),
                 "name": name,
                 "objecttypecode": table,
                 "type": kind,
