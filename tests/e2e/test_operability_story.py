@@ -3,8 +3,9 @@ the local Functions host on function_app.py (host.json's maxDequeueCount 5, a 1 
 timeout), faults injected through the emulators' control API (``/_emulator/faults``).
 
 * A job that fails on every attempt because Dataverse answers 500 lands in ``sync-jobs-poison``
-  and ``cosell poison list`` says why: "Dataverse 500 on GET opportunities(…)", from the history
-  row the engine recorded at each attempt (the host's copy of the job carries no reason).
+  and ``cosell poison list`` (and ``/api/health``'s ``last_error``) says why: "Dataverse 500 on
+  GET opportunities(…)", from the history row the engine recorded at each attempt (the host's
+  copy of the job carries no reason).
 * Referrals whose webhooks Partner Center dropped show in ``cosell drift`` and make
   ``/api/health`` degraded with their count; the reconcile timer heals them.
 
@@ -103,12 +104,18 @@ async def test_a_job_failing_on_a_dataverse_500_is_poisoned_with_its_reason(
 
         code, listed = await _cosell("poison", "list", "--json")
         table_code, table = await _cosell("poison", "list")
+        async with httpx.AsyncClient(timeout=10) as client:
+            health = (await client.get(sandbox.stack.function_url("health"))).json()
 
         assert (code, table_code) == (0, 0)
         [message] = [m for m in json.loads(listed)["messages"] if m["id"] == referral_id]
         assert message["reason"].startswith("Dataverse 500 on GET opportunities(…)")
         assert message["failure"]["attempt"] == 5
         assert "Dataverse 500 on GET opportunities(…)" in table
+        assert health["status"] == "degraded"
+        assert health["last_error"].startswith(
+            "a job failed 5 times: Dataverse 500 on GET opportunities(…)"
+        )
         table = TableClient.from_connection_string(sandbox.stack.connection_string, HISTORY_TABLE)
         async with HistoryStore(table) as history:
             entries = await history.list_entries(referral_id)

@@ -171,3 +171,27 @@ async def test_the_timer_scan_stores_the_counts_at_most_every_period(app: App) -
     assert again is None  # the stored counts are younger than SCAN_EVERY
     stored = await drift.load_summary(runtime.cursors())
     assert stored == first
+
+
+async def test_a_pair_closed_either_way_is_not_reported_as_lagging(app: App) -> None:
+    lost = await _microsoft_sends(app, "Lost in Partner Center")
+    won = await _microsoft_sends(app, "Won in the CRM")
+    for referral_id in (lost, won):
+        await _sync("referral", referral_id)
+    pc = app.runtime.partner_center()
+    referral = await pc.get_referral(lost)
+    await pc.patch_referral(
+        lost,
+        [
+            {"op": "replace", "path": "/status", "value": "Closed"},
+            {"op": "replace", "path": "/substatus", "value": "Lost"},
+        ],
+        etag=referral.e_tag,
+    )
+    await _sync("referral", lost)  # closes the opportunity with LoseOpportunity
+    link = await app.runtime.links().get_link(won)
+    assert link is not None and link.opportunity_id is not None
+    await app.runtime.dataverse().win_opportunity(link.opportunity_id)
+    await _sync("opportunity", link.opportunity_id)  # closes the referral Won
+
+    assert (await _find(app)).items == []
