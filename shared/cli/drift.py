@@ -39,7 +39,11 @@ def add_parser(commands: Any) -> None:
         handler=run,
     )
     parser.add_argument(
-        "--kind", choices=sorted(drift.KINDS), action="append", help="only this kind (repeatable)"
+        "--kind",
+        choices=list(drift.KINDS),
+        action="append",
+        metavar="KIND",
+        help="only this kind (repeatable): " + ", ".join(drift.KINDS),
     )
     parser.add_argument(
         "--grace",
