@@ -35,6 +35,7 @@ from sandbox.dataverse import (
     forms,
     import_job,
     roles,
+    solution_export,
     solution_file,
     solutions,
     views,
@@ -233,7 +234,7 @@ class CustomizationApi:
                 INVALID_ARGUMENT,
                 f"The solution '{name}' cannot be exported: only unmanaged solutions can be.",
             )
-        data = solution_file.write(solution_file.collect(store, solution, managed=managed))
+        data = solution_file.write(solution_export.collect(store, solution, managed=managed))
         return json_response(
             {
                 "@odata.context": f"{service_root(request)}$metadata#Microsoft.Dynamics.CRM."

@@ -18,7 +18,9 @@ says), the tables, columns and choices (through ``definitions.py``, as the metad
 them), the relationships, the forms (replacing the target's form of that id, published), the
 views and the roles (their privileges found by name in this org) are created one component at
 a time, ``import_delay_ms`` apart (``/_emulator/customization``), with the job's progress
-written after each. UNCERTAIN: Dataverse rolls a failed import back; the emulator checks before
+written after each. UNCERTAIN: ``OverwriteUnmanagedCustomizations`` false would keep an
+unmanaged change of the target's form above the imported layer; the emulator has no layers and
+always takes the file's form. Dataverse rolls a failed import back; the emulator checks before
 it starts instead, so a failure half way (a name taken meanwhile) leaves what was done.
 """
 
@@ -35,7 +37,7 @@ from functools import partial
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from sandbox.dataverse import definitions, roles, solution_file, solutions
+from sandbox.dataverse import definitions, roles, solution_file, solution_model, solutions
 from sandbox.dataverse.errors import DataverseFault
 from sandbox.dataverse.forms import Pending
 from sandbox.dataverse.schema import (
@@ -48,7 +50,7 @@ from sandbox.dataverse.schema import (
     format_datetime,
     metadata_id,
 )
-from sandbox.dataverse.solution_file import SolutionFile, SolutionFileError
+from sandbox.dataverse.solution_model import SolutionFile, SolutionFileError
 from sandbox.dataverse.store import Record, Store
 
 # UNCERTAIN: the asyncoperation operationtype of a solution import (103 "Import Solution").
@@ -230,7 +232,7 @@ class Import:
             steps.append(later("role", role.name, partial(self.role, role=role, file=file)))
         return steps
 
-    def entity(self, solution: Record, entity: solution_file.Entity) -> None:
+    def entity(self, solution: Record, entity: solution_model.Entity) -> None:
         store = self.store
         table = store.schema.by_logical_name(entity.logical)
         if table is None:
@@ -259,7 +261,7 @@ class Import:
                 column_id = metadata_id(table.logical_name, attribute.name)
                 solutions.add(store, solution, solutions.ATTRIBUTE, column_id)
 
-    def relationship(self, solution: Record, item: solution_file.Relationship) -> None:
+    def relationship(self, solution: Record, item: solution_model.Relationship) -> None:
         store = self.store
         relationship = item
         referencing = store.schema.by_logical_name(relationship.referencing)
@@ -279,7 +281,7 @@ class Import:
         relationship_id = metadata_id("relationship", relationship.schema_name)
         solutions.add(store, solution, solutions.RELATIONSHIP, relationship_id)
 
-    def form(self, solution: Record, form: solution_file.Form, file: SolutionFile) -> None:
+    def form(self, solution: Record, form: solution_model.Form, file: SolutionFile) -> None:
         values = {
             "name": form.name,
             "objecttypecode": form.table,
@@ -293,7 +295,7 @@ class Import:
         record.values["ismanaged"] = file.managed
         solutions.add(self.store, solution, solutions.SYSTEM_FORM, form.formid)
 
-    def view(self, solution: Record, view: solution_file.View, file: SolutionFile) -> None:
+    def view(self, solution: Record, view: solution_model.View, file: SolutionFile) -> None:
         values = {
             "name": view.name,
             "returnedtypecode": view.table,
@@ -307,7 +309,7 @@ class Import:
         record.values["ismanaged"] = file.managed
         solutions.add(self.store, solution, solutions.SAVED_QUERY, view.savedqueryid)
 
-    def role(self, solution: Record, role: solution_file.Role, file: SolutionFile) -> None:
+    def role(self, solution: Record, role: solution_model.Role, file: SolutionFile) -> None:
         unit = self.store.caller.business_unit_id
         values = {"name": role.name, "businessunitid@odata.bind": f"/businessunits({unit})"}
         record = self._upsert("roles", role.roleid, values)
@@ -362,7 +364,7 @@ def _label(text: str) -> dict[str, Any]:
     return {"LocalizedLabels": [{"Label": text, "LanguageCode": 1033}]}
 
 
-def _attribute_body(attribute: solution_file.Attribute) -> dict[str, Any]:
+def _attribute_body(attribute: solution_model.Attribute) -> dict[str, Any]:
     """The AttributeMetadata the metadata API would have been sent for this column."""
     body: dict[str, Any] = {
         "@odata.type": "Microsoft.Dynamics.CRM." + solution_file.METADATA_TYPES[attribute.type],

@@ -273,6 +273,13 @@ def add_solution_component(store: Store, body: Row) -> str:
             f"{sorted(COMPONENT_TYPES)}) and SolutionUniqueName.",
         )
     solution = unmanaged(store, name)
+    if component_type != OPTION_SET and target(store, component_type, component_id) is None:
+        # UNCERTAIN: the wording; global choices (9) are not emulated, so any id is taken.
+        raise DataverseFault(
+            404,
+            "0x80040217",
+            f"No {COMPONENT_TYPES[component_type]} component with the id {component_id} exists.",
+        )
     behavior = 1 if body.get("DoNotIncludeSubcomponents") else 0
     return add(store, solution, component_type, component_id, behavior=behavior)
 

@@ -39,6 +39,30 @@ async def make_solution(http: httpx.AsyncClient, name: str = "cosellsync") -> st
     return solution.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
 
 
+async def partner_table(
+    http: httpx.AsyncClient, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    """POST EntityDefinitions of a small custom table, ``cosell_partner`` ("Partners")."""
+    return await http.post(
+        "EntityDefinitions",
+        json={
+            "SchemaName": "cosell_Partner",
+            "DisplayCollectionName": {
+                "LocalizedLabels": [{"Label": "Partners", "LanguageCode": 1033}]
+            },
+            "Attributes": [
+                {
+                    "@odata.type": "Microsoft.Dynamics.CRM.StringAttributeMetadata",
+                    "SchemaName": "cosell_Name",
+                    "IsPrimaryName": True,
+                    "MaxLength": 100,
+                }
+            ],
+        },
+        headers=headers or {},
+    )
+
+
 async def components(http: httpx.AsyncClient, solution_id: str) -> list[dict[str, object]]:
     found = await http.get(
         "solutioncomponents",
@@ -141,24 +165,7 @@ async def test_the_solution_header_adds_each_new_component_to_that_solution(
     10 Relationship)."""
     solution_id = await make_solution(http)
     header = {"MSCRM.SolutionUniqueName": "cosellsync"}
-    table = await http.post(
-        "EntityDefinitions",
-        json={
-            "SchemaName": "cosell_Partner",
-            "DisplayCollectionName": {
-                "LocalizedLabels": [{"Label": "Partners", "LanguageCode": 1033}]
-            },
-            "Attributes": [
-                {
-                    "@odata.type": "Microsoft.Dynamics.CRM.StringAttributeMetadata",
-                    "SchemaName": "cosell_Name",
-                    "IsPrimaryName": True,
-                    "MaxLength": 100,
-                }
-            ],
-        },
-        headers=header,
-    )
+    table = await partner_table(http, header)
     assert table.status_code == 204, table.text
     column = await http.post(
         "EntityDefinitions(LogicalName='opportunity')/Attributes",
@@ -248,6 +255,10 @@ async def test_add_solution_component_answers_the_component_id_once(
     ]
     unknown = await http.post("AddSolutionComponent", json={**body, "SolutionUniqueName": "nope"})
     assert unknown.status_code == 404
+    missing = await http.post(
+        "AddSolutionComponent", json={**body, "ComponentId": metadata_id("nosuchtable")}
+    )
+    assert missing.status_code == 404
     posted = await http.post(
         "solutioncomponents", json={"componenttype": 1, "objectid": metadata_id("account")}
     )
@@ -405,19 +416,7 @@ async def test_a_new_table_comes_with_its_privileges(http: httpx.AsyncClient) ->
     """power-platform/admin/security-roles-privileges: a table has Create, Read, Write, Delete,
     Append, Append To, Assign and Share privileges (UNCERTAIN naming for a custom table:
     prv<Verb><SchemaName>)."""
-    response = await http.post(
-        "EntityDefinitions",
-        json={
-            "SchemaName": "cosell_Partner",
-            "Attributes": [
-                {
-                    "@odata.type": "Microsoft.Dynamics.CRM.StringAttributeMetadata",
-                    "SchemaName": "cosell_Name",
-                    "IsPrimaryName": True,
-                }
-            ],
-        },
-    )
+    response = await partner_table(http)
     assert response.status_code == 204, response.text
     found = await http.get("privileges", params={"$filter": "contains(name,'cosell_Partner')"})
     assert sorted(p["name"] for p in found.json()["value"]) == sorted(

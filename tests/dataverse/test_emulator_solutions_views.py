@@ -7,6 +7,7 @@ from __future__ import annotations
 import httpx
 
 from sandbox.dataverse import Emulator
+from tests.dataverse.test_emulator_solutions import partner_table
 
 
 async def _opportunities(http: httpx.AsyncClient) -> dict[str, str]:
@@ -147,22 +148,7 @@ async def test_a_saved_query_runs_its_view(http: httpx.AsyncClient, emulator: Em
 async def test_a_new_table_gets_its_default_public_view(http: httpx.AsyncClient) -> None:
     """maker/model-driven-apps/create-edit-views: a new table has the public view
     "Active <plural name>", its default view, listing its active rows."""
-    created = await http.post(
-        "EntityDefinitions",
-        json={
-            "SchemaName": "cosell_Partner",
-            "DisplayCollectionName": {
-                "LocalizedLabels": [{"Label": "Partners", "LanguageCode": 1033}]
-            },
-            "Attributes": [
-                {
-                    "@odata.type": "Microsoft.Dynamics.CRM.StringAttributeMetadata",
-                    "SchemaName": "cosell_Name",
-                    "IsPrimaryName": True,
-                }
-            ],
-        },
-    )
+    created = await partner_table(http)
     assert created.status_code == 204, created.text
     views = await http.get(
         "savedqueries", params={"$filter": "returnedtypecode eq 'cosell_partner'"}
