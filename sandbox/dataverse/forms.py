@@ -149,7 +149,17 @@ def seed(store: Store) -> None:
                 "isdefault": True,
                 "description": f"The {FORM_TYPES[kind]} form of {table}.",
             },
+        ).values["ismanaged"] = True  # the org's own forms come in Microsoft's managed solutions
+
+
+def check_new_form(store: Store, body: Row) -> None:
+    """A new form is about an existing table and holds well-formed FormXml."""
+    logical = body.get("objecttypecode")
+    if not isinstance(logical, str) or store.schema.by_logical_name(logical) is None:
+        raise DataverseFault(
+            400, "0x80040203", f"The objecttypecode '{logical}' is not a table of this org."
         )
+    _check_formxml(str(body.get("formxml") or ""))
 
 
 def edit(store: Store, pending: Pending, row_id: str, body: Row) -> Record:

@@ -292,7 +292,7 @@ class Import:
         }
         record = self._upsert("systemforms", form.formid, values)
         self.pending_forms.pop(form.formid, None)  # an imported form is published
-        record.values["ismanaged"] = file.managed
+        record.values["ismanaged"] = file.managed or bool(record.values.get("ismanaged"))
         solutions.add(self.store, solution, solutions.SYSTEM_FORM, form.formid)
 
     def view(self, solution: Record, view: solution_model.View, file: SolutionFile) -> None:
@@ -306,14 +306,14 @@ class Import:
             "description": view.description or None,
         }
         record = self._upsert("savedqueries", view.savedqueryid, values)
-        record.values["ismanaged"] = file.managed
+        record.values["ismanaged"] = file.managed or bool(record.values.get("ismanaged"))
         solutions.add(self.store, solution, solutions.SAVED_QUERY, view.savedqueryid)
 
     def role(self, solution: Record, role: solution_model.Role, file: SolutionFile) -> None:
         unit = self.store.caller.business_unit_id
         values = {"name": role.name, "businessunitid@odata.bind": f"/businessunits({unit})"}
         record = self._upsert("roles", role.roleid, values)
-        record.values["ismanaged"] = file.managed
+        record.values["ismanaged"] = file.managed or bool(record.values.get("ismanaged"))
         missing = roles.grant_by_name(self.store, record, role.privileges)
         if missing:
             self.results.append(("role", role.name, "privileges not found: " + ", ".join(missing)))

@@ -103,7 +103,7 @@ def seed(store: Store) -> None:
                 "isdefault": default,
                 "isquickfindquery": False,
             },
-        )
+        ).values["ismanaged"] = True  # the org's own views come in Microsoft's managed solutions
     for table in store.schema.tables.values():
         if table.custom:
             default_view(store, table, table.logical_name, 0)

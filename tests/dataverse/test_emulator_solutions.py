@@ -10,6 +10,7 @@ import httpx
 from sandbox.dataverse import Emulator
 from sandbox.dataverse.metadata import metadata_id
 
+HEADER_COSELL = {"MSCRM.SolutionUniqueName": "cosellsync"}
 PUBLISH = "<importexportxml><entities><entity>{}</entity></entities></importexportxml>"
 
 
@@ -473,3 +474,24 @@ async def test_reset_returns_the_system_tables_to_their_seed(
     after = (await control.get("stats")).json()["rows"]
     assert after == before
     assert (await control.get("customization")).json()["unpublished_forms"] == []
+
+
+async def test_a_new_form_with_the_header_joins_the_solution(http: httpx.AsyncClient) -> None:
+    """reference/entities/systemform (objecttypecode, type, formxml) and webapi/compose-http-
+    requests-handle-errors: a form created with the solution header is a component (60) of it;
+    a form of a table the org lacks is refused."""
+    solution_id = await make_solution(http)
+    body = {
+        "name": "Co-sell",
+        "objecttypecode": "opportunity",
+        "type": 6,
+        "formxml": "<form><tabs /></form>",
+    }
+    stranger = await http.post("systemforms", json={**body, "objecttypecode": "nosuch"})
+    assert stranger.status_code == 400
+    created = await http.post("systemforms", json=body, headers=HEADER_COSELL)
+    assert created.status_code == 204, created.text
+    form_id = created.headers["OData-EntityId"].rsplit("(", 1)[1].rstrip(")")
+    assert [(r["componenttype"], r["objectid"]) for r in await components(http, solution_id)] == [
+        (60, form_id)
+    ]
