@@ -195,3 +195,38 @@ async def test_a_pair_closed_either_way_is_not_reported_as_lagging(app: App) -> 
     await _sync("opportunity", link.opportunity_id)  # closes the referral Won
 
     assert (await _find(app)).items == []
+
+
+async def _routes(emulator: Any) -> dict[str, int]:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=emulator), base_url=EMULATOR
+    ) as http:
+        routes: dict[str, int] = (await http.get("/_emulator/stats")).json()["requests"]
+    return {route: n for route, n in routes.items() if "/_emulator/" not in route}
+
+
+async def test_drift_reads_with_list_queries_not_a_call_per_record(app: App) -> None:
+    for n in range(4):
+        await _sync("referral", await _microsoft_sends(app, f"Linked {n}"))
+    await _microsoft_sends(app, "Not linked")
+    refused = await _flagged_opportunity(app, "Refused")
+    await _sync("opportunity", refused)
+    await _flagged_opportunity(app, "Waiting")
+    before = {
+        name: await _routes(e) for name, e in (("pc", app.pc_app), ("crm", app.dataverse_app))
+    }
+
+    report = await _find(app)
+
+    after = {name: await _routes(e) for name, e in (("pc", app.pc_app), ("crm", app.dataverse_app))}
+    made = {
+        (side, route): n - before[side].get(route, 0)
+        for side in after
+        for route, n in after[side].items()
+        if n - before[side].get(route, 0)
+    }
+    assert report.read == {"referrals": 5, "opportunities": 6, "links": 4}
+    assert made == {
+        ("pc", "GET /v1.0/engagements/referrals"): 1,  # one page of the list
+        ("crm", "GET /api/data/v9.2/opportunities"): 2,  # the flagged rows, the Error audits
+    }
