@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sandbox.dataverse import forms, import_job, privileges, roles, solutions, views
+from sandbox.dataverse import forms, import_job, installed, privileges, roles, solutions, views
 from sandbox.dataverse.schema import Schema
 from sandbox.dataverse.store import Store
 
@@ -52,6 +52,8 @@ class Customizing:
         self.imports = 0
         for module in (solutions, roles, privileges, forms, views):
             module.seed(store)
+        if store.schema.custom_schema:
+            installed.seed(store)  # the org has the app's customisations, not only its columns
 
     def stats(self, store: Store) -> dict[str, Any]:
         return {

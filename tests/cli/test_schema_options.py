@@ -65,7 +65,7 @@ def test_check_reports_a_missing_and_a_relabelled_option(cli_env: Sandbox, cosel
         in text.out
     )
     assert "missing option 3 Pending" in text.out
-    assert "0 missing, 2 differ" in text.out
+    assert "0 column(s) or table(s) missing, 2 differ" in text.out
     item = _item(ran, "cosell_helpneeded")
     assert item["status"] == "differs"
     assert item["options"]["missing"] == {"100000003": "QuotesOrLicensing"}

@@ -23,7 +23,7 @@ from shared.state import (
     LinkStore,
     SyncLink,
 )
-from tests.cli.conftest import AUTH, Sandbox, incoming_referral, jobs_in
+from tests.cli.conftest import AUTH, BareDataverse, Sandbox, incoming_referral, jobs_in
 
 # -- schema -------------------------------------------------------------------------------------
 
@@ -36,9 +36,9 @@ def test_schema_check_passes_on_the_emulator_default_schema(cli_env: Sandbox, co
 
 
 def test_schema_apply_creates_what_is_missing_once(
-    cli_env: Sandbox, cosell: Any, monkeypatch: Any
+    bare_env: BareDataverse, cosell: Any, monkeypatch: Any
 ) -> None:
-    # The emulator starts with the cosell_ columns; another publisher prefix starts from bare.
+    # A bare org with another publisher prefix (the views and roles carry one name per org).
     monkeypatch.setenv("CRM_COLUMN_PREFIX", "acme_")
 
     check = cosell("schema", "check", "--json")

@@ -311,7 +311,28 @@ async def test_metadata_writes_are_recorded_under_the_solution_they_name(
     """webapi/create-update-column-definitions-using-web-api: the examples send
     ``MSCRM.SolutionUniqueName`` so the new column lands in that solution; the emulator records
     it (``/_emulator/stats`` ``solutions``) so ``cosell schema apply --solution`` can be
-    checked."""
+    checked. The solution must exist first (webapi/reference/solution, publisher)."""
+    publisher = await http.post(
+        "publishers",
+        json={
+            "uniquename": "cosellpublisher",
+            "friendlyname": "Co-sell Sync",
+            "customizationprefix": "cosell",
+            "customizationoptionvalueprefix": 10500,
+        },
+        headers={"Prefer": "return=representation"},
+    )
+    assert publisher.status_code == 201, publisher.text
+    solution = await http.post(
+        "solutions",
+        json={
+            "uniquename": "cosellsync",
+            "friendlyname": "Co-sell Sync",
+            "version": "1.0.0.0",
+            "publisherid@odata.bind": f"/publishers({publisher.json()['publisherid']})",
+        },
+    )
+    assert solution.status_code == 204, solution.text
     column = {
         "@odata.type": "Microsoft.Dynamics.CRM.StringAttributeMetadata",
         "SchemaName": "cosell_Region",
