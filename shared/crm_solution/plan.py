@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+from xml.etree.ElementTree import ParseError, canonicalize
 
 from shared.crm_schema import crm_schema
 from shared.crm_solution import components as wanted
@@ -208,15 +209,21 @@ def _views(found: Survey, result: Plan) -> None:
         if view is None:
             result.findings.append(SolutionFinding("view", spec.name, "missing"))
             result.steps.append(CreateView(spec))
-        elif _squash(view.fetchxml) != _squash(spec.fetchxml):
+        elif not _same_query(view.fetchxml, spec.fetchxml):
             detail = "its query differs from the app's (left as it is)"
             result.findings.append(SolutionFinding("view", spec.name, "differs", detail))
         else:
             result.findings.append(SolutionFinding("view", spec.name, "ok"))
 
 
-def _squash(xml: str | None) -> str:
-    return "".join((xml or "").split()).replace("/>", " />").replace("  ", " ")
+def _same_query(found: str | None, wanted_xml: str) -> bool:
+    """Equal as XML (C14N: attribute order, quoting and whitespace between tags do not count)."""
+    try:
+        return canonicalize(found or "", strip_text=True) == canonicalize(
+            wanted_xml, strip_text=True
+        )
+    except ParseError:
+        return False
 
 
 def _roles(found: Survey, result: Plan) -> None:
