@@ -63,6 +63,8 @@ DriftKind = Literal[
     "job_failed",
 ]
 SUMMARY = "drift"  # the summary row's name in synccursors
+LISTING = "drift-items"  # the last scan's items (the dashboard's list), a row beside it
+MAX_LISTED = 200  # items kept in the listing row (the counts cover them all)
 GRACE = timedelta(minutes=5)  # younger changes are in flight (webhook → queue → sync), not drift
 SCAN_EVERY = timedelta(minutes=10)  # the timer's scan is skipped while the summary is newer
 SYNC_STATUS_ERROR = 2
@@ -143,6 +145,16 @@ class DriftSummary(BaseModel):
             if info.degrades and settled:
                 found.append(f"{settled} {info.title}: see `cosell drift`")
         return found
+
+
+class DriftListing(BaseModel):
+    """The last scan's items, for the dashboard (the first ``MAX_LISTED``): kinds, ids, the
+    deal's name and the reason, as ``cosell drift`` prints them."""
+
+    checked_at: datetime
+    items: list[DriftItem] = Field(default_factory=list)
+    total: int = 0  # items the scan found (more than ``items`` when it was cut)
+    source: str = ""
 
 
 class DriftReport(BaseModel):
@@ -410,6 +422,24 @@ async def save_summary(cursors: CursorStore, summary: DriftSummary) -> None:
     await cursors.save_summary(SUMMARY, summary.model_dump(mode="json"))
 
 
+async def save_report(cursors: CursorStore, report: DriftReport, summary: DriftSummary) -> None:
+    """Store a scan: its listing (for the dashboard) and its summary (for ``/api/health``)."""
+    listing = DriftListing(
+        checked_at=report.checked_at,
+        items=report.items[:MAX_LISTED],
+        total=len(report.items),
+        source=summary.source,
+    )
+    await cursors.save_summary(LISTING, listing.model_dump(mode="json"))
+    await save_summary(cursors, summary)
+
+
+async def load_listing(cursors: CursorStore) -> DriftListing | None:
+    """The last stored listing (one point read), or None before the first scan stored one."""
+    document = await cursors.get_summary(LISTING)
+    return DriftListing.model_validate(document) if document else None
+
+
 async def refresh(
     *,
     pc: PartnerCenterClient,
@@ -432,7 +462,7 @@ async def refresh(
             pc=pc, dataverse=dataverse, links=links, settings=settings, now=moment
         )
         summary = report.summary(source=source)
-        await save_summary(cursors, summary)
+        await save_report(cursors, report, summary)
     except Exception as exc:  # noqa: BLE001 - the scan is extra: the timer's work stands
         log.warning("drift scan failed: %s", type(exc).__name__)
         return None

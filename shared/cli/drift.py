@@ -68,7 +68,7 @@ async def run(ctx: Context) -> int:
         store = cursor_store(ctx.tables())
         ctx.stack.push_async_callback(store.close)
         await store.create_table()
-        await drift.save_summary(store, summary)
+        await drift.save_report(store, report, summary)  # the dashboard's list too
     except AzureError as exc:  # the listing stands; health keeps its last summary
         out.note(f"the counts were not stored for /api/health: {type(exc).__name__}")
     kinds = set(args.kind or drift.KINDS)
