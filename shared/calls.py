@@ -19,9 +19,11 @@ import httpx
 
 @dataclass
 class CallCounter:
-    """Requests sent to the SaaS APIs while it was the current counter."""
+    """Requests sent to the SaaS APIs while it was the current counter, and the request id of
+    the last Partner Center answer (for support: the history row keeps it)."""
 
     calls: int = 0
+    request_id: str | None = None
 
 
 _current: ContextVar[CallCounter | None] = ContextVar("cosell_call_counter", default=None)
@@ -43,3 +45,16 @@ async def count_request(request: httpx.Request) -> None:
     counter = _current.get()
     if counter is not None:
         counter.calls += 1
+
+
+def note_request_id(request_id: str | None) -> None:
+    """Remember Partner Center's request id of the answer just received, for the running sync."""
+    counter = _current.get()
+    if counter is not None and request_id:
+        counter.request_id = request_id
+
+
+def current_calls() -> int:
+    """The running sync's count so far (0 outside ``counting``): a stage's calls by difference."""
+    counter = _current.get()
+    return counter.calls if counter is not None else 0

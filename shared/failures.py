@@ -39,6 +39,7 @@ from shared.state import (
     LinkStore,
     SyncLink,
 )
+from shared.telemetry import current_traceparent
 
 ELIDED = "(…)"
 _GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -142,6 +143,7 @@ async def record_failure(
             duration_ms=duration_ms,
             remote_calls=remote_calls,
             failure=failure,
+            trace_parent=current_traceparent(),  # the failed attempt's trace (issue 18)
         )
     )
     if link is not None:

@@ -3,6 +3,11 @@
 Messages are JSON, base64-encoded on the wire because that is what the Functions host's queue
 trigger expects by default (host.json ``messageEncoding: base64``); the host decodes the base64
 before our function sees the body, so ``decode_job`` takes the decoded text.
+
+A job may carry the W3C ``traceparent`` of the span that enqueued it (SPEC 3, optional): the
+webhook's, the poll's or the reconcile's trace then goes on in the worker. ``JobQueue.enqueue``
+stamps it; messages without it (older ones, the CLI's outside a trace) decode as before, and a
+malformed one is dropped rather than poisoning the job, since it is only for correlation.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pydantic import (
 )
 
 from shared.errors import JobDecodeError
+from shared.telemetry import current_traceparent, valid_traceparent
 
 SYNC_JOBS_QUEUE = "sync-jobs"
 POISON_QUEUE = f"{SYNC_JOBS_QUEUE}-poison"  # the host's `<queue>-poison` convention
@@ -109,6 +115,7 @@ class SyncJob(BaseModel):
     id: UUID
     reason: Annotated[JobReason, BeforeValidator(_reason), PlainSerializer(str)]
     observed_at: Annotated[datetime, AfterValidator(_utc)]
+    traceparent: Annotated[str | None, BeforeValidator(valid_traceparent)] = None
 
     @field_validator("id", mode="before")
     @classmethod
@@ -131,9 +138,17 @@ class SyncJob(BaseModel):
                 "id": str(self.id),
                 "reason": str(self.reason),
                 "observed_at": self.observed_at.isoformat().replace("+00:00", "Z"),
+                **({"traceparent": self.traceparent} if self.traceparent else {}),
             },
             separators=(",", ":"),
         )
+
+    def traced(self) -> SyncJob:
+        """This job carrying the current span's ``traceparent`` (itself when none is current)."""
+        traceparent = current_traceparent()
+        if traceparent is None or traceparent == self.traceparent:
+            return self
+        return self.model_copy(update={"traceparent": traceparent})
 
 
 def decode_job(body: str | bytes) -> SyncJob:
@@ -184,9 +199,12 @@ class JobQueue:
             await self._client.create_queue()
 
     async def enqueue(self, job: SyncJob, *, visibility_timeout: int | None = None) -> None:
-        """Add one job; ``visibility_timeout`` (seconds) delays it."""
+        """Add one job; ``visibility_timeout`` (seconds) delays it. It carries the current
+        span's ``traceparent``, so the worker continues the trace that enqueued it."""
         async with self._limit:
-            await self._client.send_message(job.to_json(), visibility_timeout=visibility_timeout)
+            await self._client.send_message(
+                job.traced().to_json(), visibility_timeout=visibility_timeout
+            )
 
     async def enqueue_many(self, jobs: Iterable[SyncJob]) -> int:
         """Add many jobs concurrently (the Queue API has no batch send); returns how many.

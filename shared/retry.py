@@ -12,6 +12,10 @@ app in tests) in ``RetryTransport``, so the rule lives in one place:
 * every other status (including 409/412, which the caller settles) is returned at once;
 * a request is tried at most ``attempts`` times; the last response (or error) is what the caller
   sees, so typed errors are raised by the client from the final answer.
+
+Each retry is a ``retry`` event (attempt, status or error type, delay) on the call's dependency
+span (``shared.telemetry.traced_transport`` wraps this transport), so a trace shows the 503s
+and 429s a call waited out.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import httpx
+
+from shared.telemetry import EVENT_RETRY, add_event
 
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 BACKOFF_STATUSES = frozenset({408, 500, 502, 504})
@@ -79,24 +85,48 @@ class RetryTransport(httpx.AsyncBaseTransport):
             last = attempt == policy.attempts
             try:
                 response = await self._inner.handle_async_request(request)
-            except httpx.ConnectError:
+            except httpx.ConnectError as exc:
                 if last:  # nothing reached the server: safe to retry any method
                     raise
-                await policy.sleep(policy.backoff(attempt))
+                await self._wait(policy.backoff(attempt), attempt, error=type(exc).__name__)
                 continue
             # RemoteProtocolError is not a NetworkError in httpx, but a dropped keep-alive is
             # one in effect; the request may have arrived, hence idempotent methods only.
-            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError):
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 if last or not idempotent:
                     raise
-                await policy.sleep(policy.backoff(attempt))
+                await self._wait(policy.backoff(attempt), attempt, error=type(exc).__name__)
                 continue
             delay = self._delay_for(response, attempt, idempotent=idempotent)
             if delay is None or last:
                 return response
             await response.aclose()
-            await policy.sleep(delay)
+            await self._wait(
+                delay,
+                attempt,
+                status=response.status_code,
+                retry_after=response.headers.get("Retry-After"),
+            )
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _wait(
+        self,
+        delay: float,
+        attempt: int,
+        *,
+        status: int | None = None,
+        error: str | None = None,
+        retry_after: str | None = None,
+    ) -> None:
+        add_event(
+            EVENT_RETRY,
+            attempt=attempt,
+            status=status,
+            error=error,
+            delay_s=round(delay, 3),
+            retry_after_s=parse_retry_after(retry_after),
+        )
+        await self._policy.sleep(delay)
 
     def _delay_for(
         self, response: httpx.Response, attempt: int, *, idempotent: bool

@@ -1,7 +1,8 @@
 """``cosell history ID``: the syncs of one deal, newest first.
 
 History rows are keyed by referral id, or by opportunity id while a deal has no referral yet
-(SPEC 5), so an opportunity id is resolved to its referral and both keys are read.
+(SPEC 5), so an opportunity id is resolved to its referral and both keys are read. Each row
+names its trace id and Partner Center's request id, the ids support asks for (issue 18).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from shared.cli._output import cell
 from shared.cli._parser import add_command
 from shared.cli.sync import DIRECTIONS, guid
 from shared.state import HistoryEntry
+from shared.telemetry import trace_id_of
 
 _ARROWS = dict(DIRECTIONS.values())
 
@@ -88,11 +90,30 @@ async def run(ctx: Context) -> int:
                 "; ".join(e.conflicts + e.errors),
                 e.duration_ms,
                 e.remote_calls,
+                _support_ids(e),
             )
             for e in entries
         ],
-        ("at", "outcome", "reason", "direction", "changes", "conflicts/errors", "ms", "calls"),
+        (
+            "at",
+            "outcome",
+            "reason",
+            "direction",
+            "changes",
+            "conflicts/errors",
+            "ms",
+            "calls",
+            "trace / PC request id",
+        ),
         title=f"Syncs, newest first ({len(entries)})",
         empty="(no syncs recorded)",
     )
     return 0
+
+
+def _support_ids(entry: HistoryEntry) -> str:
+    """The ids to hand to support: the trace id (App Insights' operation_Id) and Partner
+    Center's request id (of the failed call, else of the sync's last call)."""
+    request_id = (entry.failure.request_id if entry.failure else None) or entry.pc_request_id
+    ids = [trace_id_of(entry.trace_parent) or "-", request_id or "-"]
+    return " / ".join(ids) if any(i != "-" for i in ids) else "-"

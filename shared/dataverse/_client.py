@@ -49,6 +49,7 @@ from shared.dataverse._models import (
 from shared.dataverse._odata import Expand, Filter, check_name, eq, query_params, row_path
 from shared.dataverse._throttle import AdaptiveThrottle, ThrottledTransport
 from shared.retry import RetryPolicy, RetryTransport
+from shared.telemetry import DATAVERSE, traced_transport
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
@@ -140,7 +141,10 @@ class DataverseClient:
         self._page_size = max(1, min(page_size, MAX_PAGE_SIZE))
         self._http = httpx.AsyncClient(
             base_url=self.url + API_PATH,
-            transport=RetryTransport(ThrottledTransport(inner, self.throttle), retry_policy),
+            # One dependency span per call (shared.telemetry), its retries and 429s as events.
+            transport=traced_transport(
+                RetryTransport(ThrottledTransport(inner, self.throttle), retry_policy), DATAVERSE
+            ),
             auth=BearerAuth(token_provider),
             headers=_HEADERS,
             timeout=timeout,

@@ -10,7 +10,7 @@
 
 The throttle never retries: ``ThrottledTransport`` sits *inside* ``shared.retry.RetryTransport``
 so it counts every attempt that reaches Dataverse and sees every 429, while the retry rule stays
-in one place.
+in one place. Each 429 is a ``throttled`` event (Retry-After, the new limit) on the call's span.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 
 from shared.retry import parse_retry_after
+from shared.telemetry import EVENT_THROTTLED, add_event
 
 
 class AdaptiveThrottle:
@@ -143,6 +144,15 @@ class ThrottledTransport(httpx.AsyncBaseTransport):
             raise
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         self.throttle.release(ticket, response.status_code, retry_after)
+        if response.status_code == 429:
+            # On the call's dependency span (shared.telemetry): how long and how far it slowed.
+            add_event(
+                EVENT_THROTTLED,
+                status=429,
+                retry_after_s=retry_after,
+                limit=self.throttle.limit,
+                throttled=self.throttle.throttled,
+            )
         return response
 
     async def aclose(self) -> None:

@@ -14,8 +14,9 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import ValidationError
 
-from shared.calls import count_request
+from shared.calls import count_request, note_request_id
 from shared.retry import RetryPolicy, RetryTransport
+from shared.telemetry import PARTNER_CENTER, traced_transport
 
 from ._auth import REFERRALS_RESOURCE, WEBHOOKS_RESOURCE, TokenProvider
 from ._exceptions import ConnectionFailed, NotFound, PartnerCenterError, error_from_response
@@ -71,7 +72,8 @@ class PartnerCenterClient:
         self._webhooks_resource = webhooks_resource
         inner = transport if transport is not None else httpx.AsyncHTTPTransport()
         self._http = httpx.AsyncClient(
-            transport=RetryTransport(inner, retry_policy),
+            # One dependency span per call (shared.telemetry), its retries as events.
+            transport=traced_transport(RetryTransport(inner, retry_policy), PARTNER_CENTER),
             timeout=httpx.Timeout(timeout),  # SPEC 7: every remote call has a timeout
             headers={"Accept": "application/json"},
             follow_redirects=False,
@@ -309,6 +311,8 @@ class PartnerCenterClient:
                 method,
                 url,
             ) from exc
+        # The id support asks Microsoft about: the sync's history row keeps the last one.
+        note_request_id(response.headers.get("request-id") or request_headers["client-request-id"])
         # Method, route name, status and ids only: bodies may hold customer names and e-mails.
         logger.info(
             "partner center %s %s -> %s",

@@ -11,6 +11,11 @@ Each attempt is three stages:
 A lost race (412, a row created by another run) starts the attempt again from fresh reads,
 a bounded number of times. A dry run stops after the plan. The engine then records history.
 Remote calls are counted by the clients' request hook (``shared.calls``), not here.
+
+Each stage is a span (``sync.read``, ``sync.plan``, ``sync.apply``: ``shared.telemetry``) with
+the attempt, the remote calls it made and, from the plan on, the ids, the outcome, the step
+types and the number of conflicts; the history row keeps the trace's ``traceparent`` and
+Partner Center's last request id.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from shared.calls import counting
+from opentelemetry.trace import Span
+
+from shared.calls import counting, current_calls
 from shared.dataverse import DataverseClient
 from shared.errors import AlreadyExistsError, PreconditionFailedError
 from shared.failures import describe, record_failure
@@ -38,6 +45,15 @@ from shared.sync.plan import SyncPolicy, after_refusal, plan
 from shared.sync.read import Reader
 from shared.sync.result import SyncResult, SyncRetry
 from shared.sync.sides import CrmSide, PartnerCenterSide
+from shared.sync.steps import Plan
+from shared.telemetry import (
+    SPAN_APPLY,
+    SPAN_PLAN,
+    SPAN_READ,
+    current_traceparent,
+    set_attributes,
+    span,
+)
 
 log = logging.getLogger(__name__)
 # Another run got there first: read again and decide again.
@@ -114,7 +130,7 @@ class SyncEngine:
         result.remote_calls = calls.calls
         result.duration_ms = int((time.perf_counter() - started) * 1000)
         if not dry_run and result.outcome not in ("skipped", "deferred"):
-            await self._record_history(job, result)
+            await self._record_history(job, result, request_id=calls.request_id)
         return result
 
     async def _restarting(
@@ -158,22 +174,36 @@ class SyncEngine:
     async def _attempt(
         self, job: SyncJob, *, attempt: int, run_id: str, dry_run: bool, enqueued: datetime | None
     ) -> SyncResult:
-        snapshot, stored = await self.reader.read(
-            job, attempt=attempt, run_id=run_id, enqueued_at=enqueued
-        )
-        planned = plan(snapshot, self.policy)
+        before = current_calls()
+        with span(SPAN_READ, attempt=attempt) as stage:
+            snapshot, stored = await self.reader.read(
+                job, attempt=attempt, run_id=run_id, enqueued_at=enqueued
+            )
+            set_attributes(stage, remote_calls=current_calls() - before)
+        with span(SPAN_PLAN, attempt=attempt) as stage:
+            planned = plan(snapshot, self.policy)
+            _describe(stage, planned)
         referral_id = planned.referral_id
         notes = list(planned.notes)
         if not dry_run:
-            try:
-                current = await self.applier.apply(planned, snapshot, stored)
-            except Refused as refused:
-                planned = after_refusal(
-                    planned, refused.step, refused.message, linked=refused.current.link is not None
+            before = current_calls()
+            with span(SPAN_APPLY, attempt=attempt) as stage:
+                try:
+                    current = await self.applier.apply(planned, snapshot, stored)
+                except Refused as refused:
+                    planned = after_refusal(
+                        planned,
+                        refused.step,
+                        refused.message,
+                        linked=refused.current.link is not None,
+                    )
+                    current = await self.applier.resume(planned.steps, snapshot, refused.current)
+                if referral_id is None and current.referral is not None and planned.steps:
+                    referral_id = current.referral.id  # a referral this sync created
+                _describe(stage, planned)
+                set_attributes(
+                    stage, referral_id=referral_id, remote_calls=current_calls() - before
                 )
-                current = await self.applier.resume(planned.steps, snapshot, refused.current)
-            if referral_id is None and current.referral is not None and planned.steps:
-                referral_id = current.referral.id  # a referral this sync created
             notes += current.notes  # fields Partner Center would not take
         return SyncResult(
             planned.outcome,
@@ -187,7 +217,9 @@ class SyncEngine:
             retry_after=planned.retry_after,
         )
 
-    async def _record_history(self, job: SyncJob, result: SyncResult) -> None:
+    async def _record_history(
+        self, job: SyncJob, result: SyncResult, *, request_id: str | None = None
+    ) -> None:
         if result.outcome == "no_change" and result.remote_calls == 0:
             return  # an echo or a duplicate event: nothing happened worth a row
         fields = result.plan
@@ -202,8 +234,24 @@ class SyncEngine:
                 errors=result.problems,
                 duration_ms=result.duration_ms,
                 remote_calls=result.remote_calls,
+                trace_parent=current_traceparent(),
+                pc_request_id=request_id,
             )
         )
+
+
+def _describe(stage: Span, planned: Plan) -> None:
+    """Ids, the outcome, the step types and the conflict count: no field values (SPEC 8)."""
+    fields = planned.fields
+    set_attributes(
+        stage,
+        referral_id=planned.referral_id,
+        opportunity_id=planned.opportunity_id,
+        outcome=planned.outcome,
+        steps=[type(step).__name__ for step in planned.steps],
+        conflicts=len(fields.conflicts) if fields is not None else 0,
+        problems=len(planned.problems),
+    )
 
 
 def _direction(fields: FieldPlan | None) -> Literal["pc_to_crm", "crm_to_pc", "both", "none"]:

@@ -38,6 +38,7 @@ from shared.dataverse import (
 from shared.errors import CosellError, SettingsError
 from shared.jobs import SyncJob
 from shared.runtime import Runtime, get_runtime
+from shared.telemetry import SPAN_DATAVERSE_WEBHOOK, annotate, span
 from shared.triggers.echo import Seen, is_echo
 from shared.triggers.webhook import ENQUEUE_DEADLINE_S, WebhookAnswer, log_answer
 
@@ -53,7 +54,9 @@ async def handle_dataverse_push(
 ) -> WebhookAnswer:
     """Check one push and enqueue its jobs; never raises for bad input."""
     started = time.perf_counter()
-    answer = await _handle(body, headers, runtime)
+    with span(SPAN_DATAVERSE_WEBHOOK):
+        answer = await _handle(body, headers, runtime)
+        annotate(outcome=answer.outcome, status=answer.status)
     log_answer(logger, "dataverse_webhook", answer, body_bytes=len(body), started=started)
     return answer
 
@@ -83,6 +86,11 @@ async def _handle(
             400, f"the table {context.primary_entity_name!r} is not synced", "invalid_push"
         )
     opportunities = opportunities_named(context, schema)
+    annotate(
+        opportunity_id=str(opportunities[0]) if len(opportunities) == 1 else None,
+        opportunity_ids=[str(o) for o in opportunities] if len(opportunities) > 1 else None,
+        reason=f"webhook:dataverse-{message}",
+    )
     if not opportunities:
         # A solution row without its lookup (size exceeded, or not attached): nothing to sync
         # by push; a later edit of the opportunity, or the poll, carries it.
@@ -114,6 +122,7 @@ async def _handle(
         return WebhookAnswer(
             503, "the push could not be queued; retry later", "storage_unavailable"
         )
+    annotate(enqueued=len(jobs))
     if not jobs:
         return WebhookAnswer(202, "already synced; nothing to do", "echo")
     logger.info(

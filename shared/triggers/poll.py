@@ -30,6 +30,7 @@ from shared.dataverse import VERSION_COLUMNS, Expand, all_of, eq, ge, ne
 from shared.jobs import SyncJob
 from shared.runtime import Runtime, get_runtime
 from shared.sync.snapshot import version_in
+from shared.telemetry import SPAN_POLL, traced
 from shared.triggers import cursor_run
 from shared.triggers.echo import Seen, is_echo
 
@@ -71,6 +72,7 @@ class _Changes:
     capped: bool = False
 
 
+@traced(SPAN_POLL)
 async def poll_dataverse(
     runtime: Runtime | None = None,
     *,

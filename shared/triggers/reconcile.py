@@ -24,6 +24,7 @@ from shared.jobs import SyncJob
 from shared.partner_center import Referral
 from shared.runtime import Runtime, get_runtime
 from shared.state import Cursor, LinkStore
+from shared.telemetry import SPAN_RECONCILE, traced
 from shared.triggers import cursor_run
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class ReconcileReport:
     finished: bool = False  # the pass reached the newest referral (no ``resume`` left)
 
 
+@traced(SPAN_RECONCILE)
 async def reconcile_partner_center(
     runtime: Runtime | None = None,
     *,

@@ -34,6 +34,7 @@ from shared.partner_center import (
     parse_webhook_event,
 )
 from shared.runtime import Runtime, get_runtime
+from shared.telemetry import SPAN_PC_WEBHOOK, annotate, span
 
 logger = logging.getLogger(__name__)
 ENQUEUE_DEADLINE_S = 5.0  # storage must take the job within this, or the answer is 503
@@ -58,7 +59,9 @@ async def handle_webhook(
 ) -> WebhookAnswer:
     """Validate one callback and enqueue its job; never raises for bad input."""
     started = time.perf_counter()
-    answer = await _handle(body, headers, runtime)
+    with span(SPAN_PC_WEBHOOK):
+        answer = await _handle(body, headers, runtime)
+        annotate(outcome=answer.outcome, status=answer.status, enqueued=int(answer.enqueued))
     log_answer(logger, "webhook", answer, body_bytes=len(body), started=started)
     return answer
 
@@ -109,6 +112,7 @@ async def _handle(
         # Partner Center's registration check (reference §4.1): acknowledge, sync nothing.
         return WebhookAnswer(202, "test event received", "test_event")
     referral_id = str(uuid.UUID(event.resource_id or ""))  # parse_webhook_event checked it
+    annotate(referral_id=referral_id, job_kind="referral", job_id=referral_id)
     changed_at = event.resource_change_utc_date
     try:
         job = SyncJob.model_validate(
@@ -119,6 +123,7 @@ async def _handle(
                 "observed_at": changed_at or datetime.now(UTC),
             }
         )
+        annotate(reason=str(job.reason))
     except ValidationError:
         return WebhookAnswer(400, "the event cannot be turned into a sync job", "invalid_event")
     return await _enqueue(runtime, job, dedupe=changed_at is not None)

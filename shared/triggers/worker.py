@@ -14,6 +14,11 @@ Three endings, so that a job never loses an update:
 * the engine defers (another sync holds the lease on a creation) → the job is queued again,
   invisible until the lease expires, and the function returns: waiting costs no dequeue, so
   it never pushes the job towards the poison queue.
+
+The run is a ``sync_job`` span (CONSUMER) that continues the trace of the job's ``traceparent``
+(the webhook's, the poll's or the reconcile's span that enqueued it), linked to the host's
+invocation when the host gave one; its attributes are the job's ids, reason, delivery count,
+outcome, remote calls and conflicts (``shared.telemetry``).
 """
 
 from __future__ import annotations
@@ -23,9 +28,13 @@ import logging
 import math
 from datetime import datetime
 
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span, SpanKind
+
 from shared.errors import JobDecodeError
-from shared.jobs import decode_job
+from shared.jobs import SyncJob, decode_job
 from shared.runtime import Runtime, get_runtime
+from shared.telemetry import SPAN_SYNC_JOB, continued_from, set_attributes, span
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +58,8 @@ async def run_sync_job(
     try:
         job = decode_job(body)
     except JobDecodeError as exc:
-        await poison(runtime, body, exc.reason)
+        with span(SPAN_SYNC_JOB, kind=SpanKind.CONSUMER, message_id=message_id, outcome="poisoned"):
+            await poison(runtime, body, exc.reason)
         logger.warning(
             "sync_job: message %s is not a job, moved to sync-jobs-poison: %s",
             message_id,
@@ -57,6 +67,33 @@ async def run_sync_job(
             extra={"message_id": message_id, "poison_reason": exc.reason},
         )
         return
+    parent = continued_from(job.traceparent)
+    host = trace.get_current_span().get_span_context()
+    with span(
+        SPAN_SYNC_JOB,
+        kind=SpanKind.CONSUMER,
+        parent=parent,
+        # The host's invocation (in Azure) stays reachable from the continued trace.
+        links=[Link(host)] if parent is not None and host.is_valid else [],
+        job_kind=job.kind,
+        job_id=str(job.id),
+        referral_id=str(job.id) if job.kind == "referral" else None,
+        opportunity_id=str(job.id) if job.kind == "opportunity" else None,
+        reason=str(job.reason),
+        delivery=dequeue_count,
+        message_id=message_id,
+    ) as current:
+        await _run(runtime, job, message_id, dequeue_count, insertion_time, current)
+
+
+async def _run(
+    runtime: Runtime,
+    job: SyncJob,
+    message_id: str | None,
+    dequeue_count: int | None,
+    insertion_time: datetime | None,
+    current: Span,
+) -> None:
     await runtime.ensure_storage()
     context = {
         "message_id": message_id,
@@ -88,6 +125,15 @@ async def run_sync_job(
         delay = min(MAX_DEFER_S, math.ceil(result.retry_after or 0) + 1)
         await runtime.jobs.enqueue(job, visibility_timeout=delay)
         context["deferred_s"] = delay
+    set_attributes(
+        current,
+        outcome=result.outcome,
+        referral_id=result.referral_id,
+        opportunity_id=result.opportunity_id,
+        remote_calls=result.remote_calls,
+        conflicts=len(result.plan.conflicts) if result.plan is not None else 0,
+        problems=len(result.problems),
+    )
     logger.info(
         "sync_job: %s %s (%s) -> %s in %d ms with %d remote calls",
         job.kind,
