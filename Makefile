@@ -6,6 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: test lint typecheck pytest install clean demo up fuzz
 
@@ -22,6 +23,17 @@ $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Debian's Chromium and ChromeDriver for the dashboard's browser test (Playwright from PyPI drives
+# /usr/bin/chromium; `playwright install` cannot download browsers here). The target is the
+# browser itself: installed when missing (sudo unless root; apt-get update first if the package
+# lists are empty, as on a clean machine).
+$(CHROMIUM):
+	@sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	packages="chromium chromium-driver"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$$sudo apt-get install -y --no-install-recommends $$packages \
+	  || { $$sudo apt-get update && $$sudo apt-get install -y --no-install-recommends $$packages; }
+
 lint: $(PY_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -31,7 +43,7 @@ typecheck: $(PY_STAMP)
 
 # Azurite (queue + table, in memory, on free ports) is started by tests/conftest.py for the
 # session and stopped afterwards; nothing here assumes ports 10000-10002 are free.
-pytest: install
+pytest: install $(CHROMIUM)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: install lint typecheck pytest

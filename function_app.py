@@ -8,6 +8,7 @@
 | reconcile_partner_center | timer %PARTNER_CENTER_RECONCILE_SCHEDULE% | triggers.reconcile        |
 | sync_job                 | queue sync-jobs (AzureWebJobsStorage)     | triggers.worker           |
 | health                   | HTTP GET /api/health                      | health                    |
+| dashboard                | HTTP GET/POST /api/dashboard              | triggers.dashboard        |
 
 Every HTTP function needs the function key (auth level FUNCTION); Dataverse's ``WebhookKey``
 authentication sends it as ``?code=``.
@@ -20,6 +21,8 @@ import azure.functions as func
 from shared.health import check_health
 from shared.jobs import SYNC_JOBS_QUEUE
 from shared.logs import keep_personal_data_out_of_logs
+from shared.telemetry import configure_telemetry
+from shared.triggers.dashboard import handle_dashboard
 from shared.triggers.dataverse_webhook import handle_dataverse_push
 from shared.triggers.poll import poll_dataverse as poll_changed_opportunities
 from shared.triggers.reconcile import reconcile_partner_center as reconcile_referrals
@@ -28,6 +31,7 @@ from shared.triggers.webhook import handle_webhook
 from shared.triggers.worker import run_sync_job
 
 keep_personal_data_out_of_logs()  # before the first request: URLs name customers
+configure_telemetry()  # traces: App Insights if its connection string is set (shared.telemetry)
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 
@@ -74,4 +78,12 @@ async def health(req: func.HttpRequest) -> func.HttpResponse:
     report = await check_health()
     return func.HttpResponse(
         report.to_json(), status_code=report.http_status, mimetype="application/json"
+    )
+
+
+@app.route(route="dashboard", methods=["GET", "POST"], auth_level=func.AuthLevel.FUNCTION)
+async def dashboard(req: func.HttpRequest) -> func.HttpResponse:
+    page = await handle_dashboard(req.method, req.url, req.headers, req.get_body(), req.params)
+    return func.HttpResponse(
+        page.body, status_code=page.status, headers=page.headers, mimetype=page.mimetype
     )

@@ -80,12 +80,20 @@ class HistoryEntry(BaseModel):
     duration_ms: int = 0
     remote_calls: int = 0
     failure: FailureRecord | None = None  # a failed attempt of a job (outcome "error")
+    # For support (issue 18): the W3C traceparent of the sync's span (its trace id is App
+    # Insights' operation_Id) and Partner Center's request id of the sync's last call.
+    trace_parent: str | None = None
+    pc_request_id: str | None = None
 
 
 def inverted_row_key(at: datetime) -> str:
     """A RowKey that sorts newer moments first."""
+    return f"{_inverted(at)}-{secrets.token_hex(3)}"
+
+
+def _inverted(at: datetime) -> str:
     micros = (at.astimezone(UTC) - _EPOCH) // timedelta(microseconds=1)
-    return f"{_INVERT_FROM - micros:017d}-{secrets.token_hex(3)}"
+    return f"{_INVERT_FROM - micros:017d}"
 
 
 class HistoryStore(TableStore):
@@ -107,10 +115,34 @@ class HistoryStore(TableStore):
                 "DurationMs": entry.duration_ms,
                 "RemoteCalls": entry.remote_calls,
                 "Failure": entry.failure.model_dump(mode="json") if entry.failure else None,
+                "TraceParent": entry.trace_parent,
+                "PcRequestId": entry.pc_request_id,
             },
             json_fields=_JSON,
         )
         await self._insert(entity, what=f"history row of {key}")
+
+    async def list_recent(
+        self, *, since: datetime, limit: int = 1000, select: list[str] | None = None
+    ) -> tuple[list[HistoryEntry], bool]:
+        """Rows of every deal written after ``since``, at most ``limit`` (for the dashboard),
+        and whether there were more. One query filtered on the inverted RowKey across
+        partitions (the service scans the table; the rows come partition by partition, not
+        newest first). ``select`` names the stored properties to fetch (``At`` is always)."""
+        cutoff = _inverted(since)
+        columns = None if select is None else sorted({"PartitionKey", "At", *select})
+        entries: list[HistoryEntry] = []
+        pages = self._table.query_entities(
+            "RowKey lt @cutoff",
+            parameters={"cutoff": cutoff},
+            select=columns,
+            results_per_page=min(limit, 1000),
+        )
+        async for entity in pages:
+            if len(entries) >= limit:
+                return entries, True
+            entries.append(self._entry(str(entity["PartitionKey"]), dict(entity)))
+        return entries, False
 
     async def list_entries(self, key: str, *, limit: int = 50) -> list[HistoryEntry]:
         """The newest ``limit`` entries of one referral or opportunity, newest first."""
@@ -120,22 +152,26 @@ class HistoryStore(TableStore):
             "PartitionKey eq @pk", parameters={"pk": partition}, results_per_page=min(limit, 1000)
         )
         async for entity in pages:
-            values = from_entity(dict(entity), json_fields=_JSON)
-            entries.append(
-                HistoryEntry(
-                    key=partition,
-                    at=values["At"],
-                    outcome=values["Outcome"],
-                    reason=values.get("Reason", ""),
-                    direction=values.get("Direction", "none"),
-                    changes=values.get("Changes") or [],
-                    conflicts=values.get("Conflicts") or [],
-                    errors=values.get("Errors") or [],
-                    duration_ms=values.get("DurationMs", 0),
-                    remote_calls=values.get("RemoteCalls", 0),
-                    failure=values.get("Failure"),
-                )
-            )
+            entries.append(self._entry(partition, dict(entity)))
             if len(entries) >= limit:
                 break
         return entries
+
+    @staticmethod
+    def _entry(key: str, entity: dict[str, Any]) -> HistoryEntry:
+        values = from_entity(entity, json_fields=_JSON)
+        return HistoryEntry(
+            key=key,
+            at=values["At"],
+            outcome=values.get("Outcome", "synced"),
+            reason=values.get("Reason", ""),
+            direction=values.get("Direction", "none"),
+            changes=values.get("Changes") or [],
+            conflicts=values.get("Conflicts") or [],
+            errors=values.get("Errors") or [],
+            duration_ms=values.get("DurationMs", 0),
+            remote_calls=values.get("RemoteCalls", 0),
+            failure=values.get("Failure"),
+            trace_parent=values.get("TraceParent"),
+            pc_request_id=values.get("PcRequestId"),
+        )
