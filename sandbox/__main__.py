@@ -7,7 +7,9 @@ App settings set in the environment (``CRM_MAPPING``, ``SYNC_COSELL_ONLY``...) g
 the sandbox's values; a wrong one stops start-up before anything runs, with the app's message
 naming it (for the mapping, its JSON path) on standard error and exit status 1.
 Standard output gets a few lines with the URLs and then exactly one line ``ready``; logs go to
-standard error.
+standard error. The settings it runs with are written to ``.sandbox/local.settings.json``
+(``SANDBOX_LOCAL_SETTINGS`` names another file) for ``cosell --settings-file``.
+``python -m sandbox seed`` then creates sample referrals and flagged opportunities in it.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
-from sandbox.stack import SandboxStack
+import httpx
+
+from sandbox.stack import LOCAL_SETTINGS, SandboxStack
 from shared.errors import SettingsError
 
 
@@ -47,6 +52,8 @@ async def up() -> int:
                 _say(f"  {name:<20} {stack.function_url(name)}")
             else:
                 _say(f"  {name:<20} {spec.trigger_type}")
+        if "dashboard" in stack.host.functions:  # the admin's page (issue 18)
+            _say(f"Dashboard            {stack.function_url('dashboard')}  (open in a browser)")
         _say(f"Partner Center       {stack.settings['PARTNER_CENTER_API_URL']}")
         _say(f"Dataverse            {stack.dataverse_url}")
         _say(f"Azurite              queue {stack.queue_port}, table {stack.table_port}")
@@ -57,6 +64,12 @@ async def up() -> int:
         if stack.push_url is not None:
             poll = stack.settings.get("DATAVERSE_POLL_SCHEDULE", "")
             _say(f"Dataverse push       registered (service endpoint and steps); poll {poll!r}")
+        written = stack.write_local_settings(
+            Path(os.environ.get("SANDBOX_LOCAL_SETTINGS") or LOCAL_SETTINGS)
+        )
+        shown = written.relative_to(Path.cwd()) if written.is_relative_to(Path.cwd()) else written
+        _say(f"Settings             {shown}")
+        _say(f"  cosell --settings-file {shown} status")
         if not stop.is_set():  # Ctrl-C during start-up: stop without claiming to be ready
             _say("ready")
         await stop.wait()
@@ -75,12 +88,45 @@ async def run_demo() -> int:
     return await demo(stack)
 
 
+def run_seed(arguments: argparse.Namespace) -> int:
+    from sandbox.seed import read_settings, seed
+
+    try:
+        done = seed(
+            read_settings(arguments.settings_file),
+            referrals=arguments.referrals,
+            opportunities=arguments.opportunities,
+        )
+    except (OSError, ValueError, KeyError, httpx.HTTPError) as exc:
+        print(f"sandbox seed: {exc}", file=sys.stderr)
+        return 1
+    for referral_id in done.referrals:
+        _say(f"referral from Microsoft     {referral_id}  (the app creates its opportunity)")
+    for opportunity_id in done.opportunities:
+        _say(f"opportunity to share        {opportunity_id}  (the app creates its referral)")
+    _say(f"then: cosell --settings-file {arguments.settings_file} drift")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="start Azurite, both emulators and the local Functions host")
     commands.add_parser("demo", help="start the sandbox, play a scripted co-sell story, print it")
+    seeding = commands.add_parser(
+        "seed", help="create sample referrals and flagged opportunities in a running sandbox"
+    )
+    seeding.add_argument("--referrals", type=int, default=3, help="referrals from Microsoft")
+    seeding.add_argument("--opportunities", type=int, default=2, help="opportunities to share")
+    seeding.add_argument(
+        "--settings-file",
+        type=Path,
+        default=Path(os.environ.get("SANDBOX_LOCAL_SETTINGS") or LOCAL_SETTINGS),
+        help="the settings `sandbox up` wrote (default .sandbox/local.settings.json)",
+    )
     arguments = parser.parse_args(argv)
+    if arguments.command == "seed":
+        return run_seed(arguments)
     logging.basicConfig(
         level=os.environ.get("SANDBOX_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -50,6 +50,7 @@ logger = logging.getLogger("sandbox.stack")
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_SETTINGS = ROOT / "local.settings.sample.json"
+LOCAL_SETTINGS = ROOT / ".sandbox" / "local.settings.json"  # written by `python -m sandbox up`
 WEBHOOK_FUNCTION = "partner_center_webhook"
 PUSH_FUNCTION = "dataverse_webhook"
 # Both emulators accept this bearer token; it is public test data, not a secret.
@@ -344,6 +345,22 @@ class SandboxStack:
         values["WEBHOOK_TRUSTED_ROOTS"] = self.signing.root_pem.decode()
         values.update(self.overrides)
         return values
+
+    def write_local_settings(self, path: Path = LOCAL_SETTINGS) -> Path:
+        """The settings this sandbox runs with, as Core Tools' ``local.settings.json`` (SPEC 6),
+        so ``cosell --settings-file`` (and ``func start``) talk to it on whatever ports it got.
+        ``SANDBOX_HOST_PORT``/``SANDBOX_FUNCTION_KEY`` let ``cosell webhook register`` find the
+        running host. Everything in it is sandbox test data (no real secret)."""
+        values = {
+            **self.settings,
+            "FUNCTIONS_WORKER_RUNTIME": "python",
+            "SANDBOX_HOST_PORT": str(self.host_port),
+            "SANDBOX_FUNCTION_KEY": self.function_key,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        document = {"IsEncrypted": False, "Values": values}
+        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        return path
 
     @property
     def signing(self) -> partner_center.SigningAuthority:

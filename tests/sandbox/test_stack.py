@@ -5,6 +5,7 @@ Every port is 0 (any free port): nothing assumes 7071/7101/7102/10001/10002 are 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ import httpx
 
 from sandbox.partner_center import DEFAULT_TOKEN
 from sandbox.stack import PORT_VARIABLES, SandboxStack
+from shared.settings import setting_names
 
 ROOT = Path(__file__).resolve().parents[2]
 STORAGE = "AzureWebJobsStorage"  # the app setting name, fixed by the SPEC
@@ -33,10 +35,39 @@ def _read_lines(process: subprocess.Popen[str], lines: list[str], ready: threadi
     ready.set()
 
 
-def test_sandbox_up_prints_ready_serves_health_and_stops_on_ctrl_c() -> None:
+def _seed_then_both_sides_sync(settings_file: Path) -> None:
+    """``python -m sandbox seed``: its referrals get opportunities and its flagged opportunities
+    get referrals, through the running app."""
+    seeded = subprocess.run(
+        [sys.executable, "-m", "sandbox", "seed", "--settings-file", str(settings_file)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert seeded.returncode == 0, seeded.stdout + seeded.stderr
+    referrals = re.findall(r"referral from Microsoft\s+(\S+)", seeded.stdout)
+    opportunities = re.findall(r"opportunity to share\s+(\S+)", seeded.stdout)
+    assert len(referrals) == 3 and len(opportunities) == 2
+    values = json.loads(settings_file.read_text(encoding="utf-8"))["Values"]
+    api = values["DATAVERSE_URL"] + "/api/data/v9.2/opportunities"
+    auth = {"Authorization": f"Bearer {DEFAULT_TOKEN}"}
+    deadline = time.monotonic() + 45
+    while True:
+        rows = httpx.get(api, params={"$select": "cosell_referralid"}, headers=auth).json()
+        linked = {r["cosell_referralid"] for r in rows["value"] if r.get("cosell_referralid")}
+        if set(referrals) <= linked and len(linked) >= 5:
+            return
+        assert time.monotonic() < deadline, f"not synced in 45 s: {linked}"
+        time.sleep(0.5)
+
+
+def test_sandbox_up_prints_ready_serves_health_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     environ = dict(os.environ)
     environ.update({variable: "0" for variable, _ in PORT_VARIABLES.values()})
     environ.pop("SANDBOX_FUNCTION_KEY", None)
+    settings_file = tmp_path / "local.settings.json"
+    environ["SANDBOX_LOCAL_SETTINGS"] = str(settings_file)
     process = subprocess.Popen(
         [sys.executable, "-m", "sandbox", "up"],
         cwd=ROOT,
@@ -58,6 +89,27 @@ def test_sandbox_up_prints_ready_serves_health_and_stops_on_ctrl_c() -> None:
         assert answer.status_code == 200, answer.text
         assert answer.json()["status"] == "healthy"
         assert httpx.get(f"{host_url}/api/health", timeout=10).status_code == 401
+        # SPEC 6: the settings it runs with, for `cosell --settings-file` on these random ports
+        assert f"  cosell --settings-file {settings_file} status" in lines
+        clean = {k: v for k, v in os.environ.items() if k not in setting_names()}
+        check = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "shared.cli",
+                "--settings-file",
+                str(settings_file),
+                "config",
+                "check",
+            ],
+            cwd=ROOT,
+            env=clean,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+        _seed_then_both_sides_sync(settings_file)
         started = time.monotonic()
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
