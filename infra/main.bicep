@@ -1,6 +1,7 @@
 // Co-sell Sync on Azure: one resource group holding a Flex Consumption function app (Python 3.11)
 // that runs as a user-assigned managed identity, its storage account (no shared keys), Key Vault
-// for the Partner Center credentials, and Log Analytics + Application Insights (Entra auth).
+// for the Partner Center credentials, Log Analytics + Application Insights (Entra auth), and the
+// alerts and operations workbook over that telemetry (modules/alerts.bicep).
 //
 // Deploy with `azd up` (main.parameters.json) or, per environment,
 //   az deployment sub create -l <region> -f infra/main.bicep -p infra/main.staging.parameters.json
@@ -103,6 +104,45 @@ param operatorPrincipalId string = ''
   'ServicePrincipal'
 ])
 param operatorPrincipalType string = 'User'
+
+// --- Alerts and the workbook (modules/alerts.bicep, docs/operate.md) ------------------------
+
+@description('Create the availability test on /api/health (and its alert). Turn on once the code is deployed: the test gets a key of its own on the health function.')
+param enableAvailabilityTest bool = false
+
+@description('Resource id of an existing action group every alert notifies; empty = see alertEmailAddress.')
+param actionGroupId string = ''
+
+@description('With no actionGroupId: e-mail address of an action group created for the alerts; empty = alerts without notifications.')
+param alertEmailAddress string = ''
+
+@minValue(1)
+@description('Availability alert: test locations failing at once (of five).')
+param availabilityFailedLocations int = 2
+
+@minValue(1)
+@description('Jobs moved to sync-jobs-poison within 15 minutes that raise an alert.')
+param poisonedJobsThreshold int = 1
+
+@minValue(1)
+@description('Failed function invocations (exceptions, HTTP 5xx) within 15 minutes.')
+param failedInvocationsThreshold int = 5
+
+@minValue(1)
+@description('Partner Center webhook calls answered 401 within 15 minutes.')
+param webhook401Threshold int = 3
+
+@minValue(1)
+@description('Token failures within 15 minutes.')
+param tokenFailuresThreshold int = 1
+
+@minValue(5)
+@description('Minutes without a saved poll_dataverse cursor (keep above 3 poll periods).')
+param pollCursorMaxAgeMinutes int = 20
+
+@minValue(15)
+@description('Minutes without a saved reconcile_partner_center cursor (keep above 3 reconcile periods).')
+param reconcileCursorMaxAgeMinutes int = 60
 
 var tags = {
   'azd-env-name': environmentName
@@ -277,6 +317,29 @@ module functionApp 'modules/function-app.bicep' = {
   ]
 }
 
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    namePrefix: 'cosell-${resourceToken}'
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    functionAppName: functionApp.outputs.name
+    functionAppHostName: functionApp.outputs.defaultHostName
+    enableAvailabilityTest: enableAvailabilityTest
+    actionGroupId: actionGroupId
+    alertEmailAddress: alertEmailAddress
+    availabilityFailedLocations: availabilityFailedLocations
+    poisonedJobsThreshold: poisonedJobsThreshold
+    failedInvocationsThreshold: failedInvocationsThreshold
+    webhook401Threshold: webhook401Threshold
+    tokenFailuresThreshold: tokenFailuresThreshold
+    pollCursorMaxAgeMinutes: pollCursorMaxAgeMinutes
+    reconcileCursorMaxAgeMinutes: reconcileCursorMaxAgeMinutes
+  }
+}
+
 // azd stores these in .azure/<env>/.env; docs/deploy.md and docs/operate.md use them.
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
@@ -295,3 +358,6 @@ output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
 output AZURE_STORAGE_TABLE_ENDPOINT string = storage.outputs.tableEndpoint
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
 output LOG_ANALYTICS_WORKSPACE_NAME string = monitoring.outputs.logAnalyticsName
+output WORKBOOK_NAME string = alerts.outputs.workbookName
+output AVAILABILITY_TEST_NAME string = alerts.outputs.availabilityTestName
+output ALERT_RULE_NAMES array = alerts.outputs.alertNames
