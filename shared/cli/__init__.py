@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         "environment (the environment wins)",
     )
     parser.add_argument(
+        "--wide", action="store_true", help="print table cells in full instead of cutting them"
+    )
+    parser.add_argument(
         "--debug", action="store_true", help="log client calls to stderr and show tracebacks"
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -97,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error argparse has printed
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    out = Output(json_mode=bool(getattr(args, "json", False)))
+    out = Output(json_mode=bool(getattr(args, "json", False)), wide=bool(args.wide))
     if args.debug:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     handler: Handler = args.handler

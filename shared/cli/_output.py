@@ -84,8 +84,10 @@ def mask_url(url: str | None) -> str | None:
 class Output:
     """Writes a command's results in the mode the user asked for."""
 
-    def __init__(self, *, json_mode: bool = False) -> None:
+    def __init__(self, *, json_mode: bool = False, wide: bool = False) -> None:
         self.json_mode = json_mode
+        self.wide = wide  # --wide: table cells in full, never cut
+        self._told_cut = False
 
     # -- plain text -----------------------------------------------------------------------------
 
@@ -124,7 +126,12 @@ class Output:
         if not rows:
             self.line(f"  {empty}")
             return
-        cells = [[cell(v) for v in row] for row in rows]
+        width = sys.maxsize if self.wide else MAX_CELL
+        cells = [[cell(v, width=width) for v in row] for row in rows]
+        if not self.wide and not self._told_cut and any(c.endswith("…") for r in cells for c in r):
+            # Never cut silently: say once where the full text is.
+            self._told_cut = True
+            self.note("note: long cells are cut (…); --wide shows them in full, --json as data")
         widths = [max(len(headers[i]), *(len(r[i]) for r in cells)) for i in range(len(headers))]
         for row in (list(headers), ["-" * w for w in widths], *cells):
             padded = (c.ljust(w) for c, w in zip(row, widths, strict=True))

@@ -24,6 +24,7 @@ from shared.dataverse import (
     DataverseError,
 )
 from shared.dataverse import NotFound as DataverseNotFound
+from shared.dataverse import Throttled as DataverseThrottled
 from shared.errors import SettingsError
 from shared.jobs import POISON_QUEUE, SYNC_JOBS_QUEUE
 from shared.partner_center import (
@@ -246,6 +247,18 @@ def _pc_fix(exc: PartnerCenterError, setting: str) -> str:
 # -- Dataverse ----------------------------------------------------------------------------------
 
 
+def _dataverse_fix(exc: DataverseError, url_fix: str) -> str:
+    """The fix the answer points to: a 5xx or a throttle is Dataverse's side, not the URL."""
+    if isinstance(exc, DataverseThrottled):
+        return "Dataverse's service protection limits were hit: wait the Retry-After and run again"
+    if exc.status is not None and exc.status >= 500:
+        return (
+            f"Dataverse failed on its side (HTTP {exc.status}): run it again in a few minutes and "
+            "check the environment's health in the Power Platform admin center"
+        )
+    return url_fix
+
+
 async def _dataverse(settings: Settings) -> list[Check]:
     url_fix = f"check DATAVERSE_URL ({settings.dataverse_url}): it must be the environment URL"
     role_fix = (
@@ -295,7 +308,7 @@ async def _dataverse(settings: Settings) -> list[Check]:
                 except (AuthenticationFailed, AccessDenied) as exc:
                     return Check(name, "fail", str(exc), role_fix)
                 except DataverseError as exc:
-                    return Check(name, "fail", str(exc), url_fix)
+                    return Check(name, "fail", str(exc), _dataverse_fix(exc, url_fix))
                 except ValueError as exc:  # an answer that is not WhoAmI: not a Dataverse URL
                     return Check(name, "fail", f"unexpected answer ({type(exc).__name__})", url_fix)
                 return Check(name, "pass", f"application user {me.user_id}")

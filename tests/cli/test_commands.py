@@ -87,6 +87,23 @@ def test_config_check_with_a_wrong_dataverse_url_names_the_setting(
     assert "fix: check DATAVERSE_URL" in ran.out
 
 
+def test_config_check_on_a_dataverse_500_does_not_blame_the_url(
+    cli_env: Sandbox, cosell: Any
+) -> None:
+    faults = {"error_rate": 1.0, "statuses": [500]}  # the emulator's control API (SPEC 9)
+    httpx.put(
+        f"{cli_env.dataverse_url}/_emulator/faults", json=faults, timeout=10
+    ).raise_for_status()
+    try:
+        ran = cosell("config", "check")
+    finally:
+        httpx.delete(f"{cli_env.dataverse_url}/_emulator/faults", timeout=10).raise_for_status()
+
+    assert ran.code == 1
+    assert "fix: Dataverse failed on its side (HTTP 500)" in ran.out
+    assert "check DATAVERSE_URL" not in ran.out
+
+
 def test_a_wrong_setting_is_reported_with_its_name(
     cli_env: Sandbox, cosell: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
