@@ -7,9 +7,10 @@ key first. Two checks stand behind that, both on every POST:
   and its target (a poison message id), so a token for replaying one message cannot delete
   another. The window is ``WINDOW_S`` long and a token is taken in its own window and the next
   (30 to 60 minutes after the page was rendered); an older one is stale. The signing key is
-  derived from ``secret``: ``DASHBOARD_CSRF_SECRET`` when the app has it, else the function key
-  the request presented (which the host has already checked). No state is kept: any instance
-  checks any token.
+  derived from the function key the request presented (the host has checked it): whoever can
+  sign a token can call the app with that key anyway, and every instance of the app checks any
+  token with no state kept (a per-process random key would fail on another instance or after a
+  restart).
 * **the request's origin**: the browser's ``Origin`` header (``Referer`` when it sends none) must
   name the host the request was sent to. A cross-site form carries its own site's origin;
   the page sends ``Referrer-Policy: same-origin``, which keeps ``Origin`` on same-origin posts.

@@ -290,7 +290,7 @@ def _history_row(entry: HistoryEntry) -> list[str]:
 # -- the latency chart -----------------------------------------------------------------------
 
 W, H = 720, 260
-LEFT, RIGHT, TOP, BOTTOM = 52, 10, 16, 34
+LEFT, RIGHT, TOP, BOTTOM = 56, 10, 20, 24
 
 
 def _chart(data: DashboardData) -> str:
@@ -308,11 +308,16 @@ def _chart(data: DashboardData) -> str:
 
 
 def _nice_max(value: int) -> int:
-    for step in (1, 2, 5):
-        for scale in (10, 100, 1000, 10_000, 100_000, 1_000_000):
+    """The smallest 1, 2 or 5 times a power of ten at least ``value``: the y axis' top."""
+    for scale in (10, 100, 1000, 10_000, 100_000, 1_000_000):
+        for step in (1, 2, 5):
             if value <= step * scale:
                 return step * scale
     return value
+
+
+def _duration(ms: float) -> str:
+    return f"{ms:g} ms" if ms < 1000 else f"{ms / 1000:g} s"
 
 
 def latency_svg(hours: list[HourLatency]) -> str:
@@ -331,7 +336,7 @@ def latency_svg(hours: list[HourLatency]) -> str:
         parts.append(
             f'<line x1="{LEFT}" y1="{y:.1f}" x2="{W - RIGHT}" y2="{y:.1f}" stroke="#eaeef2"/>'
             f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
-            f'fill="#57606a">{tick:g} ms</text>'
+            f'fill="#57606a">{_duration(tick)}</text>'
         )
     for index, hour in enumerate(hours):
         x = LEFT + index * slot
@@ -349,12 +354,12 @@ def latency_svg(hours: list[HourLatency]) -> str:
                 f'<text x="{x + slot / 2:.1f}" y="{H - BOTTOM + 16}" text-anchor="middle" '
                 f'font-size="11" fill="#57606a">{esc(hour.hour.strftime("%H:00"))}</text>'
             )
-    legend_y = H - 6
+    legend_x, legend_y = W - RIGHT - 100, TOP - 4
     parts.append(
-        f'<rect x="{LEFT}" y="{legend_y - 9}" width="10" height="10" fill="#0f3d5c"/>'
-        f'<text x="{LEFT + 14}" y="{legend_y}" font-size="11">p50</text>'
-        f'<rect x="{LEFT + 50}" y="{legend_y - 9}" width="10" height="10" fill="#9ecbff"/>'
-        f'<text x="{LEFT + 64}" y="{legend_y}" font-size="11">p95</text>'
+        f'<rect x="{legend_x}" y="{legend_y - 9}" width="10" height="10" fill="#0f3d5c"/>'
+        f'<text x="{legend_x + 14}" y="{legend_y}" font-size="11">p50</text>'
+        f'<rect x="{legend_x + 50}" y="{legend_y - 9}" width="10" height="10" fill="#9ecbff"/>'
+        f'<text x="{legend_x + 64}" y="{legend_y}" font-size="11">p95</text>'
     )
     parts.append("</svg>")
     return "".join(parts)

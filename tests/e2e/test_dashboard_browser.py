@@ -15,6 +15,7 @@ The reconcile timer is set to once a year, so only the page scans for drift.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -54,6 +55,12 @@ ENVIRONMENT = {
 }
 POISONED_WITHIN_S = 180.0  # 5 attempts, each with the client's retries of the 500 (~4-8 s)
 FAILED_REASON = "Dataverse 500 on GET opportunities(…)"
+SCREENSHOTS = os.environ.get("COSELL_SCREENSHOTS")  # a folder: each story's page saved as PNG
+
+
+async def _screenshot(page: Any, name: str) -> None:
+    if SCREENSHOTS:
+        await page.screenshot(path=os.path.join(SCREENSHOTS, f"{name}.png"), full_page=True)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -153,6 +160,7 @@ async def test_the_page_loads_and_lists_a_refused_opportunity_with_its_reason(
     text = await row.inner_text()
     assert "opportunities in sync status Error" in text
     assert "country" in text
+    await _screenshot(page, "dashboard-drift")
     # On a phone the table folds to labelled lines, all within the screen's width.
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390 + 1
@@ -185,6 +193,7 @@ async def test_a_poisoned_job_shows_its_reason_and_replay_brings_it_back(
             await page.goto(sandbox.stack.function_url("dashboard"))
             row = page.locator("#poison tr", has_text=f"referral {referral_id}")
             assert FAILED_REASON in await row.inner_text()
+            await _screenshot(page, "dashboard-poison")
             assert await page.locator("#recent", has_text=FAILED_REASON).count() == 1
 
             replayed_at = datetime.now(UTC)
