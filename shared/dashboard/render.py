@@ -150,14 +150,22 @@ def _health(data: DashboardData) -> str:
 
 
 def _form(action_url: str, tokens: Tokens, action: str, target: str, label: str,
-          css: str = "") -> str:  # fmt: skip
+          css: str = "", *, confirm: bool = False) -> str:  # fmt: skip
+    """A form posting ``action`` on ``target`` with its token; ``confirm`` adds a box the
+    browser requires ticked (no script needed), which the trigger checks too."""
     klass = f' class="{css}"' if css else ""
+    sure = (
+        '<label class="muted"><input type="checkbox" name="confirm" value="yes" required> '
+        "sure</label> "
+        if confirm
+        else ""
+    )
     return (
         f'<form method="post" action="{esc(action_url)}">'
         f'<input type="hidden" name="action" value="{esc(action)}">'
         f'<input type="hidden" name="message" value="{esc(target)}">'
         f'<input type="hidden" name="token" value="{esc(tokens(action, target))}">'
-        f'<button type="submit"{klass}>{esc(label)}</button></form>'
+        f'{sure}<button type="submit"{klass}>{esc(label)}</button></form>'
     )
 
 
@@ -231,7 +239,9 @@ def _poison(data: DashboardData, action_url: str, tokens: Tokens) -> str:
         buttons = ""
         if job is not None:
             buttons += _form(action_url, tokens, "replay", message.message_id, "Replay")
-        buttons += " " + _form(action_url, tokens, "delete", message.message_id, "Delete", "danger")
+        buttons += " " + _form(
+            action_url, tokens, "delete", message.message_id, "Delete", "danger", confirm=True
+        )
         rows.append(
             [
                 esc(message.message_id),
@@ -250,7 +260,7 @@ def _poison(data: DashboardData, action_url: str, tokens: Tokens) -> str:
     return (
         f'<section id="poison"><h2>Poison messages: {data.poison_depth}{esc(shown)}</h2>'
         '<p class="muted">Replay puts the job back on sync-jobs (fix the cause first); Delete '
-        f"removes it for good.</p>{table}</section>"
+        f"removes it for good (tick “sure” first).</p>{table}</section>"
     )
 
 

@@ -106,6 +106,8 @@ async def _post(
         )
     if action != "scan" and not target:
         return _message(400, "Refused", "No message named.")
+    if action == "delete" and form.get("confirm") != "yes":
+        return _message(400, "Not deleted", "Tick “sure” beside Delete to delete for good.")
     notice = await actions.run(runtime, action, target)
     logger.info(
         "dashboard %s: %s",

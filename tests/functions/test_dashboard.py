@@ -60,7 +60,7 @@ def _token_of(page: str, action: str, message_id: str) -> str:
     pattern = (
         rf'name="action" value="{action}"><input type="hidden" name="message" '
         rf'value="{re.escape(message_id)}"><input type="hidden" name="token" value="([^"]+)"'
-    )
+    )  # the form as render._form writes it
     found = re.search(pattern, page)
     assert found, f"no {action} form for {message_id}"
     return found.group(1)
@@ -155,8 +155,13 @@ async def test_the_page_s_replay_form_moves_the_job_back_to_sync_jobs(app: App) 
 async def test_the_page_s_delete_form_removes_the_message(app: App) -> None:
     message_id, _ = await _poisoned(app)
     token = _token_of((await _get(app)).body, "delete", message_id)
+    form = {"action": "delete", "message": message_id, "token": token}
 
-    answer = await _post(app, {"action": "delete", "message": message_id, "token": token})
+    unconfirmed = await _post(app, form)  # the box the browser requires was not ticked
+    assert unconfirmed.status == 400
+    assert len(await app.poison()) == 1
+
+    answer = await _post(app, {**form, "confirm": "yes"})
 
     assert answer.status == 303 and answer.headers["Location"].endswith("notice=deleted")
     assert await app.poison() == []
