@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -238,7 +241,7 @@ async def test_webhook(ctx: Context) -> int:
 
 async def _register_partner_center(ctx: Context, documents: dict[str, Any]) -> int:
     args, out = ctx.args, ctx.out
-    url = args.url or (derived_url() if ctx.settings.sandbox else None)
+    url = args.url or (derived_url(_sandbox_environ(ctx)) if ctx.settings.sandbox else None)
     if not url:
         out.error(
             "--url is required outside the sandbox: the webhook URL of the Function App with "
@@ -250,6 +253,7 @@ async def _register_partner_center(ctx: Context, documents: dict[str, Any]) -> i
     if problem:
         out.error(f"--url {mask_url(url)}: {problem}")
         return 1
+    out.note(f"Partner Center webhook URL: {mask_url(url)}")
     pc = await ctx.partner_center()
     current = await pc.get_webhook_registration()
     if current is None or not current.webhook_url:
@@ -438,7 +442,22 @@ def _dataverse_url(ctx: Context) -> str | None:
     if getattr(args, "url", None):
         parts = urlsplit(str(args.url))
         return urlunsplit(parts._replace(path=DATAVERSE_ROUTE))
-    return derived_url(route=DATAVERSE_ROUTE) if ctx.settings.sandbox else None
+    if not ctx.settings.sandbox:
+        return None
+    return derived_url(_sandbox_environ(ctx), route=DATAVERSE_ROUTE)
+
+
+def _sandbox_environ(ctx: Context) -> dict[str, str]:
+    """``SANDBOX_HOST_PORT``/``SANDBOX_FUNCTION_KEY`` from ``--settings-file`` (``make up`` writes
+    them to ``.sandbox/local.settings.json``) under the environment, which wins as for every
+    setting: so the running sandbox's host is found on whatever port it got."""
+    values: dict[str, str] = {}
+    path = getattr(ctx.args, "settings_file", None)
+    if path:
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            found = json.loads(Path(path).read_text(encoding="utf-8")).get("Values") or {}
+            values = {k: str(v) for k, v in found.items() if k.startswith("SANDBOX_")}
+    return {**values, **os.environ}
 
 
 async def _register_dataverse(ctx: Context, documents: dict[str, Any]) -> int:
@@ -458,6 +477,7 @@ async def _register_dataverse(ctx: Context, documents: dict[str, Any]) -> int:
     if problem:
         out.error(f"Dataverse push URL {mask_url(url)}: {problem}")
         return 1
+    out.note(f"Dataverse push URL: {mask_url(base)} (WebhookKey auth)")
     assert key is not None
     registrar = PushRegistrar(await ctx.dataverse())
     try:

@@ -237,6 +237,22 @@ def test_webhook_register_derives_the_sandbox_url(
     assert ran.json()["webhook_url"] == f"http://127.0.0.1:7071{HOOK}?code=***"
 
 
+def test_webhook_register_takes_the_running_sandbox_from_its_settings_file(
+    cli_env: Sandbox, cosell: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    # `make up` writes the host's port and key to .sandbox/local.settings.json (SPEC 6).
+    monkeypatch.delenv("SANDBOX_HOST_PORT", raising=False)
+    path = tmp_path / "local.settings.json"
+    values = {"SANDBOX_HOST_PORT": "17071", "SANDBOX_FUNCTION_KEY": "k"}
+    path.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+
+    ran = cosell("--settings-file", str(path), "webhook", "register", "--json")
+
+    assert ran.code == 0, ran.err
+    assert ran.json()["webhook_url"] == f"http://127.0.0.1:17071{HOOK}?code=***"
+    assert f"Partner Center webhook URL: http://127.0.0.1:17071{HOOK}?code=***" in ran.err
+
+
 def test_settings_can_come_from_a_local_settings_file(
     cli_env: Sandbox, cosell: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
