@@ -5,6 +5,7 @@ links' last results)."""
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from typing import Any
 
@@ -12,7 +13,9 @@ from azure.core.exceptions import AzureError
 
 from shared.cli._context import Context
 from shared.cli._parser import add_command
+from shared.dataverse import DataverseError
 from shared.drift import KINDS
+from shared.errors import CosellError
 from shared.health import HealthReport, check_health
 from shared.runtime import Runtime
 from shared.state import LINKS_TABLE
@@ -39,18 +42,22 @@ async def run(ctx: Context) -> int:
     finally:
         await runtime.close()
     links, errors = await _links_by_status(ctx)
+    dataverse = await _dataverse_reachable(ctx)
     document = report.model_dump(mode="json")
     document["links"] = links
     document["last_errors"] = errors
+    document["dataverse"] = dataverse
+    healthy = report.status == "healthy" and dataverse["reachable"]
     out = ctx.out
     if out.json_mode:
         out.json(document)
-        return 0 if report.status == "healthy" else 1
+        return 0 if healthy else 1
     out.pairs(
         [
             ("status", report.status),
             ("version", report.version),
             ("checked at", report.checked_at),
+            ("dataverse", dataverse["detail"]),
         ],
         title="Co-sell Sync",
     )
@@ -93,8 +100,26 @@ async def run(ctx: Context) -> int:
         title="Last sync errors",
     )
     out.line()
-    out.table([(p,) for p in report.problems], ("problem",), title="Problems")
-    return 0 if report.status == "healthy" else 1
+    problems = [*report.problems, *([] if dataverse["reachable"] else [dataverse["detail"]])]
+    out.table([(p,) for p in problems], ("problem",), title="Problems")
+    return 0 if healthy else 1
+
+
+async def _dataverse_reachable(ctx: Context) -> dict[str, Any]:
+    """One ``WhoAmI``: health checks tokens and storage but calls no API, so an environment
+    that is down, or an application user that was removed, shows here (the CLI's own check;
+    the health endpoint stays cheap)."""
+    started = time.monotonic()
+    try:
+        me = await (await ctx.dataverse()).who_am_i()
+    except (DataverseError, CosellError, OSError) as exc:
+        return {"reachable": False, "detail": f"Dataverse did not answer WhoAmI: {exc}"}
+    ms = (time.monotonic() - started) * 1000
+    return {
+        "reachable": True,
+        "detail": f"reachable (WhoAmI {ms:.0f} ms, application user {me.user_id})",
+        "ms": round(ms),
+    }
 
 
 def _drift(ctx: Context, report: HealthReport) -> None:

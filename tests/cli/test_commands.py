@@ -148,6 +148,22 @@ def test_status_shows_queues_links_and_last_errors(
     assert document["last_errors"][0]["referral_id"] == referral_id
 
 
+def test_status_checks_that_dataverse_answers(cli_env: Sandbox, cosell: Any, queues: Any) -> None:
+    healthy = cosell("--json", "status").json()
+    faults = {"error_rate": 1.0, "statuses": [500]}
+    httpx.put(
+        f"{cli_env.dataverse_url}/_emulator/faults", json=faults, timeout=10
+    ).raise_for_status()
+    try:
+        down = cosell("status")
+    finally:
+        httpx.delete(f"{cli_env.dataverse_url}/_emulator/faults", timeout=10).raise_for_status()
+
+    assert healthy["dataverse"]["reachable"] is True
+    assert down.code == 1
+    assert "Dataverse did not answer WhoAmI" in down.out and "500" in down.out
+
+
 # -- webhook ------------------------------------------------------------------------------------
 
 HOOK = "/api/webhooks/partner-center"
