@@ -123,15 +123,22 @@ class BareDataverse:
     app: Starlette
 
 
-@pytest.fixture(scope="session")
-def bare_dataverse() -> Iterator[BareDataverse]:
-    app = dataverse_emulator.create_app(seed=13, custom_schema=False)
+@contextlib.contextmanager
+def serve_bare_dataverse(seed: int) -> Iterator[BareDataverse]:
+    """A bare Dataverse emulator served on a free port while the block runs."""
+    app = dataverse_emulator.create_app(seed=seed, custom_schema=False)
     server = ServerThread(app)
     url = server.start()
     try:
         yield BareDataverse(url, app)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def bare_dataverse() -> Iterator[BareDataverse]:
+    with serve_bare_dataverse(13) as bare:
+        yield bare
 
 
 @pytest.fixture

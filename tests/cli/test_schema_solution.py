@@ -20,11 +20,16 @@ from typing import Any
 import httpx
 import pytest
 
-from sandbox import dataverse as dataverse_emulator
 from shared.crm_schema import crm_schema
 from shared.crm_solution import components
 from shared.settings import get_settings
-from tests.cli.conftest import AUTH, BareDataverse, Sandbox, ServerThread, incoming_referral
+from tests.cli.conftest import (
+    AUTH,
+    BareDataverse,
+    Sandbox,
+    incoming_referral,
+    serve_bare_dataverse,
+)
 
 SOLUTION = "CoSellSync"
 API = "/api/data/v9.2/"
@@ -64,13 +69,8 @@ def _applied(cosell: Any) -> Any:
 @pytest.fixture(scope="module")
 def production() -> Iterator[BareDataverse]:
     """A second bare org: production, where only the managed solution file arrives."""
-    app = dataverse_emulator.create_app(seed=29, custom_schema=False)
-    server = ServerThread(app)
-    url = server.start()
-    try:
-        yield BareDataverse(url, app)
-    finally:
-        server.stop()
+    with serve_bare_dataverse(29) as bare:
+        yield bare
 
 
 def test_apply_with_a_solution_on_a_bare_org_then_check_passes(
