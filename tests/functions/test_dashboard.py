@@ -243,3 +243,13 @@ def test_latency_is_grouped_by_utc_hour_and_failed_attempts_are_left_out() -> No
     assert sum(h.count for h in hours) == 3
     svg = latency_svg(hours)
     assert svg.startswith("<svg") and svg.count("<rect") >= 4
+
+
+async def test_on_empty_storage_the_page_says_what_is_not_there_yet(app: App) -> None:
+    answer = await _get(app)
+
+    assert answer.status == 200
+    assert "No drift scan stored yet" in answer.body
+    assert "The poison queue is empty." in answer.body
+    assert "No syncs recorded in the last 24 hours." in answer.body
+    assert "Not everything could be read" not in answer.body
