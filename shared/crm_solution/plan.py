@@ -16,15 +16,7 @@ from shared.crm_schema import crm_schema
 from shared.crm_solution import components as wanted
 from shared.crm_solution.form_xml import FormXmlError, add_section, inspect_form
 from shared.crm_solution.survey import ComponentKey, Survey
-from shared.dataverse._customizations import (
-    ATTRIBUTE,
-    DEPTH_ORDER,
-    ENTITY,
-    RELATIONSHIP,
-    ROLE,
-    SAVED_QUERY,
-    SYSTEM_FORM,
-)
+from shared.dataverse import ComponentType, depth_covers
 
 Status = Literal["ok", "missing", "differs"]
 Kind = Literal["publisher", "solution", "form", "view", "role", "component"]
@@ -234,7 +226,7 @@ def _roles(found: Survey, result: Plan) -> None:
         unknown: list[str] = []
         for name, depth in spec.privileges:
             have = held.get(name.lower())
-            if have is not None and DEPTH_ORDER.get(have, -1) >= DEPTH_ORDER[depth]:
+            if depth_covers(have, depth):
                 continue
             privilege = found.privileges.get(name.lower())
             if privilege is None:
@@ -274,36 +266,47 @@ def _components(found: Survey, result: Plan) -> None:
     if not found.solution_name or found.solution is None:
         return
     schema = crm_schema(found.prefix)
+    kind = ComponentType
     keys: list[tuple[ComponentKey, str, bool]] = [
-        ((ENTITY, "opportunity"), "table opportunity (without its other columns)", False),
-        ((ENTITY, "lead"), "table lead (without its other columns)", False),
+        (
+            (kind.ENTITY, "opportunity"),
+            "table opportunity (without its other columns)",
+            False,
+        ),
+        ((kind.ENTITY, "lead"), "table lead (without its other columns)", False),
     ]
     for table, columns in (
         ("opportunity", schema.opportunity_columns),
         ("lead", schema.lead_columns),
     ):
         keys += [
-            ((ATTRIBUTE, f"{table}.{c.logical_name}"), f"column {table}.{c.logical_name}", True)
+            (
+                (kind.ATTRIBUTE, f"{table}.{c.logical_name}"),
+                f"column {table}.{c.logical_name}",
+                True,
+            )
             for c in columns
         ]
-    keys += [((ENTITY, t.logical_name), f"table {t.logical_name}", True) for t in schema.tables]
+    keys += [
+        ((kind.ENTITY, t.logical_name), f"table {t.logical_name}", True) for t in schema.tables
+    ]
     relationship = schema.solution_opportunity.relationship_schema_name
-    keys.append(((RELATIONSHIP, relationship), f"relationship {relationship}", True))
+    keys.append(((kind.RELATIONSHIP, relationship), f"relationship {relationship}", True))
     # (componenttype, object id, label, with subcomponents) of what exists now
     present = [
         (key[0], found.metadata_ids[key], label, sub)
         for key, label, sub in keys
         if key in found.metadata_ids  # the rest is created inside the solution
     ]
-    present += [(SYSTEM_FORM, f.id, f"form {f.name or f.id}", True) for f in found.forms]
+    present += [(kind.SYSTEM_FORM, f.id, f"form {f.name or f.id}", True) for f in found.forms]
     for view_spec in wanted.views(found.prefix):
         view = found.views.get(view_spec.name)
         if view is not None:
-            present.append((SAVED_QUERY, view.id, f"view {view_spec.name}", True))
+            present.append((kind.SAVED_QUERY, view.id, f"view {view_spec.name}", True))
     for role_spec in wanted.roles(found.prefix):
         role = found.roles.get(role_spec.name)
         if role is not None:
-            present.append((ROLE, role.role.id, f"role {role_spec.name}", True))
+            present.append((kind.ROLE, role.role.id, f"role {role_spec.name}", True))
     missing: list[str] = []
     for component_type, object_id, label, subcomponents in present:
         if object_id.lower() not in found.in_solution:

@@ -9,18 +9,14 @@ from dataclasses import dataclass, field
 from shared.crm_schema import crm_schema
 from shared.crm_solution import components as wanted
 from shared.dataverse import (
+    ComponentType,
     DataverseClient,
+    Privilege,
     Publisher,
+    Role,
     SavedQuery,
     Solution,
     SystemForm,
-)
-from shared.dataverse._customizations import (
-    ATTRIBUTE,
-    ENTITY,
-    RELATIONSHIP,
-    Privilege,
-    Role,
 )
 
 ComponentKey = tuple[int, str]  # (componenttype, a label: "opportunity", "opportunity.x")
@@ -91,20 +87,20 @@ async def _metadata_ids(dataverse: DataverseClient, prefix: str, found: Survey) 
         if table is None:
             continue
         if table.metadata_id:
-            found.metadata_ids[(ENTITY, table_name)] = table.metadata_id
+            found.metadata_ids[(ComponentType.ENTITY, table_name)] = table.metadata_id
         for column in table_columns:
             meta = table.column(column.logical_name)
             if meta is not None and meta.metadata_id:
-                key = (ATTRIBUTE, f"{table_name}.{column.logical_name}")
+                key = (ComponentType.ATTRIBUTE, f"{table_name}.{column.logical_name}")
                 found.metadata_ids[key] = meta.metadata_id
     for custom in schema.tables:
         table = await dataverse.find_table(custom.logical_name)
         if table is not None and table.metadata_id:
-            found.metadata_ids[(ENTITY, custom.logical_name)] = table.metadata_id
+            found.metadata_ids[(ComponentType.ENTITY, custom.logical_name)] = table.metadata_id
     lookup = schema.solution_opportunity
     for relation in await dataverse.list_one_to_many("opportunity"):
         same = relation.schema_name.lower() == lookup.relationship_schema_name.lower()
         if same and relation.metadata_id:
-            found.metadata_ids[(RELATIONSHIP, lookup.relationship_schema_name)] = (
+            found.metadata_ids[(ComponentType.RELATIONSHIP, lookup.relationship_schema_name)] = (
                 relation.metadata_id
             )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator, Sequence
+from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
@@ -37,8 +38,24 @@ SOLUTION_HEADER = "MSCRM.SolutionUniqueName"
 Depth = Literal["Basic", "Local", "Deep", "Global"]
 DEPTH_ORDER: dict[str, int] = {"Basic": 0, "Local": 1, "Deep": 2, "Global": 3}
 
-# solutioncomponent.componenttype (webapi/reference/solutioncomponent)
-ENTITY, ATTRIBUTE, RELATIONSHIP, ROLE, SAVED_QUERY, SYSTEM_FORM = 1, 2, 10, 20, 26, 60
+
+class ComponentType(IntEnum):
+    """``solutioncomponent.componenttype`` (webapi/reference/solutioncomponent)."""
+
+    ENTITY = 1
+    ATTRIBUTE = 2
+    RELATIONSHIP = 10
+    ROLE = 20
+    SAVED_QUERY = 26
+    SYSTEM_FORM = 60
+
+
+def depth_covers(held: str | None, needed: str) -> bool:
+    """A privilege held at ``held`` depth gives at least ``needed`` (Basic < Local < Deep <
+    Global, the PrivilegeDepth enum)."""
+    return held is not None and DEPTH_ORDER.get(held, -1) >= DEPTH_ORDER[needed]
+
+
 MAIN_FORM = 2  # systemform.type
 ACTIVE_FORM = 1  # systemform.formactivationstate
 PUBLIC_VIEW = 0  # savedquery.querytype

@@ -19,8 +19,15 @@ from shared.crm_solution.plan import (
     plan_customizations,
 )
 from shared.crm_solution.survey import RoleFound, Survey
-from shared.dataverse import Publisher, SavedQuery, Solution, SystemForm
-from shared.dataverse._customizations import ATTRIBUTE, ENTITY, Privilege, Role
+from shared.dataverse import (
+    ComponentType,
+    Privilege,
+    Publisher,
+    Role,
+    SavedQuery,
+    Solution,
+    SystemForm,
+)
 
 PREFIX = "cosell_"
 FORM = (Path(__file__).parent.parent / "fixtures" / "formxml").glob("opportunity_main_unified*")
@@ -161,8 +168,8 @@ def test_existing_components_outside_the_solution_are_added_to_it() -> None:
     found.solution_name = "CoSellSync"
     found.solution = Solution(solutionid="s", uniquename="CoSellSync")
     found.metadata_ids = {
-        (ENTITY, "opportunity"): "E-OPP",
-        (ATTRIBUTE, "opportunity.cosell_audit"): "A-AUDIT",
+        (ComponentType.ENTITY, "opportunity"): "E-OPP",
+        (ComponentType.ATTRIBUTE, "opportunity.cosell_audit"): "A-AUDIT",
     }
     found.in_solution = {"a-audit"}
 
