@@ -195,10 +195,14 @@ class _Tracer(trace.Tracer):
 
     def __init__(self, name: str, version: str | None, schema_url: str | None) -> None:
         self._args = (name, version, schema_url)
+        self._cached: tuple[trace.TracerProvider, trace.Tracer] | None = None
 
     def _current(self) -> trace.Tracer:
-        name, version, schema_url = self._args
-        return provider().get_tracer(name, version, schema_url)
+        current = provider()
+        if self._cached is None or self._cached[0] is not current:
+            name, version, schema_url = self._args
+            self._cached = (current, current.get_tracer(name, version, schema_url))
+        return self._cached[1]
 
     def start_span(self, *args: Any, **kwargs: Any) -> Span:
         return self._current().start_span(*args, **kwargs)
@@ -244,7 +248,14 @@ def _checked(attributes: Mapping[str, AttributeValue | None]) -> dict[str, Attri
 def set_attributes(span: Span, **attributes: AttributeValue | None) -> None:
     """Set app attributes (keyword names: the ``ATTR_*`` constants without ``cosell.``,
     dots as underscores) on a span; ``None`` values are left out."""
-    span.set_attributes(_checked({_KEYWORDS[k]: v for k, v in attributes.items()}))
+    span.set_attributes(_checked(_named(attributes)))
+
+
+def _named(attributes: Mapping[str, AttributeValue | None]) -> dict[str, AttributeValue | None]:
+    unknown = sorted(set(attributes) - set(_KEYWORDS))
+    if unknown:
+        raise ValueError(f"not span attributes of this app (shared.telemetry): {unknown}")
+    return {_KEYWORDS[k]: v for k, v in attributes.items()}
 
 
 def annotate(**attributes: AttributeValue | None) -> None:
@@ -290,7 +301,7 @@ def span(
         context=parent,
         kind=kind,
         links=links,
-        attributes=_checked({_KEYWORDS[k]: v for k, v in attributes.items()}),
+        attributes=_checked(_named(attributes)),
         record_exception=False,
         set_status_on_exception=False,
     ) as current:
