@@ -12,6 +12,7 @@ Requests follow learn.microsoft.com power-apps/developer/data-platform: ``MSCRM.
 from __future__ import annotations
 
 import io
+import uuid
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -277,6 +278,11 @@ def test_export_managed_then_import_into_production_gives_a_working_org(
     )["value"]
     assert len(rows) == 1
     assert rows[0][SCHEMA.solution_opportunity.collection]
+    # ...and the other way: a seller flags an opportunity with a solution; it becomes a referral.
+    shared = _flagged_opportunity(production.url)
+    outgoing = cosell("sync", "opportunity", shared, "--json")
+    assert outgoing.code == 0, outgoing.out + outgoing.err
+    assert outgoing.json()["referral_id"]
     nothing = cosell("schema", "apply", "--solution", SOLUTION, "--what-if")
     assert nothing.code == 0 and "Nothing to do" in nothing.out
     # A managed solution changes by importing a new version: apply says so and changes nothing.
@@ -285,6 +291,48 @@ def test_export_managed_then_import_into_production_gives_a_working_org(
     refused = cosell("schema", "apply", "--solution", SOLUTION, "--yes")
     assert refused.code == 1
     assert f"solution {SOLUTION} is managed here" in refused.err
+
+
+def _flagged_opportunity(url: str) -> str:
+    """A seller's co-sell opportunity with a customer, a contact and a solution (as the demo's)."""
+    account, contact, opportunity = (str(uuid.uuid4()) for _ in range(3))
+    rows = (
+        ("accounts", {"accountid": account, "name": "Fabrikam Ltd", "address1_country": "DE"}),
+        (
+            "contacts",
+            {
+                "contactid": contact,
+                "firstname": "Ben",
+                "lastname": "Example",
+                "emailaddress1": "ben@example.com",
+            },
+        ),
+        (
+            "opportunities",
+            {
+                "opportunityid": opportunity,
+                "name": "Fabrikam - analytics platform",
+                "estimatedvalue": 90000,
+                "estimatedclosedate": "2027-06-30",
+                "parentaccountid@odata.bind": f"/accounts({account})",
+                "parentcontactid@odata.bind": f"/contacts({contact})",
+                SCHEMA.help_needed.logical_name: 100000001,
+                SCHEMA.sync_with_partner_center.logical_name: True,
+            },
+        ),
+        (
+            SCHEMA.solution.entity_set,
+            {
+                SCHEMA.solution.primary_name.logical_name: "Analytics accelerator",
+                SCHEMA.solution_identifier.logical_name: "SOL-12345-ABC",
+                SCHEMA.solution_opportunity.bind_name: f"/opportunities({opportunity})",
+            },
+        ),
+    )
+    for entity_set, row in rows:
+        created = httpx.post(f"{url}{API}{entity_set}", json=row, headers=AUTH, timeout=10)
+        assert created.status_code == 204, created.text
+    return opportunity
 
 
 def test_importing_a_file_that_is_not_a_solution_says_why(
