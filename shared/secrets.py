@@ -3,46 +3,54 @@
 Each token refresh may hand back a new refresh token (reference: partner-center-referrals-api
 §3); the old one stops working after a while, so the new one must survive a restart. The app
 setting ``PARTNER_CENTER_REFRESH_TOKEN`` is a Key Vault reference to the same secret, so writing
-a new version there is what the next start reads. Only the Key Vault REST call is used (no extra
-SDK): ``PUT {vault}/secrets/{name}?api-version=7.4`` with a managed-identity token.
+a new version there is what the next start reads. The write is Microsoft's Key Vault client
+(``azure-keyvault-secrets``: the async ``SecretClient.set_secret``, with its challenge
+authentication and retries) with the app's identity.
 """
 
 from __future__ import annotations
 
 import logging
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
-import httpx
-from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import HttpResponseError
+from azure.keyvault.secrets.aio import SecretClient
 
-from shared.retry import RetryTransport
+from shared.settings import parse_secret_uri
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+    from azure.core.pipeline.transport import AsyncHttpTransport
 
 log = logging.getLogger(__name__)
 KEY_VAULT_SCOPE = "https://vault.azure.net/.default"
-API_VERSION = "7.4"
+CONTENT_TYPE = "refresh-token"
 
 
 class KeyVaultSecretWriter:
     """Writes a new version of one secret whenever it is given a new value; owns the
-    credential it is given (closed with it)."""
+    credential it is given (closed with it).
+
+    ``secret_uri`` must be ``https://<vault>.vault.azure.net/secrets/<name>`` (ValueError
+    otherwise): the vault token must never go anywhere else. ``transport`` is an azure-core
+    async transport (tests).
+    """
 
     def __init__(
         self,
         secret_uri: str,
         *,
         credential: AsyncTokenCredential,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: AsyncHttpTransport[Any, Any] | None = None,
         timeout: float = 15.0,
     ) -> None:
-        parts = urlsplit(secret_uri)
-        # Only https://<vault>/secrets/<name>: the token must never go anywhere else.
-        self._url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        vault_url, self.name, _ = parse_secret_uri(secret_uri, version=False)
         self._credential = credential
         self._last: str | None = None
-        self._http = httpx.AsyncClient(
-            transport=RetryTransport(transport or httpx.AsyncHTTPTransport()),
-            timeout=timeout,
-        )
+        options: dict[str, object] = {"connection_timeout": timeout, "read_timeout": timeout}
+        if transport is not None:
+            options["transport"] = transport
+        self._client = SecretClient(vault_url, credential, **options)
 
     async def __call__(self, value: str) -> None:
         """Store ``value`` as the secret's new version; failures are logged, not raised, since
@@ -50,27 +58,24 @@ class KeyVaultSecretWriter:
         if value == self._last:
             return
         try:
-            token = await self._credential.get_token(KEY_VAULT_SCOPE)
-            response = await self._http.put(
-                self._url,
-                params={"api-version": API_VERSION},
-                json={"value": value, "contentType": "refresh-token"},
-                headers={"Authorization": f"Bearer {token.token}"},
-            )
-        except Exception as exc:  # noqa: BLE001 - never let persistence break the sync
-            log.warning("could not save the rotated refresh token: %s", type(exc).__name__)
-            return
-        if response.status_code >= 400:
+            await self._client.set_secret(self.name, value, content_type=CONTENT_TYPE)
+        except HttpResponseError as exc:
+            if exc.status_code is None:  # the credential's own failure: no token
+                log.warning("could not save the rotated refresh token: %s", type(exc).__name__)
+                return
             log.warning(
                 "could not save the rotated refresh token: Key Vault answered %s "
                 "(the identity needs 'Key Vault Secrets Officer' on the secret)",
-                response.status_code,
+                exc.status_code,
             )
+            return
+        except Exception as exc:  # noqa: BLE001 - never let persistence break the sync
+            log.warning("could not save the rotated refresh token: %s", type(exc).__name__)
             return
         self._last = value
         log.info("saved the rotated Partner Center refresh token to Key Vault")
 
     async def aclose(self) -> None:
-        """Close the connection pool and the credential (the writer owns both)."""
-        await self._http.aclose()
+        """Close the client and the credential (the writer owns both)."""
+        await self._client.close()
         await self._credential.close()

@@ -9,9 +9,12 @@ every wrong setting and says what is expected, without echoing secret values.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+from collections.abc import Collection
+from contextvars import ContextVar
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -23,7 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shared.crm_mapping import CrmMapping, MappingError, load_mapping
 from shared.errors import SettingsError
@@ -31,6 +34,23 @@ from shared.ncrontab import parse_schedule
 
 ConflictPolicy = Literal["newest", "partner_center", "crm"]
 SignatureMode = Literal["verify", "off"]
+# The services whose settings a consumer needs complete: the app needs all three; a CLI command
+# says which it uses (``load_settings(needs=...)``), so `cosell poison list` runs with storage
+# settings alone. The settings of each, by app-setting name prefix, are ``SERVICE_SETTINGS``.
+Service = Literal["storage", "partner_center", "dataverse"]
+SERVICES: tuple[Service, ...] = get_args(Service)
+SERVICE_SETTINGS: dict[Service, tuple[str, ...]] = {
+    "storage": ("AzureWebJobsStorage",),
+    "partner_center": ("PARTNER_CENTER_",),
+    "dataverse": ("DATAVERSE_URL",),
+}
+# Key Vault's DNS suffixes (public, China, US Government clouds): a secret URI is
+# https://<vault><suffix>/secrets/<name>[/<version>] and a vault token goes nowhere else.
+KEY_VAULT_DNS_SUFFIXES = (".vault.azure.net", ".vault.azure.cn", ".vault.usgovcloudapi.net")
+_VAULT_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{1,22}[a-z0-9])$")
+_SECRET_NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
+# The services being loaded for (``load_settings(needs=...)``); None: all of them.
+_NEEDS: ContextVar[tuple[Service, ...] | None] = ContextVar("settings_needs", default=None)
 
 # Dataverse publisher prefix: 2-8 letters or digits, starting with a letter, never "mscrm".
 _PREFIX = re.compile(r"^[a-z][a-z0-9]{1,7}_?$")
@@ -64,6 +84,42 @@ def is_loopback_url(url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def service_of(name: str) -> Service | None:
+    """The service an app setting belongs to (``SERVICE_SETTINGS``), or None for the others."""
+    for service, prefixes in SERVICE_SETTINGS.items():
+        if any(name.startswith(prefix) for prefix in prefixes):
+            return service
+    return None
+
+
+def parse_secret_uri(uri: str, *, version: bool = True) -> tuple[str, str, str | None]:
+    """``https://<vault>.vault.azure.net/secrets/<name>[/<version>]`` as (vault URL, secret
+    name, version or None); ValueError for anything else, so a vault token never goes to another
+    host. ``version=False`` refuses a version (a secret written to takes new versions)."""
+    parts = urlsplit(uri.strip())
+    host = (parts.hostname or "").lower()
+    suffix = next((s for s in KEY_VAULT_DNS_SUFFIXES if host.endswith(s)), None)
+    expected = "expected https://<vault>.vault.azure.net/secrets/<name>" + (
+        "[/<version>]" if version else " (no version)"
+    )
+    if (
+        parts.scheme != "https"
+        or suffix is None
+        or not _VAULT_NAME.match(host.removesuffix(suffix))
+        or parts.port is not None
+        or parts.username
+        or parts.query
+        or parts.fragment
+    ):
+        raise ValueError(expected)
+    path = parts.path.strip("/").split("/")
+    if not 2 <= len(path) <= (3 if version else 2) or path[0] != "secrets":
+        raise ValueError(expected)
+    if not _SECRET_NAME.match(path[1]) or (len(path) == 3 and not path[2].isalnum()):
+        raise ValueError(expected)
+    return f"https://{host}", path[1], path[2] if len(path) == 3 else None
 
 
 def _check_service_url(value: str) -> str:
@@ -153,7 +209,9 @@ class Settings(BaseSettings):
         "e.g. https://<vault>.vault.azure.net/secrets/partner-center-refresh-token",
     )
 
+    # Required (see ``_complete``) unless the consumer does not need Dataverse; then "".
     dataverse_url: str = Field(
+        default="",
         alias="DATAVERSE_URL",
         description="the https URL of the Dataverse environment, "
         "e.g. https://contoso.crm.dynamics.com",
@@ -237,18 +295,16 @@ class Settings(BaseSettings):
     @field_validator("partner_center_api_url", "partner_center_webhook_api_url", "dataverse_url")
     @classmethod
     def _service_url(cls, value: str) -> str:
-        return _check_service_url(value)
+        # "" is DATAVERSE_URL's default (empty values are ignored): ``_complete`` decides.
+        return _check_service_url(value) if value else value
 
     @field_validator("partner_center_refresh_token_secret_uri")
     @classmethod
     def _secret_uri(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        checked = _check_service_url(value)
-        path = urlsplit(checked).path.strip("/").split("/")
-        if len(path) != 2 or path[0] != "secrets" or not path[1]:
-            raise ValueError("expected https://<vault>.vault.azure.net/secrets/<name> (no version)")
-        return checked
+        parse_secret_uri(value, version=False)
+        return value.strip().rstrip("/")
 
     @field_validator("storage_queue_service_uri", "storage_table_service_uri")
     @classmethod
@@ -351,9 +407,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _complete(self) -> Settings:
+        # Only the services the consumer needs must be complete (all of them, for the app).
+        needs = set(_NEEDS.get() or SERVICES)
         problems: list[str] = []
         identity = self.storage_queue_service_uri or self.storage_table_service_uri
-        if self.storage_connection_string is None and not identity:
+        if "storage" not in needs:
+            pass
+        elif self.storage_connection_string is None and not identity:
             problems.append(
                 "AzureWebJobsStorage: missing; expected a storage connection string, or the "
                 "identity-based AzureWebJobsStorage__queueServiceUri and "
@@ -366,8 +426,11 @@ class Settings(BaseSettings):
             ):
                 if not value:
                     problems.append(f"{name}: missing; the app uses both queues and tables")
+        if "dataverse" in needs and not self.dataverse_url:
+            description = Settings.model_fields["dataverse_url"].description
+            problems.append(f"DATAVERSE_URL: missing; expected {description}")
         # The sandbox emulators accept a static token; the real service needs app+user auth.
-        if not is_loopback_url(self.partner_center_api_url):
+        if "partner_center" in needs and not is_loopback_url(self.partner_center_api_url):
             credentials: tuple[tuple[str, object], ...] = (
                 ("PARTNER_CENTER_TENANT_ID", self.partner_center_tenant_id),
                 ("PARTNER_CENTER_CLIENT_ID", self.partner_center_client_id),
@@ -417,18 +480,48 @@ class Settings(BaseSettings):
         return is_loopback_url(self.partner_center_api_url) and is_loopback_url(self.dataverse_url)
 
 
+class _GivenSettings(Settings):
+    """The settings of exactly the values given (``load_settings(needs=...)``), without the
+    environment's: a value the caller left out (a secret it does not need) stays out."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
 def setting_names() -> list[str]:
     """Every app setting the product reads, by its app-setting name."""
     return [field.alias or name for name, field in Settings.model_fields.items()]
 
 
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    """Read and validate the settings (from ``environ`` if given, else the environment)."""
+def load_settings(
+    environ: dict[str, str] | None = None, *, needs: Collection[Service] | None = None
+) -> Settings:
+    """Read and validate the settings (from ``environ`` if given, else the environment).
+
+    ``needs``: the services whose settings must be complete (default: all, as the app needs);
+    a setting of another service may be missing, and is still checked when it is given. With
+    ``needs``, only the values of ``environ`` (or the environment) are read.
+    """
     try:
-        if environ is None:
+        if environ is None and needs is None:
             return Settings()
-        known = {k: v for k, v in environ.items() if k in set(setting_names()) and v != ""}
-        return Settings.model_validate(known)
+        source = dict(os.environ) if environ is None else environ
+        known = {k: v for k, v in source.items() if k in set(setting_names()) and v != ""}
+        if needs is None:
+            return Settings.model_validate(known)
+        token = _NEEDS.set(tuple(needs))
+        try:
+            return _GivenSettings.model_validate(known)
+        finally:
+            _NEEDS.reset(token)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
 

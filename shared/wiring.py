@@ -18,6 +18,7 @@ from azure.data.tables.aio import TableServiceClient
 
 from shared.crm_schema import primary_keys
 from shared.dataverse import DataverseClient
+from shared.errors import SettingsError
 from shared.partner_center import (
     PartnerCenterAuthError,
     PartnerCenterClient,
@@ -153,6 +154,8 @@ def dataverse_client(
     ``credential`` or a ``DefaultAzureCredential`` (managed identity in Azure) that the client
     owns and closes with itself."""
     url, token, owns_credential = settings.dataverse_url, None, False
+    if not url:  # settings loaded for a consumer that does not need Dataverse
+        raise SettingsError("DATAVERSE_URL: missing; needed to talk to Dataverse")
     if credential is None and is_emulator(url):
         token = SANDBOX_TOKEN
     elif credential is None:

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from azure.core.exceptions import AzureError
 
@@ -37,8 +34,8 @@ from shared.cli import (
 from shared.cli._context import Context, EngineUnavailable
 from shared.cli._output import Output
 from shared.cli._parser import Handler, new_parser
+from shared.cli._settings import command_settings
 from shared.errors import CosellError, SettingsError
-from shared.settings import Settings, load_settings
 
 __all__ = ["main"]
 
@@ -105,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     handler: Handler = args.handler
     try:
-        settings = _load_settings(args.settings_file)
+        settings = command_settings(args)
     except SettingsError as exc:
         on_error = getattr(args, "settings_error", None)
         if on_error is not None:  # `config check` reports it as its first check
@@ -142,17 +139,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _run(handler: Handler, ctx: Context) -> int:
     async with ctx:
         return await handler(ctx)
-
-
-def _load_settings(path: str | None) -> Settings:
-    if path is None:
-        return load_settings()
-    values = json.loads(Path(path).read_text(encoding="utf-8")).get("Values") or {}
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: 'Values' is not an object")
-    merged = {str(k): str(v) for k, v in values.items()}
-    merged.update(os.environ)
-    return load_settings(merged)
 
 
 def _first_line(text: str) -> str:
