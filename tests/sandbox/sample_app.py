@@ -1,7 +1,8 @@
 """A tiny Functions app for the local host's tests: one function per trigger kind.
 
 Every setting it uses is a ``%SETTING%`` so each test can give its own queue names and schedule.
-What the functions saw is kept in ``SEEN`` so tests can assert it (the host runs in-process).
+What the functions saw is kept in ``SEEN`` so tests can assert it (the host runs in-process). The
+timer reads the time and sleeps on ``SEEN.clock``, the host's clock in timer tests (virtual there).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import azure.functions as func
+
+from sandbox.host import SYSTEM_CLOCK, Clock
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -32,6 +35,7 @@ class Seen:
     ticks_running: int = 0
     most_ticks_running: int = 0
     startups: int = 0
+    clock: Clock = SYSTEM_CLOCK  # what the timer reads the time from and sleeps on
 
     def reset(self) -> None:
         with self.lock:
@@ -41,6 +45,7 @@ class Seen:
             self.tick_seconds = 0.0
             self.ticks_running = self.most_ticks_running = 0
             self.startups = 0
+            self.clock = SYSTEM_CLOCK
 
 
 SEEN = Seen()
@@ -79,12 +84,12 @@ async def enqueue(req: func.HttpRequest, out: func.Out[str]) -> func.HttpRespons
 @app.timer_trigger(arg_name="timer", schedule="%TEST_SCHEDULE%")
 async def tick(timer: func.TimerRequest) -> None:
     with SEEN.lock:
-        SEEN.ticks.append((datetime.now(UTC), timer.past_due))
+        SEEN.ticks.append((SEEN.clock.now(), timer.past_due))
         SEEN.ticks_running += 1
         SEEN.most_ticks_running = max(SEEN.most_ticks_running, SEEN.ticks_running)
     try:
         if SEEN.tick_seconds:
-            await asyncio.sleep(SEEN.tick_seconds)
+            await SEEN.clock.sleep(SEEN.tick_seconds)
     finally:
         with SEEN.lock:
             SEEN.ticks_running -= 1

@@ -1,7 +1,8 @@
 """The local Functions host over real sockets and Azurite, with the tiny app in sample_app.py.
 
 Each test starts its own host on a free port with its own queue names; what the functions saw
-is read from ``sample_app.SEEN`` and what stayed in storage from the queues themselves.
+is read from ``sample_app.SEEN`` and what stayed in storage from the queues themselves. Timer
+tests run the host on a ``VirtualClock`` and move it forward: no real second is waited for.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 import types
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import azure.functions as func
@@ -27,6 +29,7 @@ from sandbox.host import (
     FunctionHost,
     HostConfig,
     HostError,
+    VirtualClock,
     compile_route,
     parse_timespan,
     route_precedence,
@@ -68,6 +71,30 @@ async def host(environ: dict[str, str]) -> AsyncIterator[FunctionHost]:
         shutdown_timeout=5,
     ) as running:
         yield running
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    # A quarter past a second mark: the first occurrence of "* * * * * *" is 0.75 s away.
+    return VirtualClock(datetime(2026, 1, 1, 12, 0, 0, 250_000, tzinfo=UTC))
+
+
+@pytest.fixture
+async def timer_host(environ: dict[str, str], clock: VirtualClock) -> AsyncIterator[FunctionHost]:
+    """The host on virtual time (the sample timer sleeps on it too)."""
+    SEEN.reset()
+    SEEN.clock = clock
+    async with FunctionHost(
+        MODULE,
+        host_json=ROOT / "host.json",
+        environ=environ,
+        function_key="k3y",
+        serve_http=False,
+        shutdown_timeout=5,
+        clock=clock,
+    ) as running:
+        yield running
+    SEEN.reset()
 
 
 @pytest.fixture
@@ -200,26 +227,40 @@ async def test_queue_output_binding_writes_a_base64_message(
         assert await stored(out) == [base64.b64encode(b"job-1").decode()]
 
 
-async def test_timer_fires_every_second_on_its_schedule(host: FunctionHost) -> None:
-    await eventually(lambda: len(SEEN.ticks) >= 3, within_s=6)
-    moments = [moment for moment, _ in SEEN.ticks[:3]]
-    assert all(moment.microsecond < 500_000 for moment in moments)  # on the second mark
-    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(moments)]
-    assert all(0.5 < gap < 1.5 for gap in gaps)
+async def test_timer_fires_every_second_on_its_schedule(
+    timer_host: FunctionHost, clock: VirtualClock
+) -> None:
+    await clock.advance(3.5)
+    moments = [moment for moment, _ in SEEN.ticks]
+    assert moments == [datetime(2026, 1, 1, 12, 0, second, tzinfo=UTC) for second in (1, 2, 3)]
     assert not any(past_due for _, past_due in SEEN.ticks)
+    assert timer_host.invocations["tick"] == 3
 
 
-async def test_timer_runs_never_overlap_and_a_late_run_is_past_due(host: FunctionHost) -> None:
+async def test_timer_runs_never_overlap_and_a_late_run_is_past_due(
+    timer_host: FunctionHost, clock: VirtualClock
+) -> None:
     SEEN.tick_seconds = 2.5  # longer than the 1 s period: the next run starts late
-    await eventually(lambda: len(SEEN.ticks) >= 2, within_s=8)
+    await clock.advance(4.0)  # runs at 12:00:01 (until 03.5) and, late, at 03.5
+    assert [moment.second for moment, _ in SEEN.ticks] == [1, 3]
     assert SEEN.most_ticks_running == 1  # one run at a time, like the host's singleton lock
+    assert SEEN.ticks[0][1] is False
     assert SEEN.ticks[1][1] is True  # started more than a second after it was due
     SEEN.tick_seconds = 0.0
+    await clock.advance(4.0)  # the late run ends at 06; missed seconds are not replayed
+    assert SEEN.most_ticks_running == 1
+    assert [(moment.second, past_due) for moment, past_due in SEEN.ticks[2:]] == [
+        (7, False),
+        (8, False),
+    ]
 
 
-async def test_run_on_startup_fires_once_at_start(host: FunctionHost) -> None:
-    await eventually(lambda: SEEN.startups >= 1, within_s=3)
-    await asyncio.sleep(0.3)
+async def test_run_on_startup_fires_once_at_start(
+    timer_host: FunctionHost, clock: VirtualClock
+) -> None:
+    await clock.settle()
+    assert SEEN.startups == 1
+    await clock.advance(2.0)
     assert SEEN.startups == 1
 
 
