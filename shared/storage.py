@@ -16,6 +16,7 @@ from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
+from shared.errors import SettingsError
 from shared.settings import Settings
 
 # Every storage call has a deadline (issue 13, class 11): a storage account that accepts the
@@ -38,7 +39,8 @@ def table_service_client(settings: Settings) -> TableServiceClient:
         return TableServiceClient.from_connection_string(
             settings.storage_connection_string.get_secret_value(), **STORAGE_TIMEOUTS
         )
-    assert settings.storage_table_service_uri is not None  # guaranteed by Settings validation
+    if settings.storage_table_service_uri is None:  # settings loaded without storage's needs
+        raise SettingsError("AzureWebJobsStorage: missing; needed to reach the storage tables")
     return TableServiceClient(
         settings.storage_table_service_uri,
         credential=azure_credential(settings),
@@ -56,7 +58,8 @@ def queue_client(settings: Settings, queue_name: str) -> QueueClient:
             message_encode_policy=encode,
             **STORAGE_TIMEOUTS,
         )
-    assert settings.storage_queue_service_uri is not None  # guaranteed by Settings validation
+    if settings.storage_queue_service_uri is None:  # settings loaded without storage's needs
+        raise SettingsError("AzureWebJobsStorage: missing; needed to reach the storage queues")
     return QueueClient(
         settings.storage_queue_service_uri,
         queue_name,

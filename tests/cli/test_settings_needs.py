@@ -19,11 +19,15 @@ import pytest
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
 
-from shared.cli import _keyvault
+from shared import wiring
+from shared.cli import _keyvault, build_parser
 from shared.cli._keyvault import KeyVaultAccess, parse_reference, resolve_references
+from shared.cli._settings import DATAVERSE, STORAGE, needs_of
 from shared.errors import SettingsError
 from shared.jobs import POISON_QUEUE, SyncJob
-from shared.settings import get_settings, setting_names
+from shared.partner_center import PartnerCenterAuthError
+from shared.settings import SERVICES, get_settings, load_settings, setting_names
+from shared.storage import queue_client, table_service_client
 from tests.key_vault import KeyVaultServer, StaticCredential
 
 pytestmark = pytest.mark.azurite
@@ -302,3 +306,28 @@ async def test_a_malformed_reference_names_its_setting_before_any_request() -> N
         SettingsError, match="PARTNER_CENTER_CLIENT_SECRET: the Key Vault reference"
     ):
         await resolve_references(values)
+
+
+def test_a_client_of_a_service_the_settings_were_not_loaded_for_names_its_setting() -> None:
+    """Declaring too little in NEEDS fails clearly, naming the setting, not deep in a client."""
+    only_dataverse = load_settings({"DATAVERSE_URL": "https://x.crm.dynamics.com"}, needs=DATAVERSE)
+    only_storage = load_settings(
+        {"AzureWebJobsStorage": "UseDevelopmentStorage=true"}, needs=STORAGE
+    )
+
+    with pytest.raises(SettingsError, match="AzureWebJobsStorage: missing"):
+        queue_client(only_dataverse, POISON_QUEUE)
+    with pytest.raises(SettingsError, match="AzureWebJobsStorage: missing"):
+        table_service_client(only_dataverse)
+    with pytest.raises(SettingsError, match="DATAVERSE_URL: missing"):
+        wiring.dataverse_client(only_storage)
+    with pytest.raises(PartnerCenterAuthError, match="PARTNER_CENTER_TENANT_ID"):
+        wiring.partner_center_tokens(only_storage)
+
+
+def test_commands_not_listed_need_every_service() -> None:
+    parser = build_parser()
+
+    assert needs_of(parser.parse_args(["config", "check"])) == SERVICES
+    assert needs_of(parser.parse_args(["poison", "list"])) == STORAGE
+    assert set(needs_of(parser.parse_args(["webhook", "show"]))) == {"partner_center", "dataverse"}
