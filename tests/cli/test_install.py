@@ -3,11 +3,11 @@ with its declared dependencies into a fresh virtual environment — what pipx do
 the console script is run from there, away from this checkout, with storage settings alone.
 
 The wheel is built from a copy of what it packages (pyproject.toml, README.md, shared/,
-sandbox/), so the checkout is left alone, and with this environment's setuptools (as `make`
-installs the project). The install resolves pyproject's dependency ranges from the package
-index, constrained to the versions this environment runs (its `pip freeze`), so it downloads
-the same releases every time: about 40 s on a 2-core VM. Deselect with `-m "not install"`
-where there is no package index.
+sandbox/), so the checkout is left alone, in an isolated build environment with the
+build-system's setuptools from the package index, as pipx builds it. The install resolves
+pyproject's dependency ranges from the package index, constrained to the versions this
+environment runs (its `pip freeze`), so it downloads the same releases every time: about 40 s
+on a 2-core VM. Deselect with `-m "not install"` where there is no package index.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
             shutil.copy2(ROOT / name, source / name)
 
     built = _pip(
-        "wheel", "-v", "--no-deps", "--no-build-isolation", "-w", str(folder / "dist"), ".",
+        "wheel", "-v", "--no-deps", "-w", str(folder / "dist"), ".",
         cwd=source,
     )  # fmt: skip
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
