@@ -3,6 +3,8 @@
 Ports come from ``SANDBOX_HOST_PORT`` (7071), ``SANDBOX_PC_PORT`` (7101),
 ``SANDBOX_DATAVERSE_PORT`` (7102), ``SANDBOX_QUEUE_PORT`` (10001) and ``SANDBOX_TABLE_PORT``
 (10002), 0 meaning any free port; the function key from ``SANDBOX_FUNCTION_KEY`` (``sandbox``).
+``SANDBOX_HOSTS=N`` runs N host instances, each a process of its own on a free port, behind a
+round-robin front door on the host port (queue messages and timers shared as in Azure).
 App settings set in the environment (``CRM_MAPPING``, ``SYNC_COSELL_ONLY``...) go to the app, over
 the sandbox's values; a wrong one stops start-up before anything runs, with the app's message
 naming it (for the mapping, its JSON path) on standard error and exit status 1.
@@ -43,16 +45,19 @@ async def up() -> int:
     stack = SandboxStack.from_environ(os.environ)
     stack.check_settings()
     async with stack:
-        assert stack.host is not None
         key = stack.function_key
-        _say(f"Functions host       {stack.host_url}  (function key: {key})")
-        for name in sorted(stack.host.functions):
-            spec = stack.host.functions[name]
+        front = f"; round-robin over {len(stack.processes)} instances" if stack.processes else ""
+        _say(f"Functions host       {stack.host_url}  (function key: {key}{front})")
+        for process in stack.processes:  # SANDBOX_HOSTS=N: the front door above, then each
+            _say(f"  instance {process.name:<11} {process.url}  (pid {process.pid})")
+        functions = stack.functions
+        for name in sorted(functions):
+            spec = functions[name]
             if spec.trigger_type == "httpTrigger":
                 _say(f"  {name:<20} {stack.function_url(name)}")
             else:
                 _say(f"  {name:<20} {spec.trigger_type}")
-        if "dashboard" in stack.host.functions:  # the admin's page (issue 18)
+        if "dashboard" in functions:  # the admin's page (issue 18)
             _say(f"Dashboard            {stack.function_url('dashboard')}  (open in a browser)")
         _say(f"Partner Center       {stack.settings['PARTNER_CENTER_API_URL']}")
         _say(f"Dataverse            {stack.dataverse_url}")

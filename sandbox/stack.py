@@ -10,6 +10,16 @@ Dataverse push (service endpoint and steps) when it declares ``dataverse_webhook
 block stops everything and puts the environment back. ``python -m sandbox up`` runs it until
 Ctrl-C; end-to-end tests and the demo use it directly (every port 0 = pick a free one).
 
+``hosts=N`` (``SANDBOX_HOSTS``) runs N host instances instead of one, as Azure scales an app out:
+each a process of its own (``sandbox.host.HostProcess``) on its own free port, all with the same
+app settings, Azurite storage and queues, function key and host id. They share each queue's
+messages through the visibility timeout (one instance at a time per message) and each timer
+through its singleton lease (one instance fires it, another takes over if it stops or dies). A
+round-robin front door in this process (``sandbox.host.balancer``) listens on the host port
+(``SANDBOX_HOST_PORT``) and spreads requests over the instances, skipping one that is down; the
+Partner Center webhook and the Dataverse push are registered on it, as Azure's would be on the
+app's URL. With one host (the default) it runs in this process, as before.
+
 ``SandboxStack.from_environ`` (what ``python -m sandbox up`` and the demo use) also takes the app
 settings found in that environment, e.g. ``CRM_MAPPING`` or ``SYNC_COSELL_ONLY``, over the
 sandbox's values, except those that wire the app to the sandbox's own storage and emulators.
@@ -23,6 +33,8 @@ import asyncio
 import json
 import logging
 import os
+import sys
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -36,7 +48,17 @@ from starlette.applications import Starlette
 
 from sandbox import dataverse, partner_center
 from sandbox.azurite import Azurite
-from sandbox.host import FunctionHost, quiet_server, serve_in_background
+from sandbox.host import (
+    FunctionHost,
+    FunctionSpec,
+    HostConfig,
+    function_url,
+    index_module,
+    quiet_server,
+    serve_in_background,
+)
+from sandbox.host.balancer import RoundRobin
+from sandbox.host.process import HostProcess
 from sandbox.partner_center.webhooks import SUPPORTED_EVENTS
 from shared.crm_schema import DEFAULT_PREFIX
 from shared.settings import (
@@ -65,6 +87,8 @@ PORT_VARIABLES = {
     "queue_port": ("SANDBOX_QUEUE_PORT", 10001),
     "table_port": ("SANDBOX_TABLE_PORT", 10002),
 }
+HOSTS_VARIABLE = "SANDBOX_HOSTS"  # how many host instances (default 1)
+APP_RUNTIME_CLOSE = "shared.runtime:close_runtime"  # what an instance process runs at stop
 
 # App settings the sandbox points at its own Azurite and emulators: the environment cannot send
 # them elsewhere (the sandbox never talks to a real Microsoft service).
@@ -106,6 +130,15 @@ def _port(environ: Mapping[str, str], variable: str, default: int) -> int:
     return int(text)
 
 
+def _hosts(environ: Mapping[str, str]) -> int:
+    text = environ.get(HOSTS_VARIABLE, "").strip()
+    if not text:
+        return 1
+    if not text.isdigit() or not 1 <= int(text) <= 16:
+        raise ValueError(f"{HOSTS_VARIABLE} must be a number of host instances, 1-16")
+    return int(text)
+
+
 def _endpoint_port(connection_string: str, key: str) -> int:
     for part in connection_string.split(";"):
         name, _, value = part.partition("=")
@@ -131,13 +164,18 @@ class SandboxStack:
     ``storage_connection_string``: use this storage (e.g. the test session's Azurite) instead of
     starting Azurite. ``partner_center_app`` / ``dataverse_app``: emulators built with other
     options (their ``create_app``); by default fresh ones accepting the token ``sandbox``.
+    ``hosts``: how many host instances; more than one runs each in a process of its own behind a
+    round-robin front door on ``host_port`` (see the module docstring).
 
     After ``start()`` / ``async with``: ``host_url``, ``partner_center_url``, ``dataverse_url``,
     ``connection_string``, ``queue_port``, ``table_port``, ``function_key``, ``settings`` (what
     was set), ``webhook_url`` (None when the app has no webhook function), ``push_url`` (the
     Dataverse push's endpoint, None when the app has no ``dataverse_webhook``), ``host``
-    (the FunctionHost), ``partner_center_app`` and ``dataverse_app`` (the emulators' ASGI apps,
-    for ``emulator_of``-style inspection).
+    (the FunctionHost; None with several hosts), ``partner_center_app`` and ``dataverse_app``
+    (the emulators' ASGI apps, for ``emulator_of``-style inspection), ``functions`` (the app's
+    functions by name), ``host_id``; with several hosts ``processes`` (the ``HostProcess`` of each
+    instance: ``url``, ``status()``, ``stop()``, ``kill()``), ``host_urls`` (each instance's) and
+    ``front_door`` (the ``RoundRobin``).
     """
 
     def __init__(
@@ -159,7 +197,14 @@ class SandboxStack:
         storage_connection_string: str | None = None,
         partner_center_app: Starlette | None = None,
         dataverse_app: Starlette | None = None,
+        hosts: int = 1,
     ) -> None:
+        if hosts < 1:
+            raise ValueError("hosts must be at least 1")
+        self.hosts = hosts
+        # Every instance of this stack's app shares it (the timers' singleton leases are under
+        # it); another stack on the same storage has another one, as another app would.
+        self.host_id = f"sandbox-{uuid.uuid4().hex[:12]}"
         self.bind = bind
         self.function_key = function_key
         self.module = module
@@ -182,6 +227,11 @@ class SandboxStack:
             token=EMULATOR_TOKEN, column_prefix=prefix
         )
         self.host: FunctionHost | None = None
+        self.processes: list[HostProcess] = []
+        self.front_door: RoundRobin | None = None
+        self._front_port = 0
+        self._functions: dict[str, FunctionSpec] = {}
+        self._host_config = HostConfig()
         self.settings: dict[str, str] = {}
         self.webhook_url: str | None = None
         self.push_url: str | None = None
@@ -191,9 +241,11 @@ class SandboxStack:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, **options: Any) -> SandboxStack:
-        """Ports from ``SANDBOX_*_PORT`` and the key from ``SANDBOX_FUNCTION_KEY`` (SPEC 9)."""
+        """Ports from ``SANDBOX_*_PORT``, the key from ``SANDBOX_FUNCTION_KEY`` (SPEC 9) and the
+        number of host instances from ``SANDBOX_HOSTS``."""
         environ = os.environ if environ is None else environ
         ports = {name: _port(environ, *variable) for name, variable in PORT_VARIABLES.items()}
+        options.setdefault("hosts", _hosts(environ))
         options["settings"] = {**environ_settings(environ), **options.get("settings", {})}
         return cls(
             host_port=ports["host_port"],
@@ -225,11 +277,26 @@ class SandboxStack:
 
     @property
     def host_port(self) -> int:
-        return self.host.port if self.host is not None else self._requested_host_port
+        """The app's port: the host's, or with several hosts the front door's."""
+        if self.host is not None:
+            return self.host.port
+        return self._front_port or self._requested_host_port
 
     @property
     def host_url(self) -> str:
         return f"http://{self.bind}:{self.host_port}"
+
+    @property
+    def host_urls(self) -> list[str]:
+        """Each host instance's own URL (one host: ``[host_url]``)."""
+        if self.processes:
+            return [process.url for process in self.processes]
+        return [self.host_url]
+
+    @property
+    def functions(self) -> dict[str, FunctionSpec]:
+        """The hosted app's functions by name (after start)."""
+        return self.host.functions if self.host is not None else self._functions
 
     @property
     def partner_center_url(self) -> str:
@@ -241,8 +308,12 @@ class SandboxStack:
 
     def function_url(self, name: str) -> str:
         """The URL (with ``?code=``) of an HTTP function of the hosted app."""
-        assert self.host is not None, "start the stack first"
-        return self.host.function_url(name)
+        if self.host is not None:
+            return self.host.function_url(name)
+        assert self._functions, "start the stack first"
+        return function_url(
+            self.host_url, self._functions[name], self._host_config, self.function_key
+        )
 
     # -- lifecycle
 
@@ -264,17 +335,21 @@ class SandboxStack:
             finally:
                 await azurite
             self._apply_settings()
-            self.host = FunctionHost(
-                self.module,
-                app_dir=self.app_dir,
-                host=self.bind,
-                port=self._requested_host_port,
-                function_key=self.function_key,
-                max_polling_interval=self.max_polling_interval,
-                on_stop=[_close_app_runtime],
-                **self.host_options,
-            )
-            await self.host.start()
+            if self.hosts == 1:
+                self.host = FunctionHost(
+                    self.module,
+                    app_dir=self.app_dir,
+                    host=self.bind,
+                    port=self._requested_host_port,
+                    function_key=self.function_key,
+                    max_polling_interval=self.max_polling_interval,
+                    on_stop=[_close_app_runtime],
+                    host_id=self.host_id,
+                    **self.host_options,
+                )
+                await self.host.start()
+            else:
+                await self._start_instances()
             await self.wait_until_answering()
             if self.register_webhook:
                 await self._register_webhook()
@@ -287,6 +362,7 @@ class SandboxStack:
     async def stop(self) -> None:
         if self.host is not None:
             await self.host.stop()
+        await asyncio.gather(*(process.stop() for process in self.processes))
         for server in self._servers:
             server.should_exit = True
         for server in self._servers:
@@ -294,6 +370,9 @@ class SandboxStack:
             if task is not None:
                 await asyncio.gather(task, return_exceptions=True)
         self._servers.clear()
+        if self.front_door is not None:
+            await self.front_door.aclose()
+            self.front_door = None
         if self._azurite_started:
             await asyncio.to_thread(self.azurite.stop)
             self._azurite_started = False
@@ -315,7 +394,33 @@ class SandboxStack:
             self._azurite_started = True  # stop() cleans up even a half-started Azurite
             await asyncio.to_thread(self.azurite.start)
 
-    async def _serve(self, app: Starlette, port: int) -> int:
+    async def _start_instances(self) -> None:
+        """``hosts`` instance processes and the round-robin front door before them."""
+        if self.app_dir is not None and str(self.app_dir) not in sys.path:
+            sys.path.insert(0, str(self.app_dir))
+        # The app is indexed here too (not run): its functions name the URLs to print/register.
+        _module, self._functions = index_module(self.module)
+        self._host_config = HostConfig.load(self.app_dir / "host.json")
+        options = {"max_polling_interval": self.max_polling_interval, **self.host_options}
+        self.processes = [
+            HostProcess(
+                self.module,
+                name=f"host-{number}",
+                host_id=self.host_id,
+                environ=dict(os.environ),
+                function_key=self.function_key,
+                app_dir=self.app_dir,
+                bind=self.bind,
+                options=options,
+                on_stop=[APP_RUNTIME_CLOSE],
+            )
+            for number in range(1, self.hosts + 1)
+        ]
+        await asyncio.gather(*(process.start() for process in self.processes))
+        self.front_door = RoundRobin(self.host_urls)
+        self._front_port = await self._serve(self.front_door, self._requested_host_port)
+
+    async def _serve(self, app: Any, port: int) -> int:
         config = uvicorn.Config(
             app, host=self.bind, port=port, log_level="warning", access_log=False
         )
@@ -398,12 +503,15 @@ class SandboxStack:
 
     async def wait_until_answering(self, *, within_s: float = 30.0) -> None:
         """Return once Azurite, both emulators and the host answer (raise after ``within_s``)."""
-        assert self.host is not None
         checks = {
             "partner center emulator": f"{self.partner_center_url}/_emulator/health",
             "dataverse emulator": f"{self.dataverse_url}/_emulator/health",
             "functions host": f"{self.host_url}/admin/host/status?code={self.function_key}",
         }
+        for process in self.processes:
+            checks[f"functions host {process.name}"] = (
+                f"{process.url}/admin/host/status?code={self.function_key}"
+            )
         deadline = asyncio.get_running_loop().time() + within_s
         async with httpx.AsyncClient(timeout=5) as client:
             for name, url in checks.items():
@@ -420,11 +528,10 @@ class SandboxStack:
             await queues.get_service_properties()
 
     async def _register_webhook(self) -> None:
-        assert self.host is not None
-        if WEBHOOK_FUNCTION not in self.host.functions:
+        if WEBHOOK_FUNCTION not in self.functions:
             logger.info("function_app has no %s yet: webhook not registered", WEBHOOK_FUNCTION)
             return
-        url = self.host.function_url(WEBHOOK_FUNCTION)
+        url = self.function_url(WEBHOOK_FUNCTION)
         registration = {"WebhookUrl": url, "WebhookEvents": list(SUPPORTED_EVENTS)}
         endpoint = f"{self.settings['PARTNER_CENTER_WEBHOOK_API_URL']}/registration"
         headers = {"Authorization": f"Bearer {EMULATOR_TOKEN}"}
@@ -438,15 +545,14 @@ class SandboxStack:
     async def _register_dataverse_push(self) -> None:
         """Dataverse's push to ``dataverse_webhook``, registered as ``cosell webhook register``
         does (one WebhookKey service endpoint and its steps, shared.dataverse_push)."""
-        assert self.host is not None
-        if PUSH_FUNCTION not in self.host.functions:
+        if PUSH_FUNCTION not in self.functions:
             logger.info("function_app has no %s yet: Dataverse push not registered", PUSH_FUNCTION)
             return
         from shared import wiring
         from shared.dataverse_push import PushRegistrar, push_steps
         from shared.sync.engine import sync_policy
 
-        url = self.host.function_url(PUSH_FUNCTION).split("?", 1)[0]
+        url = self.function_url(PUSH_FUNCTION).split("?", 1)[0]
         settings = self.app_settings()
         async with wiring.dataverse_client(settings) as client:
             await PushRegistrar(client).register(

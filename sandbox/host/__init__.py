@@ -32,9 +32,11 @@ The modules, one job each:
 * ``server``: uvicorn in the background of a running loop;
 * ``function_host``: ``FunctionHost``, one instance, putting the others together;
 * ``process``: ``HostProcess``, one instance in a process of its own (``python -m sandbox.host``),
-  for several instances side by side as Azure scales out.
+  for several instances side by side as Azure scales out;
+* ``balancer``: ``RoundRobin``, the front door spreading HTTP requests over the instances.
 """
 
+from sandbox.host.balancer import RoundRobin
 from sandbox.host.clock import SYSTEM_CLOCK, Clock, SystemClock, VirtualClock
 from sandbox.host.config import (
     DEFAULT_CONNECTION,
@@ -61,6 +63,7 @@ from sandbox.host.indexing import (
     load_functions,
     resolve_settings,
 )
+from sandbox.host.process import HostProcess
 from sandbox.host.queues import poison_name
 from sandbox.host.server import quiet_server, serve_in_background
 from sandbox.host.singleton import LOCK_TABLE, TableLease
@@ -77,9 +80,11 @@ __all__ = [
     "FunctionSpec",
     "HostConfig",
     "HostError",
+    "HostProcess",
     "HttpRoute",
     "InvocationError",
     "QueueOptions",
+    "RoundRobin",
     "SystemClock",
     "TableLease",
     "VirtualClock",

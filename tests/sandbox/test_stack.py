@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from sandbox.partner_center import DEFAULT_TOKEN
 from sandbox.stack import PORT_VARIABLES, SandboxStack
@@ -169,3 +170,11 @@ def test_ports_come_from_the_sandbox_variables() -> None:
     assert stack.queue_port == 0
     assert stack.table_port == 10002
     assert stack.function_key == "k"
+    assert stack.hosts == 1
+
+
+def test_several_hosts_come_from_sandbox_hosts() -> None:
+    assert SandboxStack.from_environ({"SANDBOX_HOSTS": "3"}).hosts == 3
+    for wrong in ("0", "x", "99"):
+        with pytest.raises(ValueError, match="SANDBOX_HOSTS"):
+            SandboxStack.from_environ({"SANDBOX_HOSTS": wrong})
