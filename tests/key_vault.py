@@ -169,11 +169,19 @@ class KeyVaultServer:
         self._server = ServerThread(self.vault.app(), tls=(cert, key))
         self.port = 0
 
-    def start(self) -> None:
+    def __enter__(self) -> KeyVaultServer:
         self.port = int(self._server.start().rsplit(":", 1)[1])
+        return self
 
-    def stop(self) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._server.stop()
+
+    def reset(self) -> KeyVaultServer:
+        """No secret, no request recorded, answers as the service does."""
+        self.vault.secrets.clear()
+        self.vault.requests.clear()
+        self.vault.status = None
+        return self
 
     def transport(self) -> AioHttpTransport:
         """An azure-core transport to the fake (call it inside the event loop that uses it)."""

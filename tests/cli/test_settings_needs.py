@@ -78,21 +78,16 @@ def poisoned(storage_connection_string: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def key_vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyVaultServer]:
-    served = KeyVaultServer(tmp_path_factory.mktemp("key-vault"))
-    served.start()
-    yield served
-    served.stop()
+    with KeyVaultServer(tmp_path_factory.mktemp("key-vault")) as served:
+        yield served
 
 
 @pytest.fixture
 def vault(key_vault: KeyVaultServer, bare: pytest.MonkeyPatch) -> KeyVaultServer:
     """The fake vault, emptied, as the CLI's way to Key Vault (a static identity)."""
-    key_vault.vault.secrets.clear()
-    key_vault.vault.requests.clear()
-    key_vault.vault.status = None
     access = KeyVaultAccess(credential=StaticCredential, transport=key_vault.transport)
     bare.setattr(_keyvault, "ACCESS", access)
-    return key_vault
+    return key_vault.reset()
 
 
 def settings_file(folder: Path, **values: str) -> str:
@@ -120,51 +115,50 @@ def test_history_runs_with_storage_settings_alone(storage_only: str, cosell: Any
     assert "missing" not in ran.err
 
 
-def test_a_storage_command_without_storage_names_only_the_storage_setting(
-    bare: pytest.MonkeyPatch, cosell: Any
+PC_MISSING = [
+    f"{n}: missing; required when PARTNER_CENTER_API_URL is the real service" for n in PC_SECRETS
+]
+DATAVERSE_MISSING = "DATAVERSE_URL: missing; expected the https URL of the Dataverse environment"
+EMULATED_PC = {"PARTNER_CENTER_API_URL": "http://127.0.0.1:9/v1.0/engagements"}
+
+
+@pytest.mark.parametrize(
+    ("command", "given", "named", "not_named"),
+    [
+        (("poison", "list"), {}, ["AzureWebJobsStorage: missing"], ["DATAVERSE", "PARTNER"]),
+        (
+            ("sync", "referral", REFERRAL, "--dry-run"),
+            {"DATAVERSE_URL": "https://contoso.crm.dynamics.com", "AzureWebJobsStorage": "-"},
+            PC_MISSING,
+            ["DATAVERSE_URL", "AzureWebJobsStorage"],
+        ),
+        (
+            ("sync", "referral", REFERRAL),
+            {**EMULATED_PC, "AzureWebJobsStorage": "-"},
+            [DATAVERSE_MISSING],
+            ["PARTNER_CENTER", "AzureWebJobsStorage"],
+        ),
+        (("schema", "check"), {}, ["DATAVERSE_URL: missing"], ["AzureWebJobsStorage", "PARTNER"]),
+    ],
+    ids=["storage-command", "sync-without-pc", "sync-without-dataverse", "dataverse-command"],
+)
+def test_a_missing_setting_is_named_for_the_command_that_needs_it_and_no_other(
+    bare: pytest.MonkeyPatch,
+    storage_connection_string: str,
+    cosell: Any,
+    command: tuple[str, ...],
+    given: dict[str, str],
+    named: list[str],
+    not_named: list[str],
 ) -> None:
-    ran = cosell("poison", "list")
+    for name, value in given.items():
+        bare.setenv(name, storage_connection_string if value == "-" else value)
+
+    ran = cosell(*command)
 
     assert ran.code == 1
-    assert "AzureWebJobsStorage: missing" in ran.err
-    assert "DATAVERSE_URL" not in ran.err and "PARTNER_CENTER" not in ran.err
-
-
-def test_sync_without_partner_center_credentials_names_each_missing_setting(
-    storage_only: str, bare: pytest.MonkeyPatch, cosell: Any
-) -> None:
-    bare.setenv("DATAVERSE_URL", "https://contoso.crm.dynamics.com")
-
-    ran = cosell("sync", "referral", REFERRAL, "--dry-run")
-
-    assert ran.code == 1
-    for name in PC_SECRETS:
-        assert f"{name}: missing; required when PARTNER_CENTER_API_URL is the real service" in (
-            ran.err
-        )
-    assert "DATAVERSE_URL" not in ran.err and "AzureWebJobsStorage" not in ran.err
-
-
-def test_sync_without_dataverse_url_names_it(
-    storage_only: str, bare: pytest.MonkeyPatch, cosell: Any
-) -> None:
-    bare.setenv("PARTNER_CENTER_API_URL", "http://127.0.0.1:9/v1.0/engagements")  # emulator
-
-    ran = cosell("sync", "referral", REFERRAL)
-
-    assert ran.code == 1
-    assert "DATAVERSE_URL: missing; expected the https URL of the Dataverse environment" in ran.err
-    assert "PARTNER_CENTER" not in ran.err
-
-
-def test_a_dataverse_command_needs_neither_storage_nor_partner_center(
-    bare: pytest.MonkeyPatch, cosell: Any
-) -> None:
-    ran = cosell("schema", "check")
-
-    assert ran.code == 1
-    assert "DATAVERSE_URL: missing" in ran.err
-    assert "AzureWebJobsStorage" not in ran.err and "PARTNER_CENTER" not in ran.err
+    assert [text for text in named if text not in ran.err] == []
+    assert [text for text in not_named if text in ran.err] == []
 
 
 def test_status_with_storage_alone_reports_the_unconfigured_services(

@@ -22,18 +22,13 @@ SECRET_URI = "https://contoso-kv.vault.azure.net/secrets/partner-center-refresh-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyVaultServer]:
-    served = KeyVaultServer(tmp_path_factory.mktemp("key-vault"))
-    served.start()
-    yield served
-    served.stop()
+    with KeyVaultServer(tmp_path_factory.mktemp("key-vault")) as served:
+        yield served
 
 
 @pytest.fixture
 def vault(server: KeyVaultServer) -> KeyVaultServer:
-    server.vault.secrets.clear()
-    server.vault.requests.clear()
-    server.vault.status = None
-    return server
+    return server.reset()
 
 
 async def test_a_new_refresh_token_is_written_once_as_a_new_version(
