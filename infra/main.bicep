@@ -61,7 +61,11 @@ param webhookCertHostAllowlist string = '3psostorageacct.blob.core.windows.net'
 param webhookTrustedRoots string = ''
 
 // --- Partner Center credentials: supplied at deploy time or set in Key Vault afterwards --------
-// Empty values leave existing Key Vault secrets untouched (modules/keyvault.bicep).
+// Empty values leave existing Key Vault secrets untouched (modules/keyvault.bicep), so a secret
+// exists only once a value was given here or set by hand (the postprovision hook offers to):
+// nothing in the Bicep refers to a secret resource, the app's roles are on the vault
+// (modules/role-assignments.bicep), and the app settings name the secrets in Key Vault
+// references, which the platform resolves at run time.
 
 @description('Partner Center (partner) Entra tenant id; stored in Key Vault.')
 param partnerCenterTenantId string = ''
@@ -94,6 +98,9 @@ param enablePurgeProtection bool = true
 
 @minValue(30)
 param logRetentionInDays int = 30
+
+@description('Put an ABAC condition on the app\'s Key Vault Secrets Officer role so that it writes only the refresh token\'s secret (Key Vault ABAC is in preview; without it the role covers the vault, which holds only this app\'s four secrets).')
+param vaultAbacWriteCondition bool = false
 
 @description('Object id of the operator user/group (azd fills in the signed-in user); empty = no operator roles.')
 param operatorPrincipalId string = ''
@@ -238,6 +245,7 @@ module appRoles 'modules/role-assignments.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     keyVaultName: keyVault.outputs.name
     refreshTokenSecretName: secretNames.refreshToken
+    restrictSecretWrites: vaultAbacWriteCondition
   }
 }
 

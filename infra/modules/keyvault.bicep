@@ -4,7 +4,9 @@
 //
 // A secret is written only when a value is passed at deploy time. An empty value leaves the
 // secret as it is, so re-running `azd up` never overwrites a rotated refresh token or a secret
-// an operator set by hand (docs/deploy.md, "Partner Center credentials").
+// an operator set by hand (docs/deploy.md, step 4). So a secret may not exist after a deployment:
+// nothing may refer to these resources (no role assignment scoped to one, no output reading
+// one); role-assignments.bicep grants on the vault. tests/infra/test_infra_deploy_order.py checks.
 
 param name string
 param location string

@@ -52,6 +52,11 @@ def parse(path: Path) -> Bicep:
     return _parser().parse(file_path=path)
 
 
+def has_default(parameter: dict[str, Any]) -> bool:
+    """Whether a parsed parameter declares a default (pycep gives `default: None` when not)."""
+    return parameter.get("default") is not None
+
+
 def module_path(name: str) -> Path:
     """The file of module ``name`` declared in main.bicep."""
     module = parse(MAIN)["modules"][name]

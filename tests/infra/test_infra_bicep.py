@@ -16,6 +16,7 @@ from tests.infra.infra_model import (
     app_settings,
     bicep_files,
     body,
+    has_default,
     module_path,
     parse,
     property_path,
@@ -60,7 +61,7 @@ def test_module_params_match_the_module(name: str) -> None:
     declared = parse(module_path(name))["parameters"]
     passed = set(body(parse(MAIN)["modules"][name])["params"])
     assert passed <= set(declared), f"unknown params passed to {name}: {passed - set(declared)}"
-    required = {p for p, spec in declared.items() if "default" not in spec}
+    required = {p for p, spec in declared.items() if not has_default(spec)}
     assert required <= passed, f"required params of {name} not passed: {required - passed}"
 
 

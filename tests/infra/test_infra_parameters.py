@@ -13,6 +13,7 @@ from tests.infra.infra_model import (
     REPO,
     ROLE_IDS,
     bicep_files,
+    has_default,
     module_path,
     parameter_files,
     parse,
@@ -57,7 +58,7 @@ def test_parameter_files_only_set_parameters_main_declares(path: Path) -> None:
 
 @pytest.mark.parametrize("path", parameter_files(), ids=lambda p: p.name)
 def test_parameter_files_provide_every_required_parameter(path: Path) -> None:
-    required = {name for name, spec in _main_parameters().items() if "default" not in spec}
+    required = {name for name, spec in _main_parameters().items() if not has_default(spec)}
     missing = required - set(read_parameters(path))
     assert not missing, f"{path.name} lacks {missing}"
 
@@ -120,3 +121,62 @@ def test_azure_yaml_deploys_the_app_root_as_a_python_function() -> None:
     # azd finds the app to deploy to by this tag on the function app.
     function_app = (INFRA / "modules" / "function-app.bicep").read_text()
     assert f"'azd-service-name': '{name}'" in function_app
+
+
+# --- azd: every parameter mapped to a variable of the azd environment -----------------------------
+
+# What main.parameters.json leaves out, on purpose. The azd environment is a plain-text file
+# (.azure/<env>/.env) and a mapped value is written again on every `azd provision`: a refresh
+# token there would overwrite the one the app rotated into Key Vault. The four Partner Center
+# settings go into Key Vault directly (the postprovision hook offers to set them; deploy.md step 4).
+AZD_NOT_MAPPED = {
+    "partnerCenterTenantId",
+    "partnerCenterClientId",
+    "partnerCenterClientSecret",
+    "partnerCenterRefreshToken",
+}
+# azd's syntax: ${NAME} or ${NAME=default}; the default ends at the first `}` (drone/envsubst).
+AZD_VALUE = re.compile(r"^\$\{([A-Z][A-Z0-9_]*)(?:=([^}]*))?\}$")
+
+
+def _azd_mappings() -> dict[str, tuple[str, str | None]]:
+    mapped = {}
+    for name, spec in read_parameters(AZD).items():
+        match = AZD_VALUE.fullmatch(str(spec["value"]))
+        assert match, f"{name}: {spec['value']!r} is not ${{NAME}} or ${{NAME=default}}"
+        mapped[name] = (match.group(1), match.group(2))
+    return mapped
+
+
+def _as_azd_text(value: object) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def test_azd_maps_every_parameter_but_the_partner_center_credentials() -> None:
+    unmapped = set(_main_parameters()) - set(read_parameters(AZD))
+    assert unmapped == AZD_NOT_MAPPED, f"map these in {AZD.name}: {unmapped - AZD_NOT_MAPPED}"
+    assert set(_main_parameters()) >= AZD_NOT_MAPPED, "a parameter named here was removed"
+
+
+def test_azd_defaults_are_main_bicep_defaults() -> None:
+    parameters = _main_parameters()
+    variables: dict[str, str] = {}
+    for name, (variable, default) in _azd_mappings().items():
+        spec = parameters[name]
+        assert variables.setdefault(variable, name) == name, f"{variable} maps two parameters"
+        if default is not None:
+            assert has_default(spec), f"{name} is required: no default in {AZD.name} either"
+            assert default == _as_azd_text(spec["default"]), f"{name}: {default!r} is not main's"
+        elif has_default(spec):
+            # Unset, azd leaves a string parameter out (so main.bicep's default applies) but would
+            # pass "" to a bool or an int: those need their default written here.
+            assert spec["type"] == "string", f"{name}: write ${{{variable}={spec['default']}}}"
+            # A default holding `}` cannot be written in azd's syntax (referralLinkTemplate's {id}).
+            text = _as_azd_text(spec["default"])
+            assert text == "" or "}" in text, f"{name}: write ${{{variable}={text}}}"
+
+
+def test_azd_variables_are_documented() -> None:
+    text = (REPO / "docs" / "deploy.md").read_text() + (REPO / "docs" / "operate.md").read_text()
+    missing = sorted(v for v, _ in _azd_mappings().values() if f"`{v}`" not in text)
+    assert not missing, f"docs/deploy.md does not name the azd variables {missing}"

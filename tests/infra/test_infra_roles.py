@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from tests.infra.infra_model import (
     MAIN,
     app_settings,
@@ -28,8 +30,10 @@ EXPECTED = {
     (STORAGE, "Storage Table Data Contributor", PRINCIPAL),
     (APP_INSIGHTS, "Monitoring Metrics Publisher", PRINCIPAL),
     (KEY_VAULT, "Key Vault Secrets User", PRINCIPAL),
-    # Saving the rotated refresh token (SPEC 6): scoped to that one secret, not the vault.
-    (KEY_VAULT + "/secrets", "Key Vault Secrets Officer", PRINCIPAL),
+    # Saving the rotated refresh token (SPEC 6). On the vault: a secret exists only once a value
+    # is given, so a role on it fails the first deployment (test_infra_deploy_order.py); an
+    # optional ABAC condition limits the writes to that secret (test below).
+    (KEY_VAULT, "Key Vault Secrets Officer", PRINCIPAL),
 }
 
 
@@ -93,3 +97,58 @@ def test_key_vault_authorizes_with_rbac() -> None:
     tree = parse(module_path("keyVault"))
     [(_, vault)] = resources_of_type(tree, KEY_VAULT)
     assert body(vault)["properties"]["enableRbacAuthorization"] is True
+
+
+def test_the_optional_write_condition_allows_only_the_refresh_token() -> None:
+    tree = parse(module_path("appRoles"))
+    [writer] = [
+        body(r)
+        for _, r in resources_of_type(tree, "Microsoft.Authorization/roleAssignments")
+        if "keyVaultSecretsOfficer" in str(body(r)["properties"]["roleDefinitionId"])
+    ]
+    properties = writer["properties"]
+    switch = properties["condition"]["operator"]
+    assert switch["type"] == "conditional"
+    assert switch["operands"]["condition"] == "restrictSecretWrites"
+    assert switch["operands"]["false_value"] is None  # off: no condition at all
+    assert properties["conditionVersion"]["operator"]["operands"]["true_value"] == "2.0"
+    passed = body(parse(MAIN)["modules"]["appRoles"])["params"]
+    assert passed["restrictSecretWrites"] == "vaultAbacWriteCondition"
+    assert passed["refreshTokenSecretName"] == {
+        "operator": {
+            "type": "property_accessor",
+            "operands": {"operand_1": "secretNames", "operand_2": "refreshToken"},
+        }
+    }
+    # The condition as Key Vault will read it, for the refresh token's secret name.
+    variables = tree["variables"]
+    replace = variables["refreshTokenOnlyCondition"]["value"]["function"]
+    assert replace["parameters"]["original_string"] == "refreshTokenOnlyConditionTemplate"
+    name = parse(MAIN)["variables"]["secretNames"]["value"]["refreshToken"]
+    text = variables["refreshTokenOnlyConditionTemplate"]["value"].replace(
+        replace["parameters"]["old_string"], name
+    )
+    assert text.count("(") == text.count(")")
+    blocks = [b for b in text.split("\nAND\n") if b.strip()]
+    assert len(blocks) == 2
+    # Every secret data action that Secrets Officer adds to Secrets User (rbac-abac reference),
+    # each with the attribute Key Vault evaluates for it.
+    by_request = {"setSecret/action", "restore/action"}
+    by_resource = {
+        "update/action",
+        "rotate/action",
+        "delete",
+        "backup/action",
+        "recover/action",
+        "purge/action",
+    }
+    for block, actions, source in (
+        (blocks[0], by_request, "Request"),
+        (blocks[1], by_resource, "Resource"),
+    ):
+        found = set(
+            re.findall(r"ActionMatches\{'Microsoft\.KeyVault/vaults/secrets/([^']+)'\}", block)
+        )
+        assert found == actions
+        assert f"@{source}[Microsoft.KeyVault/vaults/secrets:name] StringEquals '{name}'" in block
+        assert block.count("!(ActionMatches") == len(actions)
