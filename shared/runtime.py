@@ -54,6 +54,8 @@ from shared.partner_center import (
 from shared.secrets import KeyVaultSecretWriter
 from shared.settings import Settings, get_settings
 from shared.state import TABLE_NAMES, CursorStore, HistoryStore, LinkStore
+from shared.state.budget import TableBudget
+from shared.state.cursors import CURSORS_TABLE
 from shared.storage import queue_client, table_service_client
 
 if TYPE_CHECKING:
@@ -214,8 +216,10 @@ class Runtime:
 
     def dataverse(self) -> DataverseClient:
         if self._dataverse is None:
+            scope = urlsplit(self.settings.dataverse_url).netloc or "dataverse"
+            budget = TableBudget(self.tables.get_table_client(CURSORS_TABLE), scope=scope)
             self._dataverse = wiring.dataverse_client(
-                self.settings, transport=self.transports.dataverse
+                self.settings, transport=self.transports.dataverse, budget=budget
             )
         return self._dataverse
 

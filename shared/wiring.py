@@ -17,7 +17,7 @@ import httpx
 from azure.data.tables.aio import TableServiceClient
 
 from shared.crm_schema import primary_keys
-from shared.dataverse import DataverseClient
+from shared.dataverse import AdaptiveThrottle, DataverseClient, RequestBudget
 from shared.errors import SettingsError
 from shared.partner_center import (
     PartnerCenterAuthError,
@@ -149,10 +149,12 @@ def dataverse_client(
     transport: httpx.AsyncBaseTransport | None = None,
     retry_policy: RetryPolicy | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    budget: RequestBudget | None = None,
 ) -> DataverseClient:
     """A client of ``DATAVERSE_URL``: the sandbox token against the emulator, else
     ``credential`` or a ``DefaultAzureCredential`` (managed identity in Azure) that the client
-    owns and closes with itself."""
+    owns and closes with itself. ``budget`` shares the application user's request window and
+    concurrency with the app's other instances (``shared.state.budget``)."""
     url, token, owns_credential = settings.dataverse_url, None, False
     if not url:  # settings loaded for a consumer that does not need Dataverse
         raise SettingsError("DATAVERSE_URL: missing; needed to talk to Dataverse")
@@ -171,6 +173,9 @@ def dataverse_client(
         retry_policy=retry_policy,
         timeout=timeout,
         primary_keys=crm_primary_keys(settings),
+        # Dataverse's limits per user (reference 6): 6,000 requests / 5 min; 16 in flight here,
+        # under the 52 concurrent, and within this instance's share when a budget is shared.
+        throttle=AdaptiveThrottle(16, window_requests=6000, window_s=300.0, budget=budget),
     )
 
 

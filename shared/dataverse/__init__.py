@@ -100,7 +100,7 @@ from shared.dataverse._remote_context import (
     RemoteExecutionContext,
     parse_remote_context,
 )
-from shared.dataverse._throttle import AdaptiveThrottle
+from shared.dataverse._throttle import AdaptiveThrottle, RequestBudget
 
 __all__ = [
     "MAX_CONTEXT_BYTES",
@@ -139,6 +139,7 @@ __all__ = [
     "RelationshipMetadata",
     "RemoteContextError",
     "RemoteExecutionContext",
+    "RequestBudget",
     "Role",
     "RolePrivilege",
     "Row",

@@ -7,6 +7,9 @@
 * Each run of ``limit`` successes without a 429 raises ``limit`` by one, back to the maximum.
 * Optionally, a client-side budget of ``window_requests`` per ``window_s`` (a sliding window like
   Dataverse's) keeps a burst from ever reaching the request limit.
+* Optionally, a ``RequestBudget`` shared by every instance of the app (``shared.state.budget``)
+  admits each request and caps the concurrency at this instance's share, so N instances together
+  stay under the one application user's limits.
 
 The throttle never retries: ``ThrottledTransport`` sits *inside* ``shared.retry.RetryTransport``
 so it counts every attempt that reaches Dataverse and sees every 429, while the retry rule stays
@@ -19,11 +22,26 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import httpx
 
 from shared.retry import parse_retry_after
 from shared.telemetry import EVENT_THROTTLED, add_event
+
+
+class RequestBudget(Protocol):
+    """A request budget shared with other instances (``shared.state.budget.TableBudget``)."""
+
+    @property
+    def concurrency(self) -> int:
+        """This instance's share of the concurrent-request cap."""
+
+    async def take(self) -> None:
+        """Wait until one more request fits the shared window."""
+
+    def debit(self, requests: int) -> None:
+        """Count requests already sent beyond those taken (a ``$batch``'s operations)."""
 
 
 class AdaptiveThrottle:
@@ -38,6 +56,7 @@ class AdaptiveThrottle:
         window_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        budget: RequestBudget | None = None,
     ) -> None:
         if not 1 <= min_in_flight <= max_in_flight:
             raise ValueError("expected 1 <= min_in_flight <= max_in_flight")
@@ -58,15 +77,25 @@ class AdaptiveThrottle:
         self._successes = 0
         self._generation = 0  # bumped on every cut, so one burst of 429s cuts once
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self.budget = budget
+
+    @property
+    def _cap(self) -> int:
+        """The in-flight limit now: the adaptive one, within this instance's shared share."""
+        if self.budget is None:
+            return self.limit
+        return max(1, min(self.limit, self.budget.concurrency))
 
     async def acquire(self) -> int:
         """Wait for a slot (and for any Retry-After pause); returns a ticket for ``release``."""
+        if self.budget is not None:
+            await self.budget.take()  # the shared window first: it may wait for a bucket
         while True:
             pause = max(self._resume_at, self._budget_free_at()) - self._clock()
             if pause > 0:
                 await self._sleep(pause)
                 continue
-            if self.in_flight < self.limit:
+            if self.in_flight < self._cap:
                 if self.window_requests is not None:
                     self._sent.append(self._clock())
                 self.in_flight += 1
@@ -89,6 +118,8 @@ class AdaptiveThrottle:
         beyond the one request it was admitted as (each counts, reference 5)."""
         if self.window_requests is not None:
             self._sent.extend([self._clock()] * max(0, requests))
+        if self.budget is not None:
+            self.budget.debit(requests)
 
     def _budget_free_at(self) -> float:
         """When the next request fits the client-side window budget (0 = now)."""
@@ -120,7 +151,7 @@ class AdaptiveThrottle:
         self._wake()
 
     def _wake(self) -> None:
-        free = self.limit - self.in_flight
+        free = self._cap - self.in_flight
         while free > 0 and self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():

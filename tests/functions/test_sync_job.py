@@ -293,3 +293,22 @@ async def test_a_poll_job_the_queue_delivers_again_makes_no_remote_call(app: App
     )
 
     assert await _requests(app) == before
+
+
+async def test_the_app_takes_its_dataverse_requests_from_the_shared_budget(app: App) -> None:
+    """Issue 20: every instance's Dataverse client draws on one ledger in ``synccursors``
+    (``shared.state.budget``), so N instances share the application user's window."""
+    incoming = cosell_deal(name="Contoso - budget")
+    del incoming["externalReferenceId"]
+    async with app.control() as control:
+        response = await control.post("/_emulator/microsoft/referrals", json=incoming)
+        referral_id = response.json()["id"]
+
+    job = SyncJob.now("referral", referral_id, reason="webhook:referral-created")
+    await function_app.sync_job(message(job.to_json()))
+
+    table = app.runtime.tables.get_table_client("synccursors")
+    ledgers = [e async for e in table.query_entities("PartitionKey eq 'budget'")]
+    instances = [e async for e in table.query_entities("PartitionKey ge 'instances-'")]
+    assert len(ledgers) == 1 and json.loads(ledgers[0]["Buckets"])  # grants were recorded
+    assert instances  # and this instance's heartbeat, for the concurrency share
