@@ -109,6 +109,8 @@ async def _dataverse_reachable(ctx: Context) -> dict[str, Any]:
     """One ``WhoAmI``: health checks tokens and storage but calls no API, so an environment
     that is down, or an application user that was removed, shows here (the CLI's own check;
     the health endpoint stays cheap)."""
+    if not ctx.settings.dataverse_url:
+        return {"reachable": False, "detail": "not checked: DATAVERSE_URL is not set"}
     started = time.monotonic()
     try:
         me = await (await ctx.dataverse()).who_am_i()
