@@ -160,7 +160,8 @@ class SandboxStack:
     start. ``settings`` overrides app settings on top of the sandbox values. ``module`` /
     ``app_dir``: the Functions app to host (default the repo's ``function_app``).
     ``max_polling_interval`` caps host.json's queue polling interval for latency.
-    ``host_options`` go to ``FunctionHost`` (e.g. ``visibility_timeout`` for tests).
+    ``host_options`` go to ``FunctionHost`` (e.g. ``visibility_timeout`` for tests; JSON values
+    when ``hosts`` > 1, as they go to each instance process on its command line).
     ``storage_connection_string``: use this storage (e.g. the test session's Azurite) instead of
     starting Azurite. ``partner_center_app`` / ``dataverse_app``: emulators built with other
     options (their ``create_app``); by default fresh ones accepting the token ``sandbox``.

@@ -107,6 +107,14 @@ async def test_two_instances_share_the_queue_and_the_timer_and_survive_a_crash(
     holders = [p for p in stack.processes if (await p.status())["timers"]["tick"]]
     assert len(holders) == 1 and after[holders[0].name] > 0
 
+    # The front door takes turns: HTTP requests reach both instances.
+    async with httpx.AsyncClient(timeout=10) as client:
+        for _ in range(4):
+            answer = await client.get(f"{stack.host_url}/api/items/1", params={"code": "sandbox"})
+            assert answer.status_code == 200
+    assert stack.front_door is not None
+    assert all(count >= 2 for count in stack.front_door.forwarded.values())
+
     # Kill the timer's instance (SIGKILL, as a crash): the other carries on with both.
     survivor = next(p for p in stack.processes if p is not holders[0])
     holders[0].kill()
