@@ -128,3 +128,13 @@ async def open_sandbox(
             pc=await clients.enter_async_context(wiring.partner_center_client(settings)),
             crm=await clients.enter_async_context(wiring.dataverse_client(settings)),
         )
+
+
+async def set_faults(base_url: str, faults: dict[str, Any] | None) -> None:
+    """An emulator's injected faults (SPEC 9 control API ``/_emulator/faults``); None clears."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as control:
+        if faults is None:
+            answer = await control.delete("/_emulator/faults")
+        else:
+            answer = await control.put("/_emulator/faults", json=faults)
+        assert answer.status_code in (200, 204), answer.text

@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 from azure.data.tables.aio import TableClient
@@ -31,7 +30,7 @@ from azure.storage.queue.aio import QueueClient
 from sandbox.stack import PORT_VARIABLES
 from shared.jobs import POISON_QUEUE
 from shared.state import HISTORY_TABLE, HistoryStore
-from tests.e2e.story import Sandbox, customer, eventually, open_sandbox, unique
+from tests.e2e.story import Sandbox, customer, eventually, open_sandbox, set_faults, unique
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
@@ -91,15 +90,6 @@ async def page(browser: Any) -> AsyncIterator[Any]:
         yield await context.new_page()
     finally:
         await context.close()
-
-
-async def _faults(base_url: str, faults: dict[str, Any] | None) -> None:
-    async with httpx.AsyncClient(base_url=base_url, timeout=10) as control:
-        if faults is None:
-            answer = await control.delete("/_emulator/faults")
-        else:
-            answer = await control.put("/_emulator/faults", json=faults)
-        assert answer.status_code in (200, 204), answer.text
 
 
 async def _flag_without_country(sandbox: Sandbox) -> str:
@@ -180,7 +170,7 @@ async def test_a_poisoned_job_shows_its_reason_and_replay_brings_it_back(
             await poison.create_queue()
         await poison.clear_messages()
         dataverse = sandbox.stack.dataverse_url
-        await _faults(dataverse, {"error_rate": 1.0, "statuses": [500]})
+        await set_faults(dataverse, {"error_rate": 1.0, "statuses": [500]})
         try:
             # A partner's edit: the webhook's job reads the referral, then the opportunity (500).
             await sandbox.partner_edits(referral_id, details__dealValue=123456)
@@ -212,7 +202,7 @@ async def test_a_poisoned_job_shows_its_reason_and_replay_brings_it_back(
             # From sync-jobs the worker runs it again: a first attempt, after the replay.
             await eventually(tried_again, "the replayed job's first attempt")
         finally:
-            await _faults(dataverse, None)
+            await set_faults(dataverse, None)
 
         async def synced() -> bool:
             row = await sandbox.opportunity(str(opportunity["opportunityid"]))

@@ -20,7 +20,6 @@ import io
 import json
 import sys
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
@@ -32,7 +31,7 @@ from sandbox.stack import PORT_VARIABLES
 from shared.cli import main
 from shared.jobs import POISON_QUEUE
 from shared.state import HISTORY_TABLE, HistoryStore
-from tests.e2e.story import Sandbox, customer, eventually, open_sandbox, unique
+from tests.e2e.story import Sandbox, customer, eventually, open_sandbox, set_faults, unique
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -66,15 +65,6 @@ async def _cosell(*args: str) -> tuple[int, str]:
     return code, buffer.getvalue()
 
 
-async def _faults(sandbox: Sandbox, base_url: str, faults: dict[str, Any] | None) -> None:
-    async with httpx.AsyncClient(base_url=base_url, timeout=10) as control:
-        if faults is None:
-            answer = await control.delete("/_emulator/faults")
-        else:
-            answer = await control.put("/_emulator/faults", json=faults)
-        assert answer.status_code in (200, 204), answer.text
-
-
 async def _poison(sandbox: Sandbox) -> QueueClient:
     queue = QueueClient.from_connection_string(sandbox.stack.connection_string, POISON_QUEUE)
     with contextlib.suppress(Exception):  # ResourceNotFoundError: nothing poisoned yet
@@ -90,7 +80,7 @@ async def test_a_job_failing_on_a_dataverse_500_is_poisoned_with_its_reason(
     poison = await _poison(sandbox)
     async with poison:
         await poison.clear_messages()
-        await _faults(sandbox, sandbox.stack.dataverse_url, {"error_rate": 1.0, "statuses": [500]})
+        await set_faults(sandbox.stack.dataverse_url, {"error_rate": 1.0, "statuses": [500]})
         try:
             # A partner's edit: the webhook's job reads the referral, then the opportunity (500).
             await sandbox.partner_edits(referral_id, details__dealValue=123456)
@@ -100,7 +90,7 @@ async def test_a_job_failing_on_a_dataverse_500_is_poisoned_with_its_reason(
 
             await eventually(poisoned, "the job in sync-jobs-poison", within_s=POISONED_WITHIN_S)
         finally:
-            await _faults(sandbox, sandbox.stack.dataverse_url, None)
+            await set_faults(sandbox.stack.dataverse_url, None)
 
         code, listed = await _cosell("poison", "list", "--json")
         table_code, table = await _cosell("poison", "list")
@@ -128,14 +118,14 @@ async def test_referrals_whose_webhooks_were_dropped_show_as_drift_and_degrade_h
     sandbox: Sandbox,
 ) -> None:
     pc_url = sandbox.stack.partner_center_url
-    await _faults(sandbox, pc_url, {"error_rate": 0.0, "drop_webhook_rate": 1.0})
+    await set_faults(pc_url, {"error_rate": 0.0, "drop_webhook_rate": 1.0})
     try:
         dropped = {
             await sandbox.microsoft_sends(customerProfile=customer(unique("Dropped AG")))
             for _ in range(3)
         }
     finally:
-        await _faults(sandbox, pc_url, None)
+        await set_faults(pc_url, None)
     await asyncio.sleep(2)  # were a webhook delivered, its job would have run by now
     assert [await sandbox.opportunity_for(r) for r in dropped] == [None, None, None]
 
