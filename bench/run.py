@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 
-from bench import backfill, calls, chaos, fuzz, latency, push_latency
+from bench import backfill, calls, chaos, fuzz, latency, push_latency, shared_budget
 from bench.common import summary
 from bench.png import Series, histogram_chart
 from bench.report import HERE, Row, seconds, write
@@ -171,6 +171,29 @@ async def run_all(
         "user + system CPU time of the backfill process above (engine, clients, state store; "
         "the emulators and Azurite run in other processes) divided by the syncs; it includes "
         "the process's start-up (imports, settings) and listing the referrals.",
+    ))  # fmt: skip
+
+    _step(f"shared budget: {shared_budget.INSTANCES} instances on one Dataverse user")
+    pooled = await shared_budget.measure()
+    rows.append(Row(
+        f"{pooled.instances} instances on one Dataverse application user (shared budget)",
+        "per-instance throttles: N instances send N × the budget, then 429s",
+        "together ≥ 90 % of the ceiling, zero 429s, never over 52 concurrent",
+        f"{pooled.share_of_ceiling:.0%} of the ceiling ({pooled.admitted} requests in "
+        f"{pooled.seconds:.0f} s; per instance {', '.join(map(str, pooled.per_instance))}); "
+        f"429 answers {pooled.throttled}; peak concurrent {pooled.peak_concurrent}; "
+        f"{pooled.storage_calls_per_request:.2f} storage calls per Dataverse request",
+        pooled.share_of_ceiling >= 0.9
+        and pooled.throttled == 0
+        and pooled.peak_concurrent <= 52,
+        f"{pooled.instances} separate processes, each the app's Dataverse client with its "
+        "throttle on `shared.state.budget.TableBudget` (one ledger row in Azurite), "
+        f"{shared_budget.WORKERS} workers each sending `WhoAmI` as fast as admitted for "
+        f"{pooled.seconds:.0f} s; the emulator answers after 20 ms and enforces "
+        f"{shared_budget.LIMIT_REQUESTS} requests per {shared_budget.LIMIT_WINDOW_S:.0f} s "
+        "(the documented 20 requests/s) and 52 concurrent. Storage calls = the ledger's reads "
+        "and writes and the heartbeats, over all instances. This measures the limiter, not a "
+        "3-host backfill (issue 20's `make bench-full` is still to come).",
     ))  # fmt: skip
 
     _step(f"chaos: {chaos_referrals} referrals")
