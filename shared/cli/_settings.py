@@ -15,11 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any
 
 from shared.cli import (
     backfill,
@@ -34,7 +30,8 @@ from shared.cli import (
     webhook,
 )
 from shared.cli._keyvault import is_reference, resolve_references
-from shared.settings import SERVICES, Service, Settings, load_settings, service_of, setting_names
+from shared.cli._settings_file import read_values
+from shared.settings import SERVICES, Service, Settings, load_settings, service_of
 
 STORAGE: tuple[Service, ...] = ("storage",)
 PARTNER_CENTER: tuple[Service, ...] = ("partner_center",)
@@ -86,17 +83,3 @@ def command_settings(args: argparse.Namespace) -> Settings:
     if any(is_reference(value) for value in wanted.values()):
         wanted = asyncio.run(resolve_references(wanted))
     return load_settings(wanted, needs=needs)
-
-
-def read_values(path: str | None) -> dict[str, str]:
-    """The known app settings of the environment, over those of the settings file."""
-    names = set(setting_names())
-    merged: dict[str, str] = {}
-    if path is not None:
-        document: Any = json.loads(Path(path).read_text(encoding="utf-8"))
-        values = document.get("Values") if isinstance(document, dict) else None
-        if not isinstance(values or {}, dict):
-            raise ValueError(f"{path}: 'Values' is not an object")
-        merged.update({str(k): str(v) for k, v in (values or {}).items()})
-    merged.update(os.environ)
-    return {k: v for k, v in merged.items() if k in names and v != ""}

@@ -14,13 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -29,6 +26,7 @@ import httpx
 from shared.cli._context import Context
 from shared.cli._output import mask_url
 from shared.cli._parser import add_command, add_group
+from shared.cli._settings_file import file_values
 from shared.dataverse_push import (
     WEBHOOK_ROUTE as DATAVERSE_ROUTE,
 )
@@ -450,14 +448,9 @@ def _dataverse_url(ctx: Context) -> str | None:
 def _sandbox_environ(ctx: Context) -> dict[str, str]:
     """``SANDBOX_HOST_PORT``/``SANDBOX_FUNCTION_KEY`` from ``--settings-file`` (``make up`` writes
     them to ``.sandbox/local.settings.json``) under the environment, which wins as for every
-    setting: so the running sandbox's host is found on whatever port it got."""
-    values: dict[str, str] = {}
-    path = getattr(ctx.args, "settings_file", None)
-    if path:
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            found = json.loads(Path(path).read_text(encoding="utf-8")).get("Values") or {}
-            values = {k: str(v) for k, v in found.items() if k.startswith("SANDBOX_")}
-    return {**values, **os.environ}
+    setting: so the running sandbox's host is found on whatever port it got. The file was read
+    already when the settings loaded; a broken one would have stopped the command there."""
+    return file_values(getattr(ctx.args, "settings_file", None))
 
 
 async def _register_dataverse(ctx: Context, documents: dict[str, Any]) -> int:
