@@ -492,15 +492,14 @@ async def apply(ctx: Context) -> int:
     if (plan or steps) and not args.yes and not confirm("Apply these changes to Dataverse?"):
         out.error("nothing was changed (pass --yes to apply without a question)")
         return 1
-    applied = Applied()
-    applied = await run_steps(dataverse, found, container.steps, result=applied)
+    applied = await run_steps(dataverse, found, container.steps)
     created, existed = await _create_columns(ctx, dataverse, todo, solution, applied)
     if applied.ok:
         # Read again: new tables brought their default view (the subgrid's) and privileges.
         found = await survey(dataverse, prefix, solution)
         custom = plan_customizations(found)
         problems = [*container.problems, *custom.problems]
-        applied = await run_steps(dataverse, found, custom.steps, result=applied)
+        await run_steps(dataverse, found, custom.steps, result=applied)
     after = await compare(dataverse, prefix) if todo else comparison
     still_missing = [f.row() for f in after.missing]
     differs = [f.row() for f in after.differs]
