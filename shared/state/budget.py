@@ -102,9 +102,9 @@ class TableBudget:
         self._full_bucket = -1  # the bucket in which the ledger last had no room
         self._clock = clock
         self._sleep = sleep
-        self._tokens = 0  # left of the current grant
+        # Left of the current grant; negative while requests sent beyond it are owed (debit).
+        self._tokens = 0
         self._tokens_bucket = -1  # the bucket the tokens were granted in
-        self._debt = 0  # requests sent beyond what was granted (debit)
         self._live = 1  # instances seen at the last heartbeat
         self._beat_at = -math.inf
         self._lock = asyncio.Lock()
@@ -132,21 +132,22 @@ class TableBudget:
                 if self._clock() - self._beat_at >= self.heartbeat_s:
                     await self._heartbeat()
                 if self._tokens_bucket != bucket:
-                    self._tokens, self._tokens_bucket = 0, bucket
-                if self._tokens <= self._debt and self._full_bucket != bucket:
-                    self._tokens -= self._debt
-                    self._debt = 0
+                    # What is left of a grant expires with its bucket; what is owed stays owed.
+                    self._tokens, self._tokens_bucket = min(0, self._tokens), bucket
+                if self._tokens <= 0 and self._full_bucket != bucket:
                     got, counted_in = await self._claim(bucket)
                     if got == 0:
                         # The window is full: room opens only when a bucket drops out of it,
                         # so the other waiters of this bucket do not ask the ledger again.
                         self._full_bucket = bucket
-                    self._tokens = max(0, self._tokens) + got
-                    if counted_in != self._bucket():
+                    elif counted_in != self._bucket():
                         # Granted for a bucket that has passed: spending it now would put
                         # requests outside the bucket they were counted in.
-                        self._tokens = 0
                         continue
+                    else:
+                        self._tokens += got
+                        if self._tokens <= 0:
+                            continue  # it paid what was owed (debit); claim again
                 if self._tokens > 0:
                     self._tokens -= 1
                     return
@@ -155,7 +156,9 @@ class TableBudget:
             await self._sleep(max(0.01, wait))
 
     def debit(self, requests: int) -> None:
-        self._debt += max(0, requests)
+        """Requests already sent beyond those taken (a ``$batch``'s inner operations): owed
+        tokens, paid from the next grants."""
+        self._tokens -= max(0, requests)
 
     # -- the ledger ----------------------------------------------------------------------------
 

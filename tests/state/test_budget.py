@@ -127,3 +127,15 @@ async def test_storage_calls_per_dataverse_request_stay_small(table: TableClient
     # a read and a write per grant of 25, plus the first heartbeat's two calls
     assert budget.storage_calls == 2 * (requests // 25) + 2
     assert budget.storage_calls / requests <= 0.1
+
+
+async def test_a_batch_s_extra_operations_are_paid_from_the_next_grants(table: TableClient) -> None:
+    """A ``$batch`` is admitted as one request and its other operations are debited after
+    (reference 5: each counts); the ledger must end up holding all of them."""
+    budget = _budget(table, "batcher", buckets=1, window_s=60.0)  # one long bucket
+    await budget.take()  # a grant of 5, one spent
+    budget.debit(10)  # the batch's ten other operations
+
+    await budget.take()
+
+    assert budget.granted >= 1 + 10 + 1  # nothing owed was forgiven
